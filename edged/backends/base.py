@@ -1,0 +1,101 @@
+"""The backend seam: what every inference runtime (ONNX Runtime, TensorRT) offers.
+
+A backend is created from a :class:`~edged.modelfile.ModelArtifact`, reports
+its input and output specs, and runs ``infer(inputs by name) -> outputs by
+name``. Tasks find tensors through :func:`find_tensor`, which matches names
+with or without the ``:0`` suffix that TensorFlow-exported ONNX files carry
+(PeopleNet's ONNX releases name ``input_1:0``; tao-tensorrt.md section 2).
+"""
+
+import abc
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ModelContractError
+
+Shape = Tuple[Optional[int], ...]
+
+
+class TensorSpec(object):
+    """Name, shape (None for a dynamic dimension) and numpy dtype of one tensor."""
+
+    __slots__ = ("name", "shape", "dtype")
+
+    def __init__(self, name: str, shape: Sequence[Optional[int]], dtype: "np.dtype") -> None:
+        self.name = name
+        self.shape = tuple(shape)  # type: Shape
+        self.dtype = np.dtype(dtype)
+
+    def __repr__(self) -> str:
+        dims = "x".join("?" if d is None else str(d) for d in self.shape)
+        return "{}[{} {}]".format(self.name, dims, self.dtype.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TensorSpec) and (self.name, self.shape, self.dtype) == (
+            other.name,
+            other.shape,
+            other.dtype,
+        )
+
+
+class Backend(abc.ABC):
+    """An inference runtime holding one loaded model."""
+
+    #: short name used in config, logs and metrics ("onnxruntime", "tensorrt")
+    name = "backend"
+
+    @property
+    @abc.abstractmethod
+    def inputs(self) -> List[TensorSpec]:
+        """Specs of the model's inputs, in model order."""
+
+    @property
+    @abc.abstractmethod
+    def outputs(self) -> List[TensorSpec]:
+        """Specs of the model's outputs, in model order."""
+
+    @abc.abstractmethod
+    def infer(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Run the model. Keys are the model's own tensor names.
+
+        Raises:
+            BackendError: the runtime failed.
+        """
+
+    def close(self) -> None:
+        """Release the runtime's resources; the backend is unusable afterwards."""
+
+
+def strip_suffix(name: str) -> str:
+    """``output_cov/Sigmoid:0`` -> ``output_cov/Sigmoid``; other names unchanged."""
+    return name[:-2] if name.endswith(":0") else name
+
+
+def find_tensor(
+    specs: Sequence[TensorSpec], candidates: Sequence[str], role: str, model: str
+) -> TensorSpec:
+    """Return the first spec whose name matches one of ``candidates``.
+
+    A candidate matches a tensor with the same name or the same name with or
+    without a ``:0`` suffix. Candidates are tried in order.
+
+    Raises:
+        ModelContractError: no tensor matches; the message lists what the model has.
+    """
+    by_name = {}  # type: Dict[str, TensorSpec]
+    for spec in specs:
+        by_name.setdefault(spec.name, spec)
+        by_name.setdefault(strip_suffix(spec.name), spec)
+    for candidate in candidates:
+        for key in (candidate, strip_suffix(candidate)):
+            if key in by_name:
+                return by_name[key]
+    raise ModelContractError(
+        "{}: no {} tensor named {} (the model has {})".format(
+            model,
+            role,
+            " or ".join(repr(c) for c in candidates),
+            ", ".join(repr(s.name) for s in specs) or "none",
+        )
+    )

@@ -1,0 +1,116 @@
+"""ONNX Runtime on the CPU: the backend that runs everywhere, including CI.
+
+Takes the model as bytes so a decrypted ``.etlt`` never touches the disk.
+A UFF payload (old PeopleNet ``.etlt`` releases) cannot run here: only
+TensorRT <= 8.6 has a UFF parser (tao-tensorrt.md 1.4).
+"""
+
+import logging
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..errors import BackendError, ModelFormatError
+from ..modelfile import ONNX, ModelArtifact
+from .base import Backend, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+# ONNX Runtime's type strings -> numpy dtypes (the ones image models use).
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _spec(node: "object") -> TensorSpec:
+    # ORT reports dynamic dimensions as strings ("batch") or None.
+    shape = [d if isinstance(d, int) and d > 0 else None for d in node.shape]
+    dtype = _ORT_DTYPES.get(node.type)
+    if dtype is None:
+        raise ModelFormatError("tensor {!r} has unsupported type {}".format(node.name, node.type))
+    return TensorSpec(node.name, shape, dtype)
+
+
+class OnnxRuntimeBackend(Backend):
+    """One ``onnxruntime.InferenceSession`` on the CPU execution provider."""
+
+    name = "onnxruntime"
+
+    def __init__(self, artifact: ModelArtifact, threads: Optional[int] = None) -> None:
+        """Load ``artifact``.
+
+        Args:
+            artifact: the model; must be an ONNX payload.
+            threads: intra-op threads; None lets ONNX Runtime choose (all cores).
+
+        Raises:
+            ModelFormatError: a UFF payload, or ONNX Runtime rejects the model.
+        """
+        if artifact.format != ONNX:
+            raise ModelFormatError(
+                "{}: contains a UFF model, which only TensorRT 8.6 or older can build "
+                "(backend: tensorrt on JetPack 4.6/5.x); ONNX Runtime cannot run it".format(
+                    artifact.path
+                )
+            )
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise BackendError(
+                "the onnxruntime backend needs the onnxruntime package "
+                "(pip install 'edged[cpu]')"
+            ) from e
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # ORT's warnings go to stderr otherwise
+        try:
+            self._session = ort.InferenceSession(
+                artifact.data, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+            self._inputs = [_spec(n) for n in self._session.get_inputs()]
+            self._outputs = [_spec(n) for n in self._session.get_outputs()]
+        except ModelFormatError as e:
+            raise ModelFormatError("{}: {}".format(artifact.path, e)) from e
+        except Exception as e:  # noqa: BLE001 - ORT raises its own untyped errors at load
+            raise ModelFormatError(
+                "{}: ONNX Runtime cannot load the model: {}".format(
+                    artifact.path, _first_line(str(e))
+                )
+            ) from e
+        self._output_names = [s.name for s in self._outputs]
+        self._path = artifact.path
+        logger.debug("loaded %s: inputs %s outputs %s", artifact.path, self._inputs, self._outputs)
+
+    @property
+    def inputs(self) -> List[TensorSpec]:
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> List[TensorSpec]:
+        return list(self._outputs)
+
+    def infer(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        try:
+            values = self._session.run(self._output_names, inputs)
+        except Exception as e:  # noqa: BLE001 - ORT's run errors are not a typed hierarchy
+            raise BackendError(
+                "{}: inference failed: {}".format(self._path, _first_line(str(e)))
+            ) from e
+        return dict(zip(self._output_names, values))
+
+    def close(self) -> None:
+        self._session = None
+
+
+def _first_line(text: str) -> str:
+    text = text.strip()
+    return text.splitlines()[0] if text else "unknown error"

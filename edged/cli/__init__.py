@@ -1,0 +1,63 @@
+"""The ``edged`` command line.
+
+Every :class:`~edged.errors.EdgedError` becomes one line on stderr and exit
+code 2 (issue 2: bad input never produces a traceback); anything else is a
+bug and keeps its traceback.
+"""
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from .. import __version__
+from ..errors import EdgedError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # bad config, model, key or input: the user can fix it
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import check_config, infer, schema_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="edged",
+        description="Inference daemon for NVIDIA Jetson: TAO/ONNX models on camera streams.",
+    )
+    parser.add_argument("--version", action="version", version="edged " + __version__)
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for module in (infer, check_config, schema_cmd):
+        module.add_parser(commands)
+    return parser
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING - 10 * min(verbosity, 2)
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return int(args.run(args) or EXIT_OK)
+    except EdgedError as e:
+        print("edged: error: {}".format(e), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("edged: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `edged infer ... | head`
+        return EXIT_OK
+
+
+def entry_point() -> None:
+    sys.exit(main())

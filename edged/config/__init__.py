@@ -1,0 +1,193 @@
+"""edged's configuration: one YAML file, validated against ``schema.json``, frozen.
+
+``load_config(path)`` reads the file, rejects duplicate keys, validates it
+(unknown keys, types, bounds; every message names the key path), fills the
+documented defaults, resolves relative paths against the file's directory
+and returns a frozen :class:`Config`. Any problem raises one
+:class:`~edged.errors.ConfigError` whose message starts with the file name.
+The schema is published as ``configs/edged.schema.json`` for editors.
+"""
+
+import json
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import yaml
+
+from ..errors import ConfigError
+from .model import (
+    ClassificationConfig,
+    ClassSettings,
+    Config,
+    DetectionConfig,
+    InputConfig,
+    ModelConfig,
+)
+from .validate import SchemaValidator, first_error
+
+__all__ = [
+    "ClassSettings",
+    "ClassificationConfig",
+    "Config",
+    "DetectionConfig",
+    "InputConfig",
+    "ModelConfig",
+    "load_config",
+    "parse_config",
+    "build_config",
+    "schema",
+    "model_config_from_dict",
+]
+
+#: Config files larger than this are refused before parsing.
+MAX_CONFIG_BYTES = 1 << 20
+
+_SCHEMA_PATH = os.path.join(os.path.dirname(__file__), "schema.json")
+_schema_cache = {}  # type: Dict[str, Any]
+
+
+def schema() -> Dict[str, Any]:
+    """The configuration's JSON Schema (a fresh copy)."""
+    if "schema" not in _schema_cache:
+        with open(_SCHEMA_PATH) as f:
+            _schema_cache["schema"] = json.load(f)
+    return json.loads(json.dumps(_schema_cache["schema"]))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Dict[Any, Any]:
+    loader.flatten_mapping(node)
+    mapping = {}  # type: Dict[Any, Any]
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise ConfigError(
+                "line {}: duplicate key {!r}".format(key_node.start_mark.line + 1, key)
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def load_config(path: str) -> Config:
+    """Read, validate and freeze the config file at ``path``.
+
+    Raises:
+        ConfigError: unreadable, not YAML, or invalid; the message names the file
+            and the key path.
+    """
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError("{}: {} bytes is too large for a config file".format(path, size))
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError as e:
+        raise ConfigError("{}: config file not found".format(path)) from e
+    except IsADirectoryError as e:
+        raise ConfigError("{}: is a directory, expected a YAML file".format(path)) from e
+    except OSError as e:
+        raise ConfigError("{}: cannot read config ({})".format(path, e.strerror or e)) from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("{}: not UTF-8 text (byte {})".format(path, e.start)) from e
+    try:
+        return parse_config(text, base_dir=os.path.dirname(os.path.abspath(path)))
+    except ConfigError as e:
+        raise ConfigError("{}: {}".format(path, e)) from e
+
+
+def parse_config(text: str, base_dir: str = ".") -> Config:
+    """Validate YAML ``text``; relative paths resolve against ``base_dir``."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = "line {}, column {}: ".format(mark.line + 1, mark.column + 1) if mark else ""
+        raise ConfigError("{}invalid YAML: {}".format(where, e.problem or e)) from e
+    except yaml.YAMLError as e:
+        raise ConfigError("invalid YAML: {}".format(e)) from e
+    return build_config({} if data is None else data, base_dir)
+
+
+def build_config(data: Any, base_dir: str = ".") -> Config:
+    """Validate an already-parsed config mapping; relative paths resolve against ``base_dir``."""
+    validator = SchemaValidator(schema())
+    problem = first_error(validator.errors(data))
+    if problem:
+        raise ConfigError(problem)
+    data = validator.apply_defaults(data)
+    models = {}  # type: Dict[str, ModelConfig]
+    for name, raw_model in data["models"].items():
+        models[name] = model_config_from_dict(name, raw_model, base_dir)
+    return Config(device_id=data["device_id"], log_level=data["log_level"], models=models)
+
+
+def model_config_from_dict(name: str, raw: Mapping[str, Any], base_dir: str) -> ModelConfig:
+    """Build a :class:`ModelConfig` from one validated, default-filled ``models`` entry."""
+    where = "models.{}".format(name)
+    keys = [k for k in ("key", "key_env", "key_file") if raw.get(k) is not None]
+    if len(keys) > 1:
+        raise ConfigError("{}: set only one of key, key_env, key_file (got {})".format(
+            where, ", ".join(keys)))  # fmt: skip
+    if raw.get("labels") is not None and raw.get("class_names") is not None:
+        raise ConfigError("{}: set labels or class_names, not both".format(where))
+    detection = raw["detection"]
+    classes = {
+        label: ClassSettings(**settings) for label, settings in detection["classes"].items()
+    }
+    return ModelConfig(
+        name=name,
+        path=_resolve(base_dir, raw["path"]),
+        task=raw["task"],
+        version=raw["version"],
+        key=raw["key"],
+        key_env=raw["key_env"],
+        key_file=_resolve(base_dir, raw["key_file"]),
+        labels=_resolve(base_dir, raw["labels"]),
+        class_names=tuple(raw["class_names"]) if raw["class_names"] else None,
+        backend=raw["backend"],
+        threads=raw["threads"],
+        input=InputConfig(
+            name=raw["input"]["name"],
+            color=raw["input"]["color"],
+            scale=raw["input"]["scale"],
+            mean=_triple(raw["input"]["mean"]),
+            std=_triple(raw["input"]["std"]),
+            resize=raw["input"]["resize"],
+            width=raw["input"]["width"],
+            height=raw["input"]["height"],
+        ),
+        classification=ClassificationConfig(**raw["classification"]),
+        detection=DetectionConfig(
+            coverage_output=detection["coverage_output"],
+            bbox_output=detection["bbox_output"],
+            stride=detection["stride"],
+            bbox_norm=float(detection["bbox_norm"]),
+            offset=float(detection["offset"]),
+            min_width=float(detection["min_width"]),
+            min_height=float(detection["min_height"]),
+            classes=classes,
+        ),
+    )
+
+
+def _resolve(base_dir: str, path: Optional[str]) -> Optional[str]:
+    if path is None:
+        return None
+    path = os.path.expanduser(path)
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
+
+
+def _triple(values: Optional[Any]) -> Optional[Tuple[float, float, float]]:
+    if values is None:
+        return None
+    return (float(values[0]), float(values[1]), float(values[2]))

@@ -1,0 +1,269 @@
+"""A small JSON Schema (Draft 7 subset) validator with messages written for people.
+
+Why our own and not ``jsonschema``: its messages do not say which key path
+was wrong in words a user reads ("Additional properties are not allowed"),
+and on the Nano (Python 3.6) its last release drags in pyrsistent builds.
+This module implements exactly the keywords ``schema.json`` uses; the test
+suite checks the published schema with the real ``jsonschema`` too, so
+editors and this validator agree.
+
+Every problem is reported as ``key.path: what is wrong (got VALUE; expected
+WHAT)``; a misspelt key gets a "did you mean" suggestion.
+"""
+
+import copy
+import difflib
+import re
+from typing import Any, List, Mapping, Optional, Sequence
+
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+SUPPORTED_KEYWORDS = frozenset(
+    [
+        "$schema", "$id", "$ref", "title", "description", "default", "definitions",
+        "type", "properties", "additionalProperties", "required", "propertyNames",
+        "enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+        "minLength", "maxLength", "pattern", "items", "minItems", "maxItems",
+    ]
+)  # fmt: skip
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if name == "object":
+        return isinstance(value, Mapping)
+    if name == "array":
+        return isinstance(value, list)
+    if name == "string":
+        return isinstance(value, str)
+    if name == "boolean":
+        return isinstance(value, bool)
+    if name == "null":
+        return value is None
+    if isinstance(value, bool):  # bool is an int subclass in Python, not in JSON
+        return False
+    if name == "integer":
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if name == "number":
+        return isinstance(value, (int, float))
+    raise ValueError("unknown JSON Schema type {!r}".format(name))
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else _json_like(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _json_like(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return repr(value)
+
+
+def format_path(path: Sequence[Any]) -> str:
+    """``["models", "cam", "input", 0]`` -> ``models.cam.input[0]``; ``[]`` -> ``(top level)``."""
+    text = ""
+    for part in path:
+        text += "[{}]".format(part) if isinstance(part, int) else ("." if text else "") + str(part)
+    return text or "(top level)"
+
+
+class SchemaValidator(object):
+    """Validates data against one schema document (with local ``$ref`` definitions)."""
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self.schema = schema
+
+    def _resolve(self, node: Mapping[str, Any]) -> Mapping[str, Any]:
+        while "$ref" in node:
+            ref = node["$ref"]
+            if not ref.startswith("#/"):
+                raise ValueError("only local $ref is supported, got {!r}".format(ref))
+            target = self.schema  # type: Any
+            for part in ref[2:].split("/"):
+                target = target[part]
+            node = target
+        return node
+
+    def errors(self, data: Any) -> List[str]:
+        """All problems, as one-line messages, in document order."""
+        found = []  # type: List[str]
+        self._check(self.schema, data, [], found)
+        return found
+
+    def apply_defaults(self, data: Any) -> Any:
+        """A copy of valid ``data`` with every missing key that has a default filled in."""
+        return self._fill(self.schema, copy.deepcopy(data))
+
+    # -- validation ---------------------------------------------------------------------
+
+    def _check(self, node: Mapping[str, Any], value: Any, path: List[Any], out: List[str]) -> None:
+        node = self._resolve(node)
+        where = format_path(path)
+        types = node.get("type")
+        if types is not None:
+            names = [types] if isinstance(types, str) else list(types)
+            if not any(_is_type(value, t) for t in names):
+                expected = " or ".join(_TYPE_NAMES[t] for t in names)
+                out.append("{}: got {}; expected {}".format(where, _show(value), expected))
+                return
+        if "enum" in node and value not in node["enum"]:
+            choices = ", ".join(_json_like(c) if not isinstance(c, str) else c for c in node["enum"])
+            hint = _suggest(value, [c for c in node["enum"] if isinstance(c, str)])
+            out.append(
+                "{}: got {}; expected one of: {}{}".format(where, _show(value), choices, hint)
+            )
+            return
+        if isinstance(value, Mapping):
+            self._check_object(node, value, path, out)
+        elif isinstance(value, list):
+            self._check_array(node, value, path, out)
+        elif isinstance(value, str):
+            self._check_string(node, value, where, out)
+        elif _is_type(value, "number"):
+            self._check_number(node, value, where, out)
+
+    def _check_object(
+        self, node: Mapping[str, Any], value: Mapping[str, Any], path: List[Any], out: List[str]
+    ) -> None:
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties", True)
+        for key in node.get("required", []):
+            if key not in value:
+                out.append("{}: missing required key '{}'".format(format_path(path + [key]), key))
+        names = node.get("propertyNames")
+        for key, item in value.items():
+            key_path = path + [key]
+            if not isinstance(key, str):
+                out.append("{}: keys must be strings".format(format_path(key_path)))
+                continue
+            if names and "pattern" in names and not re.search(names["pattern"], key):
+                out.append(
+                    "{}: invalid name {!r}; expected letters, digits, '_', '.', '-' "
+                    "(at most 64, starting with a letter or digit)".format(format_path(path), key)
+                )
+                continue
+            if key in props:
+                self._check(props[key], item, key_path, out)
+            elif extra is False:
+                known = sorted(props)
+                out.append(
+                    "{}: unknown key{}; expected one of: {}".format(
+                        format_path(key_path), _suggest(key, known), ", ".join(known)
+                    )
+                )
+            elif isinstance(extra, Mapping):
+                self._check(extra, item, key_path, out)
+
+    def _check_array(
+        self, node: Mapping[str, Any], value: List[Any], path: List[Any], out: List[str]
+    ) -> None:
+        where = format_path(path)
+        if "minItems" in node and len(value) < node["minItems"]:
+            out.append("{}: has {} items; expected at least {}".format(where, len(value), node["minItems"]))
+        if "maxItems" in node and len(value) > node["maxItems"]:
+            out.append("{}: has {} items; expected at most {}".format(where, len(value), node["maxItems"]))
+        if "items" in node:
+            for index, item in enumerate(value):
+                self._check(node["items"], item, path + [index], out)
+
+    def _check_string(self, node: Mapping[str, Any], value: str, where: str, out: List[str]) -> None:
+        if "minLength" in node and len(value) < node["minLength"]:
+            out.append("{}: must not be empty".format(where) if node["minLength"] == 1 else
+                       "{}: {!r} is shorter than {} characters".format(where, value, node["minLength"]))  # fmt: skip
+        if "maxLength" in node and len(value) > node["maxLength"]:
+            out.append("{}: longer than {} characters".format(where, node["maxLength"]))
+        if "pattern" in node and not re.search(node["pattern"], value):
+            out.append(
+                "{}: got {}; expected letters, digits, '_', '.', '-' (at most 64, "
+                "starting with a letter or digit)".format(where, _show(value))
+            )
+
+    def _check_number(self, node: Mapping[str, Any], value: float, where: str, out: List[str]) -> None:
+        bounds = []
+        if "minimum" in node and value < node["minimum"]:
+            bounds.append(">= {}".format(node["minimum"]))
+        if "exclusiveMinimum" in node and value <= node["exclusiveMinimum"]:
+            bounds.append("> {}".format(node["exclusiveMinimum"]))
+        if "maximum" in node and value > node["maximum"]:
+            bounds.append("<= {}".format(node["maximum"]))
+        if "exclusiveMaximum" in node and value >= node["exclusiveMaximum"]:
+            bounds.append("< {}".format(node["exclusiveMaximum"]))
+        if bounds:
+            out.append("{}: got {}; expected a value {}".format(where, _show(value), _range(node)))
+
+    # -- defaults -----------------------------------------------------------------------
+
+    def _fill(self, node: Mapping[str, Any], value: Any) -> Any:
+        node = self._resolve(node)
+        if isinstance(value, dict):
+            props = node.get("properties", {})
+            for key, sub in props.items():
+                sub = self._resolve(sub)
+                if key not in value and "default" in sub:
+                    value[key] = copy.deepcopy(sub["default"])
+            for key in list(value):
+                if key in props:
+                    value[key] = self._fill(props[key], value[key])
+                elif isinstance(node.get("additionalProperties"), Mapping):
+                    value[key] = self._fill(node["additionalProperties"], value[key])
+        elif isinstance(value, list) and isinstance(node.get("items"), Mapping):
+            value = [self._fill(node["items"], item) for item in value]
+        return value
+
+
+def _range(node: Mapping[str, Any]) -> str:
+    low = ">= {}".format(node["minimum"]) if "minimum" in node else None
+    if "exclusiveMinimum" in node:
+        low = "> {}".format(node["exclusiveMinimum"])
+    high = "<= {}".format(node["maximum"]) if "maximum" in node else None
+    if "exclusiveMaximum" in node:
+        high = "< {}".format(node["exclusiveMaximum"])
+    return " and ".join(p for p in (low, high) if p)
+
+
+def _suggest(word: Any, choices: Sequence[str]) -> str:
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return " (did you mean '{}'?)".format(close[0]) if close else ""
+
+
+def unsupported_keywords(schema: Mapping[str, Any]) -> List[str]:
+    """Keywords in ``schema`` this validator does not implement (a test keeps this empty)."""
+    found = []  # type: List[str]
+
+    def walk(node: Any, in_properties: bool) -> None:
+        if isinstance(node, Mapping):
+            for key, sub in node.items():
+                if not in_properties and key not in SUPPORTED_KEYWORDS:
+                    found.append(key)
+                walk(sub, key in ("properties", "definitions"))
+        elif isinstance(node, list):
+            for sub in node:
+                walk(sub, False)
+
+    walk(schema, False)
+    return found
+
+
+def first_error(errors: List[str]) -> Optional[str]:
+    """The first message, noting how many more there are."""
+    if not errors:
+        return None
+    more = len(errors) - 1
+    return errors[0] + (" (and {} more problem{})".format(more, "s" if more > 1 else "") if more else "")
+

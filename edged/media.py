@@ -1,0 +1,120 @@
+"""Inputs of ``edged infer``: image files, directories of images, video files.
+
+Yields one :class:`MediaFrame` per image or video frame, in a stable order
+(directories are walked recursively and sorted, so the jetson-inference
+dataset layout ``test/<label>/*.png`` works as is). A file that cannot be
+read is reported as a :class:`MediaFailure` and the walk goes on: one bad
+image never hides the results of the others.
+"""
+
+import os
+from typing import Iterator, List, NamedTuple, Tuple, Union
+
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
+
+
+class MediaFrame(NamedTuple):
+    path: str
+    relname: str  # path relative to the directory it was found in (for output files)
+    frame: int  # index within a video; 0 for an image
+    is_video: bool
+    image: np.ndarray  # BGR uint8
+
+
+class MediaFailure(NamedTuple):
+    path: str
+    relname: str
+    error: InputError
+
+
+MediaItem = Union[MediaFrame, MediaFailure]
+
+
+def is_image(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def expand_inputs(paths: List[str]) -> List[Tuple[str, str]]:
+    """``(file, relative name)`` for ``paths``; directories become their sorted media files.
+
+    Raises:
+        InputError: a path does not exist, or a directory has no images or videos.
+    """
+    files = []  # type: List[Tuple[str, str]]
+    for path in paths:
+        if os.path.isdir(path):
+            found = []
+            for root, dirs, names in os.walk(path):
+                dirs.sort()
+                for name in sorted(names):
+                    if name.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
+                        found.append(os.path.join(root, name))
+            if not found:
+                raise InputError("{}: directory has no images or videos".format(path))
+            files.extend((f, os.path.relpath(f, path)) for f in found)
+        elif os.path.exists(path):
+            files.append((path, os.path.basename(path)))
+        else:
+            raise InputError("{}: no such file or directory".format(path))
+    return files
+
+
+def read_image(path: str) -> np.ndarray:
+    """Read an image as BGR uint8.
+
+    Raises:
+        InputError: unreadable or not an image.
+    """
+    import cv2
+
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise InputError("{}: cannot read ({})".format(path, e.strerror or e)) from e
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise InputError("{}: not a readable image".format(path))
+    return image
+
+
+def read_video(path: str, relname: str) -> Iterator[MediaFrame]:
+    """Frames of a video file, decoded with OpenCV's FFmpeg backend.
+
+    Raises:
+        InputError: the file does not open as a video.
+    """
+    import cv2
+
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    try:
+        if not capture.isOpened():
+            raise InputError("{}: cannot open as a video (unknown format or damaged)".format(path))
+        index = 0
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            yield MediaFrame(path, relname, index, True, image)
+            index += 1
+        if index == 0:
+            raise InputError("{}: video has no decodable frames".format(path))
+    finally:
+        capture.release()
+
+
+def iterate_media(paths: List[str]) -> Iterator[MediaItem]:
+    """Every frame of every input, with failures reported in place."""
+    for path, relname in expand_inputs(paths):
+        try:
+            if is_image(path):
+                yield MediaFrame(path, relname, 0, False, read_image(path))
+            else:
+                for frame in read_video(path, relname):
+                    yield frame
+        except InputError as e:
+            yield MediaFailure(path, relname, e)

@@ -1,0 +1,121 @@
+"""Model artifacts on disk: read an ``.onnx`` or TAO ``.etlt`` file into memory.
+
+The result is a :class:`ModelArtifact`: the plain model bytes, their format
+(``onnx`` or ``uff``), and the sha256 that identifies them (the engine cache
+of issue 6 keys on it). ``.etlt`` files are decrypted in memory and never
+written out in plain form (issue 3; tao-tensorrt.md 1.2).
+
+Every problem becomes one :class:`~edged.errors.ModelError` naming the file:
+missing, unreadable, empty, not a model, truncated, wrong ``.etlt`` key.
+The format check is a cheap walk over the top-level protobuf fields, so a
+truncated or foreign file is rejected before any runtime parses it.
+"""
+
+import hashlib
+import os
+from typing import Optional
+
+from .errors import ModelError, ModelFormatError, ModelKeyError
+
+#: Reading more than this into memory is refused (PeopleNet ResNet-34 is ~85 MB).
+MAX_MODEL_BYTES = 1 << 30
+
+ONNX = "onnx"
+UFF = "uff"
+
+
+class ModelArtifact(object):
+    """A model's plain bytes plus what identifies them."""
+
+    __slots__ = ("path", "format", "data", "sha256", "input_name", "encrypted")
+
+    def __init__(
+        self,
+        path: str,
+        format: str,
+        data: bytes,
+        input_name: str = "",
+        encrypted: bool = False,
+    ) -> None:
+        self.path = path
+        self.format = format
+        self.data = data
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.input_name = input_name
+        self.encrypted = encrypted
+
+    @property
+    def name(self) -> str:
+        """File name without directory and extension, e.g. ``resnet18``."""
+        return os.path.splitext(os.path.basename(self.path))[0]
+
+    def __repr__(self) -> str:
+        return "ModelArtifact({!r}, {}, {} bytes, sha256={})".format(
+            self.path, self.format, len(self.data), self.sha256[:12]
+        )
+
+
+def read_model_bytes(path: str) -> bytes:
+    """Read a model file, turning OS errors into one clear ModelError."""
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_MODEL_BYTES:
+            raise ModelFormatError(
+                "{}: file is {} bytes, more than the {} bytes edged accepts".format(
+                    path, size, MAX_MODEL_BYTES
+                )
+            )
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError as e:
+        raise ModelError("{}: model file not found".format(path)) from e
+    except IsADirectoryError as e:
+        raise ModelError("{}: is a directory, expected a model file".format(path)) from e
+    except OSError as e:
+        raise ModelError("{}: cannot read model file ({})".format(path, e.strerror or e)) from e
+    if not data:
+        raise ModelFormatError("{}: model file is empty".format(path))
+    return data
+
+
+def load_model_artifact(path: str, key: Optional[str] = None) -> ModelArtifact:
+    """Read ``path`` (``.onnx`` or ``.etlt``) into a checked :class:`ModelArtifact`.
+
+    Args:
+        path: the model file.
+        key: the ``.etlt`` model key (``tlt_encode`` for PeopleNet); ignored for ONNX.
+
+    Raises:
+        ModelError: the file is missing, unreadable, not a model, truncated,
+            or (``.etlt``) the key is wrong.
+    """
+    data = read_model_bytes(path)
+    if path.lower().endswith(".etlt"):
+        return _load_etlt(path, data, key)
+    if not _looks_like_onnx(data):
+        raise ModelFormatError(
+            "{}: not a valid ONNX model (truncated, damaged or another format)".format(path)
+        )
+    return ModelArtifact(path, ONNX, data)
+
+
+def _load_etlt(path: str, blob: bytes, key: Optional[str]) -> ModelArtifact:
+    from . import etlt  # local: pulls in `cryptography` only when an .etlt is used
+
+    if not key:
+        raise ModelKeyError(
+            "{}: an .etlt model needs its model key (--model-key, or `key` in the config; "
+            "NVIDIA's PeopleNet uses tlt_encode)".format(path)
+        )
+    payload = etlt.decode_etlt(blob, key, path)
+    # There is no MAC in .etlt (tao-tensorrt.md 1.2): a wrong key yields same-length
+    # garbage, detected only because it fails to parse as the announced format.
+    if not etlt.payload_looks_valid(payload.data, payload.format):
+        raise ModelKeyError("{}: wrong model key or corrupt file".format(path))
+    return ModelArtifact(path, payload.format, payload.data, payload.input_name, encrypted=True)
+
+
+def _looks_like_onnx(data: bytes) -> bool:
+    from .etlt import payload_looks_valid
+
+    return payload_looks_valid(data, ONNX)

@@ -1,0 +1,1 @@
+"""Tasks: what a model computes (detection, classification) and how its tensors are read."""

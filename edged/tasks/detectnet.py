@@ -1,0 +1,144 @@
+"""The DetectNet_v2 task (PeopleNet and its siblings): tensors, per-class settings, decode.
+
+Binds a backend's tensors (found by alias: ``output_cov/Sigmoid``,
+``conv2d_cov/Sigmoid``, ``...:0``; issue 3) to the numpy decoder and
+clustering of ``detection.py``. Per-class settings resolve in this order:
+the config's entry for the class label, the config's ``default`` entry,
+the built-in PeopleNet values (DeepStream's current config: threshold 0.4
+for ``person``), then the built-in defaults (threshold 0.2, NMS IoU 0.5,
+top-k 20).
+"""
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..backends.base import Backend, TensorSpec, find_tensor
+from ..config import ClassSettings, ModelConfig
+from ..errors import ConfigError
+from .base import Size, Task
+from .detection import (
+    BBOX_ALIASES,
+    COVERAGE_ALIASES,
+    INPUT_ALIASES,
+    ClusterParams,
+    DecodeParams,
+    DetectNetV2Postprocessor,
+)
+from .labels import check_label_count
+
+__all__ = ["BBOX_ALIASES", "COVERAGE_ALIASES", "DetectNetV2Task", "class_settings"]
+
+#: Built-in settings of every class (DeepStream PeopleNet config, tao-tensorrt.md 3.3).
+BUILTIN_DEFAULT = ClassSettings(
+    threshold=0.2,
+    clustering="nms",
+    iou_threshold=0.5,
+    top_k=20,
+    eps=0.7,
+    min_boxes=1,
+    min_score=0.0,
+    post_threshold=0.0,
+)
+#: Built-in settings by label, on top of BUILTIN_DEFAULT.
+BUILTIN_BY_LABEL = {"person": ClassSettings(threshold=0.4)}
+
+
+def _merge(layers: Sequence[Optional[ClassSettings]]) -> ClassSettings:
+    """The first non-None value of each field, from the most to the least specific layer."""
+    values = {}  # type: Dict[str, Any]
+    for field in ClassSettings.__dataclass_fields__:  # type: ignore[attr-defined]
+        for layer in layers:
+            if layer is not None and getattr(layer, field) is not None:
+                values[field] = getattr(layer, field)
+                break
+    return ClassSettings(**values)
+
+
+def class_settings(config: ModelConfig, labels: Sequence[str]) -> List[ClassSettings]:
+    """Fully resolved settings for each class, in class order.
+
+    Raises:
+        ConfigError: ``detection.classes`` names a class the model does not have.
+    """
+    configured = config.detection.classes
+    unknown = sorted(set(configured) - set(labels) - {"default"})
+    if unknown:
+        raise ConfigError(
+            "models.{}.detection.classes.{}: no such class (the model's classes are: {})".format(
+                config.name, unknown[0], ", ".join(labels)
+            )
+        )
+    for key, entry in configured.items():  # name the entry whose values do not combine
+        try:
+            _cluster_params(_merge([entry, BUILTIN_DEFAULT]))
+        except ConfigError as e:
+            raise ConfigError(
+                "models.{}.detection.classes.{}: {}".format(config.name, key, e)
+            ) from e
+    return [
+        _merge(
+            [
+                configured.get(label),
+                configured.get("default"),
+                BUILTIN_BY_LABEL.get(label.lower()),
+                BUILTIN_DEFAULT,
+            ]
+        )
+        for label in labels
+    ]
+
+
+def _cluster_params(s: ClassSettings) -> ClusterParams:
+    return ClusterParams(
+        method=s.clustering,
+        iou_threshold=s.iou_threshold,
+        top_k=s.top_k,
+        eps=s.eps,
+        min_boxes=s.min_boxes,
+        dbscan_min_score=s.min_score,
+        post_threshold=s.post_threshold,
+    )
+
+
+def _output(backend: Backend, name: Optional[str], aliases: Sequence[str], role: str,
+            model: str) -> TensorSpec:  # fmt: skip
+    return find_tensor(backend.outputs, [name] if name else aliases, role, model)
+
+
+class DetectNetV2Task(Task):
+    kind = "detection"
+    input_aliases = INPUT_ALIASES
+
+    def __init__(self, backend: Backend, config: ModelConfig, labels: Any) -> None:
+        det = config.detection
+        self.coverage = _output(backend, det.coverage_output, COVERAGE_ALIASES, "coverage",
+                                config.path)  # fmt: skip
+        self.bbox = _output(backend, det.bbox_output, BBOX_ALIASES, "bbox", config.path)
+        classes = self.coverage.shape[1]
+        if not classes:
+            classes = len(labels) if labels else 1
+        super().__init__(backend, config, check_label_count(labels, classes, config.path))
+        self.settings = class_settings(config, self.labels)
+        self.postprocessor = DetectNetV2Postprocessor(
+            self.labels,
+            DecodeParams(
+                stride=det.stride,
+                bbox_norm=det.bbox_norm,
+                offset=det.offset,
+                thresholds=tuple(float(s.threshold) for s in self.settings),
+                min_width=det.min_width,
+                min_height=det.min_height,
+            ),
+            [_cluster_params(s) for s in self.settings],
+        )
+
+    def postprocess(self, outputs: Dict[str, np.ndarray], source_size: Size) -> List[Any]:
+        return self.postprocessor(
+            outputs[self.coverage.name],
+            outputs[self.bbox.name],
+            source_size[0],
+            source_size[1],
+            self.width,
+            self.height,
+        )

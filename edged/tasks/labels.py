@@ -1,0 +1,65 @@
+"""Class labels: ``labels.txt`` with one class per line, in the model's class order.
+
+Follows jetson-inference's ``tensorNet::LoadClassLabels``: a line like
+``n01440764 tench, Tinca tinca`` (a synset id, a space at character 10) keeps
+only the description; any other line is the label itself (tao-tensorrt.md 4).
+"""
+
+import re
+from typing import List, Optional, Sequence
+
+from ..errors import ModelContractError, ModelError
+
+_SYNSET = re.compile(r"^n\d{8} ")
+
+#: A labels file larger than this is refused (ImageNet's 1000 classes take ~30 KB).
+MAX_LABELS_BYTES = 4 << 20
+
+
+def parse_labels(text: str) -> List[str]:
+    """Labels from the text of a labels file (blank trailing lines ignored)."""
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return [line[10:].strip() if _SYNSET.match(line) else line for line in lines]
+
+
+def load_labels(path: str) -> List[str]:
+    """Read a labels file.
+
+    Raises:
+        ModelError: missing, unreadable, not UTF-8, too large, or empty.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_LABELS_BYTES + 1)
+    except FileNotFoundError as e:
+        raise ModelError("{}: labels file not found".format(path)) from e
+    except OSError as e:
+        raise ModelError("{}: cannot read labels file ({})".format(path, e.strerror or e)) from e
+    if len(raw) > MAX_LABELS_BYTES:
+        raise ModelError("{}: labels file is larger than {} bytes".format(path, MAX_LABELS_BYTES))
+    try:
+        labels = parse_labels(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ModelError("{}: labels file is not UTF-8 text".format(path)) from e
+    if not labels:
+        raise ModelError("{}: labels file has no labels".format(path))
+    return labels
+
+
+def check_label_count(labels: Optional[Sequence[str]], classes: int, model: str) -> List[str]:
+    """Labels to use for a model with ``classes`` outputs; "class_N" names when none given.
+
+    Raises:
+        ModelContractError: the labels do not match the model's class count.
+    """
+    if labels is None:
+        return ["class_{}".format(i) for i in range(classes)]
+    if len(labels) != classes:
+        raise ModelContractError(
+            "{}: the model has {} classes but {} labels were given".format(
+                model, classes, len(labels)
+            )
+        )
+    return list(labels)

@@ -1,0 +1,107 @@
+"""From a model config to a ready task: key, artifact, backend, labels, task kind.
+
+``task: auto`` picks detection when the model has DetectNet_v2 coverage and
+bbox outputs (any of the alias names), classification otherwise -- so
+``edged infer --model peoplenet.etlt`` and ``--model resnet18.onnx`` both
+just work, like detectnet-console and imagenet-console in one command.
+"""
+
+import logging
+import os
+from typing import List, Optional
+
+from ..backends import create_backend
+from ..backends.base import Backend, find_tensor
+from ..config import ModelConfig
+from ..errors import ConfigError, ModelContractError
+from ..modelfile import load_model_artifact
+from .base import Task
+from .labels import load_labels
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_model_key(config: ModelConfig) -> Optional[str]:
+    """The .etlt key from ``key``, ``key_env`` or ``key_file`` (never logged).
+
+    Raises:
+        ConfigError: the named environment variable or file is missing or empty.
+    """
+    where = "models.{}".format(config.name)
+    if config.key:
+        return config.key
+    if config.key_env:
+        value = os.environ.get(config.key_env, "").strip()
+        if not value:
+            raise ConfigError(
+                "{}.key_env: environment variable {} is not set".format(where, config.key_env)
+            )
+        return value
+    if config.key_file:
+        try:
+            with open(config.key_file) as f:
+                value = f.readline().strip()
+        except OSError as e:
+            raise ConfigError(
+                "{}.key_file: cannot read {} ({})".format(where, config.key_file, e.strerror or e)
+            ) from e
+        if not value:
+            raise ConfigError("{}.key_file: {} is empty".format(where, config.key_file))
+        return value
+    return None
+
+
+def _labels(config: ModelConfig) -> Optional[List[str]]:
+    if config.class_names:
+        return list(config.class_names)
+    if config.labels:
+        return load_labels(config.labels)
+    return None
+
+
+def _is_detector(backend: Backend, config: ModelConfig) -> bool:
+    from .detectnet import BBOX_ALIASES, COVERAGE_ALIASES
+
+    det = config.detection
+    try:
+        find_tensor(backend.outputs, [det.coverage_output] if det.coverage_output else
+                    COVERAGE_ALIASES, "coverage", config.path)  # fmt: skip
+        find_tensor(backend.outputs, [det.bbox_output] if det.bbox_output else
+                    BBOX_ALIASES, "bbox", config.path)  # fmt: skip
+    except ModelContractError:
+        return False
+    return True
+
+
+def load_task(config: ModelConfig) -> Task:
+    """Load the model in ``config`` and wrap it in its task.
+
+    Raises:
+        ConfigError, ModelError, BackendError: one clear line naming the file or key.
+    """
+    key = resolve_model_key(config)
+    labels = _labels(config)
+    artifact = load_model_artifact(config.path, key)
+    backend = create_backend(config.backend, artifact, config.threads)
+    try:
+        kind = config.task
+        if kind == "auto":
+            kind = "detection" if _is_detector(backend, config) else "classification"
+        if kind == "detection":
+            from .detectnet import DetectNetV2Task
+
+            task = DetectNetV2Task(backend, config, labels)  # type: Task
+        else:
+            from .classification import ClassificationTask
+
+            task = ClassificationTask(backend, config, labels)
+    except BaseException:
+        backend.close()
+        raise
+    task.model_sha256 = artifact.sha256
+    logger.info(
+        "model %s loaded: %s, %s %dx%d, %d classes, backend %s, sha256 %s",
+        config.name, kind, task.input.name, task.width, task.height, len(task.labels),
+        backend.name, artifact.sha256[:12],
+    )  # fmt: skip
+    return task

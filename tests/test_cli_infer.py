@@ -1,0 +1,134 @@
+"""`edged infer` as a real process: text and JSON output, annotated copies, bad inputs."""
+
+import json
+import os
+
+import cv2
+import numpy as np
+
+from . import onnx_models
+from .conftest import run_cli
+
+
+def make_images(folder):
+    """Three images in the jetson-inference layout: <label>/<file>.png."""
+    colours = {"r": (0, 0, 255), "g": (0, 255, 0), "b": (255, 0, 0)}
+    for label, bgr in colours.items():
+        os.makedirs(os.path.join(folder, label))
+        image = np.zeros((40, 60, 3), np.uint8)
+        image[:] = bgr
+        cv2.imwrite(os.path.join(folder, label, "img.png"), image)
+    return folder
+
+
+def classifier(tmp_path):
+    model = onnx_models.write(str(tmp_path / "rgb.onnx"), onnx_models.classifier(3))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("r\ng\nb\n")
+    return ["--model", model, "--labels", str(labels)]
+
+
+def test_json_lines_per_image(tmp_path):
+    images = make_images(str(tmp_path / "images"))
+    result = run_cli(
+        ["infer", "--json", "--top-k", "2", "--threshold", "0"] + classifier(tmp_path) + [images]
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [os.path.basename(os.path.dirname(r["input"])) for r in records] == ["b", "g", "r"]
+    for record in records:
+        expected = os.path.basename(os.path.dirname(record["input"]))
+        assert record["top"][0]["label"] == expected
+        assert set(record["top"][0]) == {"label", "class_id", "confidence"}
+        assert len(record["top"]) == 2
+        assert "frame" not in record
+
+
+def test_text_output_and_annotated_copies(tmp_path):
+    images = make_images(str(tmp_path / "images"))
+    out = tmp_path / "out"
+    result = run_cli(["infer", "--output", str(out)] + classifier(tmp_path) + [images])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and lines[0].endswith("%)") and ": b (" in lines[0]
+    for label in "rgb":
+        annotated = cv2.imread(str(out / label / "img.png"))
+        assert annotated is not None
+        original = cv2.imread(os.path.join(images, label, "img.png"))
+        assert annotated.shape[0] >= original.shape[0]  # small images are enlarged for the label
+        assert not np.array_equal(cv2.resize(annotated, (60, 40)), original)  # something was drawn
+
+
+def test_video_input_gives_one_line_per_frame(tmp_path):
+    path = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    result = run_cli(["infer", "--json", "-o", str(out)] + classifier(tmp_path) + [path])
+    assert result.returncode == 0, result.stderr
+    frames = [json.loads(line)["frame"] for line in result.stdout.splitlines()]
+    assert frames == [0, 1, 2, 3, 4]
+    annotated = cv2.VideoCapture(str(out / "clip.mp4"))
+    count = 0
+    while annotated.read()[0]:
+        count += 1
+    assert count == 5
+
+
+def test_an_unreadable_image_is_reported_and_the_rest_still_run(tmp_path):
+    images = make_images(str(tmp_path / "images"))
+    with open(os.path.join(images, "g", "broken.png"), "wb") as f:
+        f.write(b"not a png")
+    result = run_cli(["infer", "--json"] + classifier(tmp_path) + [images])
+    assert result.returncode == 2
+    assert len(result.stdout.splitlines()) == 3
+    assert result.stderr.strip().splitlines() == [
+        "edged: error: {}: not a readable image".format(os.path.join(images, "g", "broken.png"))
+    ]
+
+
+def test_truncated_model_gives_one_line_and_exit_2(tmp_path):
+    data = onnx_models.classifier(3)
+    model = onnx_models.write(str(tmp_path / "cut.onnx"), data[: len(data) // 2])
+    images = make_images(str(tmp_path / "images"))
+    result = run_cli(["infer", "--model", model, images])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "edged: error: {}: not a valid ONNX model (truncated, damaged or another format)".format(
+            model
+        )
+    ]
+
+
+def test_missing_input_and_missing_model(tmp_path):
+    result = run_cli(["infer"] + classifier(tmp_path) + [str(tmp_path / "nothing")])
+    assert result.returncode == 2
+    assert "nothing: no such file or directory" in result.stderr
+    result = run_cli(["infer", str(tmp_path)])
+    assert result.returncode == 2
+    assert result.stderr.strip() == "edged: error: give a model with --model PATH or --config FILE"
+
+
+def test_flag_values_are_validated_like_config(tmp_path):
+    result = run_cli(["infer", "--threshold", "3"] + classifier(tmp_path) + [str(tmp_path)])
+    assert result.returncode == 2
+    assert "models.cli.classification.threshold: got 3.0; expected a value >= 0 and <= 1" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_model_from_config_file(tmp_path):
+    images = make_images(str(tmp_path / "images"))
+    onnx_models.write(str(tmp_path / "rgb.onnx"), onnx_models.classifier(3))
+    config = tmp_path / "edged.yaml"
+    config.write_text(
+        "models:\n  colours:\n    path: rgb.onnx\n    class_names: [r, g, b]\n"
+        "    classification: {top_k: 3, threshold: 0}\n"
+    )
+    result = run_cli(["infer", "--json", "-c", str(config), images])
+    assert result.returncode == 0, result.stderr
+    first = json.loads(result.stdout.splitlines()[0])
+    assert len(first["top"]) == 3 and first["top"][0]["label"] == "b"
