@@ -19,7 +19,7 @@ EXIT_USAGE = 2  # bad config, model, key or input: the user can fix it
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import check_config, infer, schema_cmd
+    from . import check_config, infer, run_cmd, schema_cmd
 
     parser = argparse.ArgumentParser(
         prog="edged",
@@ -31,13 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for module in (infer, check_config, schema_cmd):
+    for module in (run_cmd, infer, check_config, schema_cmd):
         module.add_parser(commands)
     return parser
 
 
-def setup_logging(verbosity: int) -> None:
-    level = logging.WARNING - 10 * min(verbosity, 2)
+def setup_logging(verbosity: int, default: int = logging.WARNING) -> None:
+    level = default - 10 * min(verbosity, 2)
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -46,7 +46,7 @@ def setup_logging(verbosity: int) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, getattr(args, "log_default", logging.WARNING))
     try:
         return int(args.run(args) or EXIT_OK)
     except EdgedError as e:

@@ -22,6 +22,8 @@ from .model import (
     DetectionConfig,
     InputConfig,
     ModelConfig,
+    PipelineConfig,
+    StreamConfig,
 )
 from .validate import SchemaValidator, first_error
 
@@ -32,6 +34,8 @@ __all__ = [
     "DetectionConfig",
     "InputConfig",
     "ModelConfig",
+    "PipelineConfig",
+    "StreamConfig",
     "load_config",
     "parse_config",
     "build_config",
@@ -128,7 +132,58 @@ def build_config(data: Any, base_dir: str = ".") -> Config:
     models = {}  # type: Dict[str, ModelConfig]
     for name, raw_model in data["models"].items():
         models[name] = model_config_from_dict(name, raw_model, base_dir)
-    return Config(device_id=data["device_id"], log_level=data["log_level"], models=models)
+    streams = {}  # type: Dict[str, StreamConfig]
+    for name, raw_stream in data["streams"].items():
+        streams[name] = stream_config_from_dict(name, raw_stream, models, base_dir)
+    return Config(
+        device_id=data["device_id"],
+        log_level=data["log_level"],
+        models=models,
+        streams=streams,
+        pipeline=PipelineConfig(**data["pipeline"]),
+    )
+
+
+def stream_config_from_dict(
+    name: str, raw: Mapping[str, Any], models: Mapping[str, ModelConfig], base_dir: str
+) -> StreamConfig:
+    """Build a :class:`StreamConfig`; the source string is parsed (and checked) here."""
+    from ..sources.uri import parse_source
+
+    where = "streams.{}".format(name)
+    if raw["model"] not in models:
+        raise ConfigError("{}.model: no model named {!r} (models: {})".format(
+            where, raw["model"], ", ".join(sorted(models)) or "none"))  # fmt: skip
+    if raw["backoff_max_s"] < raw["backoff_initial_s"]:
+        raise ConfigError("{}.backoff_max_s: {} is less than backoff_initial_s {}".format(
+            where, raw["backoff_max_s"], raw["backoff_initial_s"]))  # fmt: skip
+    source = raw["source"]
+    if "://" not in source and not source.startswith(("gst:", "gstreamer:", "/dev/")):
+        source = _resolve(base_dir, source)  # a relative file or directory path
+    spec = parse_source(
+        source,
+        width=raw["width"],
+        height=raw["height"],
+        fps=raw["fps"],
+        loop=raw["loop"],
+        realtime=raw["realtime"],
+        transport=raw["transport"],
+        open_timeout_s=raw["open_timeout_s"],
+        read_timeout_s=raw["read_timeout_s"],
+        fourcc=raw["fourcc"],
+        flip_method=raw["flip_method"],
+        key=where + ".source",
+    )
+    return StreamConfig(
+        name=name,
+        source=spec,
+        model=raw["model"],
+        enabled=raw["enabled"],
+        stall_timeout_s=float(raw["stall_timeout_s"]),
+        frozen_timeout_s=raw["frozen_timeout_s"],
+        backoff_initial_s=float(raw["backoff_initial_s"]),
+        backoff_max_s=float(raw["backoff_max_s"]),
+    )
 
 
 def model_config_from_dict(name: str, raw: Mapping[str, Any], base_dir: str) -> ModelConfig:

@@ -5,7 +5,7 @@ commented ``configs/edged.yaml``; these classes only give them types.
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 Triple = Tuple[float, float, float]
 
@@ -77,7 +77,32 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class StreamConfig:
+    """One stream; ``source`` is the parsed :class:`~edged.sources.uri.SourceSpec`."""
+
+    name: str
+    source: Any  # SourceSpec (typed loosely: config must not import the capture stack)
+    model: str
+    enabled: bool = True
+    stall_timeout_s: float = 20.0
+    frozen_timeout_s: Optional[float] = None
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    max_batch: int = 1
+    result_queue: int = 256
+    summary_interval_s: float = 10.0
+    drain_timeout_s: float = 5.0
+    inference_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     device_id: str = "edged"
     log_level: str = "info"
     models: Dict[str, ModelConfig] = field(default_factory=dict)
+    streams: Dict[str, StreamConfig] = field(default_factory=dict)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)

@@ -1,0 +1,84 @@
+"""A bounded latest-frame slot between a capture thread and its consumer.
+
+``put`` never blocks: when the slot is full the OLDEST item is dropped and
+counted, so a camera faster than inference costs drops, never latency or
+memory (issue 4 item 3; Frigate drops and counts ``skipped_fps``,
+reliability.md 5.1). Capacity 1 keeps only the newest frame.
+
+Several slots may share one :class:`threading.Condition` so that one worker
+batching several streams can wait for "any slot has something" without
+polling (pass the same ``condition`` to each slot).
+"""
+
+import collections
+import threading
+from typing import Generic, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class LatestSlot(Generic[T]):
+    """Holds at most ``capacity`` items; a put when full replaces the oldest."""
+
+    def __init__(self, capacity: int = 1, condition: Optional[threading.Condition] = None) -> None:
+        if capacity < 1:
+            raise ValueError(f"slot capacity must be >= 1, got {capacity}")
+        self._capacity = capacity
+        self._items = collections.deque()  # type: Deque[T]
+        self._cond = condition if condition is not None else threading.Condition()
+        self._puts = 0
+        self._drops = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def condition(self) -> threading.Condition:
+        return self._cond
+
+    def put(self, item: T) -> bool:
+        """Store ``item``; returns True when an older item was dropped to make room."""
+        with self._cond:
+            dropped = len(self._items) >= self._capacity
+            if dropped:
+                self._items.popleft()
+                self._drops += 1
+            self._items.append(item)
+            self._puts += 1
+            self._cond.notify_all()
+        return dropped
+
+    def get(self, timeout: Optional[float] = None) -> Optional[T]:
+        """The oldest held item, waiting up to ``timeout`` s (None: forever); None if none came."""
+        with self._cond:
+            if not self._items:
+                self._cond.wait_for(lambda: bool(self._items), timeout)
+            return self._items.popleft() if self._items else None
+
+    def get_nowait(self) -> Optional[T]:
+        with self._cond:
+            return self._items.popleft() if self._items else None
+
+    def clear(self) -> int:
+        """Discard what is held (e.g. when a stream restarts); returns how many."""
+        with self._cond:
+            n = len(self._items)
+            self._items.clear()
+            return n
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    @property
+    def puts(self) -> int:
+        """Items ever put."""
+        with self._cond:
+            return self._puts
+
+    @property
+    def drops(self) -> int:
+        """Items dropped unread because a newer one arrived while the slot was full."""
+        with self._cond:
+            return self._drops

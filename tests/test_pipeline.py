@@ -1,0 +1,170 @@
+"""The pipeline core: inference worker batching and fairness, bounded latency, sink isolation."""
+
+import threading
+import time
+
+import numpy as np
+
+from edged.config import build_config
+from edged.pipeline.results import InferenceResult
+from edged.pipeline.sinks import CallbackSink, ResultSink, SinkDispatcher
+from edged.pipeline.worker import InferenceWorker
+from edged.sources.frame import Frame
+from edged.tasks.loader import load_task
+
+from . import onnx_models
+
+
+def real_task(tmp_path, batch=1):
+    path = onnx_models.write(str(tmp_path / "c.onnx"), onnx_models.classifier(3, batch=batch))
+    return load_task(build_config({"models": {"m": {"path": path}}}).models["m"])
+
+
+def frame(stream, seq, value=0):
+    now = time.monotonic()
+    return Frame(stream, seq, now, time.time(), (32, 24), np.full((24, 32, 3), value, np.uint8))
+
+
+class SlowBackend(object):
+    """Wraps a real backend and adds a fixed delay per call: a stand-in for a slow accelerator."""
+
+    def __init__(self, backend, delay_s):
+        self._backend = backend
+        self.delay_s = delay_s
+        self.name = backend.name
+        self.inputs = backend.inputs
+        self.outputs = backend.outputs
+        self.calls = 0
+
+    def infer(self, feeds):
+        self.calls += 1
+        time.sleep(self.delay_s)
+        return self._backend.infer(feeds)
+
+    def close(self):
+        self._backend.close()
+
+
+def test_one_batch_takes_the_newest_frame_of_each_stream(tmp_path):
+    results = []
+    worker = InferenceWorker("m", real_task(tmp_path, batch=None), results.append,
+                             threading.Event(), max_batch=4)  # fmt: skip
+    slots = {s: worker.attach(s) for s in ("a", "b", "c")}
+    for seq in range(3):
+        for s, slot in slots.items():
+            slot.put(frame(s, seq))
+    batch = worker._collect()
+    assert sorted((f.stream_id, f.seq) for f in batch) == [("a", 2), ("b", 2), ("c", 2)]
+    worker.process(batch)
+    assert sorted(r.stream_id for r in results) == ["a", "b", "c"]
+    assert all(r.seq == 2 and r.task == "classification" for r in results)
+    assert {slot.drops for slot in slots.values()} == {2}  # the two older frames, counted
+
+
+def test_round_robin_never_starves_a_stream(tmp_path):
+    worker = InferenceWorker("m", real_task(tmp_path), lambda r: None, threading.Event(),
+                             max_batch=1)  # fmt: skip
+    slots = {s: worker.attach(s) for s in ("a", "b", "c")}
+    served = []
+    for seq in range(6):
+        for s, slot in slots.items():
+            slot.put(frame(s, seq))
+        served.extend(f.stream_id for f in worker._collect())
+    assert sorted(set(served)) == ["a", "b", "c"]
+    assert max(served.count(s) for s in "abc") - min(served.count(s) for s in "abc") <= 1
+
+
+def test_results_carry_stage_latencies_and_frame_identity(tmp_path):
+    results = []
+    worker = InferenceWorker("m", real_task(tmp_path), results.append, threading.Event())
+    worker.process([frame("cam", 41, value=200)])
+    (r,) = results
+    assert (r.stream_id, r.seq, r.frame_size, r.model) == ("cam", 41, (32, 24), "m")
+    assert set(r.latency_ms) == {"queue", "preprocess", "inference", "postprocess", "total"}
+    assert all(v >= 0 for v in r.latency_ms.values())
+    assert worker.stats.frames == {"cam": 1}
+
+
+def test_a_camera_faster_than_inference_costs_drops_not_latency(tmp_path):
+    """Issue 4: a source faster than inference -> the drop counter grows, latency stays bounded."""
+    task = real_task(tmp_path)
+    task.backend = SlowBackend(task.backend, delay_s=0.05)  # ~20 inferences/s at most
+    stop = threading.Event()
+    results = []
+    worker = InferenceWorker("m", task, results.append, stop)
+    slot = worker.attach("fast")
+    worker.start()
+    for seq in range(300):  # a 300-fps camera for ~1 s
+        slot.put(frame("fast", seq))
+        time.sleep(1 / 300.0)
+    time.sleep(0.2)
+    stop.set()
+    assert worker.join(5)
+    assert slot.drops > 200  # most frames were replaced before inference could take them
+    assert len(results) < 60
+    assert len(slot) <= 1
+    # queueing delay is bounded by about one inference, never by the backlog
+    queue_ms = sorted(r.latency_ms["queue"] for r in results)
+    assert queue_ms[len(queue_ms) // 2] < 200
+
+
+def test_a_broken_model_call_is_counted_and_the_worker_goes_on(tmp_path):
+    task = real_task(tmp_path)
+    original = task.backend.infer
+    calls = []
+
+    def flaky(feeds):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected failure")
+        return original(feeds)
+
+    task.backend.infer = flaky
+    stop = threading.Event()
+    results = []
+    worker = InferenceWorker("m", task, results.append, stop)
+    slot = worker.attach("cam")
+    worker.start()
+    slot.put(frame("cam", 0))
+    deadline = time.monotonic() + 5
+    while worker.stats.errors == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    slot.put(frame("cam", 1))
+    while not results and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    assert worker.join(5)
+    assert worker.stats.errors == 1
+    assert [r.seq for r in results] == [1]
+
+
+def result(seq):
+    return InferenceResult("cam", seq, 0.0, 0.0, (1, 1), "m", "detection", [])
+
+
+def test_sink_queue_is_bounded_and_counts_what_it_drops():
+    dispatcher = SinkDispatcher([], threading.Event(), capacity=3)
+    accepted = [dispatcher.offer(result(i)) for i in range(5)]
+    assert accepted == [True, True, True, False, False]
+    assert dispatcher.dropped == 2
+
+
+class BrokenSink(ResultSink):
+    name = "broken"
+
+    def handle(self, result):
+        raise ValueError("sink bug")
+
+
+def test_a_failing_sink_does_not_starve_the_others_and_drain_delivers_all():
+    stop = threading.Event()
+    seen = []
+    dispatcher = SinkDispatcher([BrokenSink(), CallbackSink(lambda r: seen.append(r.seq))], stop)
+    dispatcher.start()
+    for i in range(10):
+        dispatcher.offer(result(i))
+    stop.set()
+    left = dispatcher.drain(timeout=5)
+    assert left == 0
+    assert seen == list(range(10))
+    assert dispatcher.failures == {"broken": 10}
