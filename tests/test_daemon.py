@@ -1,5 +1,6 @@
 """`edged run` as a real process: sd_notify on a real socket, SIGTERM, SIGHUP reloads, summaries."""
 
+import json
 import os
 import signal
 import socket
@@ -37,7 +38,9 @@ def write_config(path, streams, pipeline="summary_interval_s: 0.5, drain_timeout
         "streams:",
     ]
     for name, source in streams.items():
-        lines.append("  {}: {{source: {}, model: digits}}".format(name, source))
+        stream = dict(source) if isinstance(source, dict) else {"source": source}
+        stream.setdefault("model", "digits")
+        lines.append("  {}: {}".format(name, json.dumps(stream)))  # JSON is YAML
     lines.append("pipeline: {%s}" % pipeline)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -223,8 +226,6 @@ def test_an_invalid_config_at_start_is_one_line_and_exit_2(tmp_path):
 
 
 def test_the_health_file_says_healthy_while_streams_progress(tmp_path, clip):
-    import json
-
     config = str(tmp_path / "edged.yaml")
     write_config(config, {"cam": clip})
     health = str(tmp_path / "health.json")

@@ -3,8 +3,7 @@
 The pipeline's entry points::
 
     spec = parse_source("rtsp://user:pw@cam/stream", key="streams.front.source")
-    source = build_source(spec)                       # SourceError: missing backend/file
-    sup = SourceSupervisor("front", source, stop_event, SupervisionPolicy(), live=spec.is_live)
+    sup = supervise("front", spec, stop_event, SupervisionPolicy())  # SourceError: no backend/file
     sup.start()
     frame = sup.slot.get(timeout=0.5)                 # Frame or None
     sup.status().to_dict()                            # for status topic / metrics
@@ -15,6 +14,9 @@ sources and backend choice), ``base`` (FrameSource), ``supervisor``
 (SourceSupervisor, SupervisionPolicy, SourceStatus), ``slot`` (LatestSlot),
 ``frame`` (Frame), ``backoff`` (Backoff).
 """
+
+import threading
+from typing import Optional
 
 from .backends import (
     ImageDirectorySource,
@@ -43,6 +45,23 @@ from .supervisor import (
 )
 from .uri import KINDS, SourceSpec, parse_source, redact
 
+
+def supervise(
+    stream_id: str,
+    spec: SourceSpec,
+    stop_event: threading.Event,
+    policy: Optional[SupervisionPolicy] = None,
+    slot: "Optional[LatestSlot[Frame]]" = None,
+) -> SourceSupervisor:
+    """A (not yet started) supervisor capturing ``spec`` into ``slot`` (default: capacity 1).
+
+    Raises:
+        SourceError: this OpenCV lacks the backend ``spec`` needs, or its file or
+            image directory does not exist (problems that retrying cannot heal).
+    """
+    return SourceSupervisor(stream_id, build_source(spec), stop_event, policy, slot)
+
+
 __all__ = [
     "BACKOFF",
     "CONNECTING",
@@ -69,4 +88,5 @@ __all__ = [
     "opencv_capabilities",
     "parse_source",
     "redact",
+    "supervise",
 ]

@@ -182,7 +182,9 @@ class _Stalled(Exception):
 class SourceSupervisor:
     """Owns one :class:`FrameSource` and its capture thread ``capture-<stream_id>``.
 
-    Use :meth:`start` / :meth:`stop`; read frames from :attr:`slot`. ``clock``,
+    ``live`` (default: the source's ``spec.is_live``, else True) only picks the
+    default frozen-frame timeout. Use :meth:`start` / :meth:`stop`; read frames
+    from :attr:`slot`. ``clock``,
     ``wall_clock``, ``sleep`` and ``rng`` are injectable so the state machine is
     tested with a fake clock (call :meth:`run` directly in that case).
     """
@@ -194,7 +196,7 @@ class SourceSupervisor:
         stop_event: threading.Event,
         policy: Optional[SupervisionPolicy] = None,
         slot: Optional["LatestSlot[Frame]"] = None,
-        live: bool = True,
+        live: Optional[bool] = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Optional[Callable[[float], None]] = None,
@@ -210,6 +212,9 @@ class SourceSupervisor:
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep if sleep is not None else self._local_stop.wait
+        if live is None:  # OpenCV sources know their spec; anything else counts as a camera
+            spec = getattr(source, "spec", None)
+            live = bool(getattr(spec, "is_live", True))
         frozen = self.policy.frozen_timeout_s
         if frozen is None:
             frozen = DEFAULT_FROZEN_TIMEOUT_S if live else 0.0
@@ -381,7 +386,7 @@ class SourceSupervisor:
                 outcome = self._connect_and_stream()
                 if outcome in (STOPPED, ENDED):
                     if outcome == ENDED:
-                        self._set_state(ENDED, "end of source")
+                        self._set_state(ENDED, note="end of source")
                     return
                 delay = self._backoff.next_delay()
                 note = f"retry in {delay:.1f} s"

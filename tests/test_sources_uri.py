@@ -1,0 +1,152 @@
+"""Source strings -> SourceSpec, validation errors, and password redaction."""
+
+import pytest
+
+from edged.errors import ConfigError
+from edged.sources import parse_source, redact
+from edged.sources.uri import CSI, FILE, GSTREAMER, IMAGES, NETWORK, V4L2
+
+GST = "videotestsrc ! videoconvert ! video/x-raw,format=BGR ! appsink"
+
+
+@pytest.mark.parametrize(
+    "source, kind, location",
+    [
+        ("/videos/demo.mp4", FILE, "/videos/demo.mp4"),
+        ("relative/clip.avi", FILE, "relative/clip.avi"),
+        ("file:///videos/my%20clip.mp4", FILE, "/videos/my clip.mp4"),
+        ("file://localhost/videos/a.mp4", FILE, "/videos/a.mp4"),
+        ("/images/", IMAGES, "/images/"),
+        ("/dev/video0", V4L2, "/dev/video0"),
+        (
+            "/dev/v4l/by-id/usb-Logitech_C920-video-index0",
+            V4L2,
+            "/dev/v4l/by-id/usb-Logitech_C920-video-index0",
+        ),
+        ("v4l2:///dev/video2", V4L2, "/dev/video2"),
+        ("v4l2://1", V4L2, "/dev/video1"),
+        ("0", V4L2, "/dev/video0"),
+        ("rtsp://cam.local:554/stream1", NETWORK, "rtsp://cam.local:554/stream1"),
+        ("rtsp://admin:pw@10.0.0.5/h264", NETWORK, "rtsp://admin:pw@10.0.0.5/h264"),
+        ("RTSPS://cam/x", NETWORK, "RTSPS://cam/x"),
+        ("http://cam/mjpg/video.mjpg", NETWORK, "http://cam/mjpg/video.mjpg"),
+        ("https://cam/live.m3u8", NETWORK, "https://cam/live.m3u8"),
+        ("rtmp://server/live/key", NETWORK, "rtmp://server/live/key"),
+        ("rtp://239.0.0.1:5004", NETWORK, "rtp://239.0.0.1:5004"),
+        ("csi://0", CSI, "csi://0"),
+        ("csi://3", CSI, "csi://3"),
+        ("gst:" + GST, GSTREAMER, GST),
+        ("gstreamer: " + GST, GSTREAMER, GST),
+    ],
+)
+def test_source_strings_map_to_a_kind_and_what_is_opened(source, kind, location):
+    spec = parse_source(source)
+    assert spec.kind == kind
+    assert spec.location == location
+
+
+def test_an_existing_directory_is_an_image_source(tmp_path):
+    assert parse_source(str(tmp_path)).kind == IMAGES
+    assert parse_source("file://" + str(tmp_path)).kind == IMAGES
+
+
+def test_csi_defaults_to_1080p30_and_keeps_given_options():
+    spec = parse_source("csi://1")
+    assert (spec.sensor_id, spec.width, spec.height, spec.fps) == (1, 1920, 1080, 30.0)
+    spec = parse_source("csi://0", width=1280, height=720, fps=60, flip_method=2)
+    assert (spec.width, spec.height, spec.fps, spec.flip_method) == (1280, 720, 60, 2)
+
+
+def test_options_are_carried_into_the_spec():
+    spec = parse_source(
+        "rtsp://cam/x", transport="udp", open_timeout_s=3, read_timeout_s=4.5, loop=False
+    )
+    assert (spec.transport, spec.open_timeout_s, spec.read_timeout_s, spec.loop) == (
+        "udp",
+        3.0,
+        4.5,
+        False,
+    )
+    assert parse_source("/dev/video0", fourcc="mjpg").fourcc == "MJPG"
+
+
+def test_live_sources_are_told_apart_from_files():
+    assert parse_source("rtsp://cam/x").is_live
+    assert parse_source("csi://0").is_live
+    assert not parse_source("/videos/a.mp4").is_live
+
+
+@pytest.mark.parametrize(
+    "source, options, message",
+    [
+        ("", {}, "expected a non-empty source string"),
+        ("   ", {}, "expected a non-empty source string"),
+        ("ftp://host/file", {}, "unsupported source scheme 'ftp'"),
+        ("csi://x", {}, "csi://N with sensor id"),
+        ("csi://99", {}, "csi://N with sensor id"),
+        ("gst:", {}, "needs a GStreamer pipeline"),
+        ("gst:videotestsrc ! autovideosink", {}, "must end in an appsink"),
+        ("rtsp://", {}, "URL has no host"),
+        ("rtsp://cam:99999/x", {}, "port out of range"),
+        ("rtsp://cam:abc/x", {}, "malformed URL"),
+        ("v4l2://camera", {}, "v4l2:///dev/video0"),
+        ("file://otherhost/a.mp4", {}, "file:///absolute/path"),
+        ("/dev/video0", {"width": 640}, "give both width and height"),
+        ("/dev/video0", {"width": 0, "height": 480}, "width must be an integer"),
+        ("/dev/video0", {"width": 640.5, "height": 480}, "width must be an integer"),
+        ("/dev/video0", {"fps": 0}, "fps must be in"),
+        ("/dev/video0", {"fps": "30"}, "fps must be a number"),
+        ("/dev/video0", {"fourcc": "MJPEG"}, "fourcc must be 4 characters"),
+        ("rtsp://cam/x", {"transport": "http"}, "transport must be one of tcp, udp"),
+        ("rtsp://cam/x", {"read_timeout_s": 0}, "read_timeout_s must be in"),
+        ("csi://0", {"flip_method": 9}, "flip_method must be 0..7"),
+    ],
+)
+def test_malformed_sources_are_one_line_config_errors_naming_the_key(source, options, message):
+    with pytest.raises(ConfigError) as raised:
+        parse_source(source, key="streams.front.source", **options)
+    text = str(raised.value)
+    assert text.startswith("streams.front.source: ")
+    assert message.lower() in text.lower()
+    assert "\n" not in text
+
+
+def test_errors_never_echo_a_password():
+    with pytest.raises(ConfigError) as raised:
+        parse_source("rtsp://admin:hunter2@cam:99999/x")
+    assert "hunter2" not in str(raised.value)
+    assert "admin:***@" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        parse_source("ftp://admin:hunter2@cam/x")
+    assert "hunter2" not in str(raised.value)
+
+
+def test_spec_repr_and_display_are_redacted():
+    spec = parse_source("rtsp://admin:hunter2@cam/stream?channel=1")
+    assert spec.display == "rtsp://admin:***@cam/stream?channel=1"
+    assert "hunter2" not in repr(spec)
+    assert spec.location == "rtsp://admin:hunter2@cam/stream?channel=1"  # still opens
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("rtsp://user:pass@host/path", "rtsp://user:***@host/path"),
+        ("rtsp://user:p@ss@host:554/path", "rtsp://user:***@host:554/path"),
+        ("rtsp://user@host/path", "rtsp://user@host/path"),
+        ("rtsp://host:554/path", "rtsp://host:554/path"),
+        (
+            "http://cam/video.cgi?user=admin&password=hunter2&ch=1",
+            "http://cam/video.cgi?user=admin&password=***&ch=1",
+        ),
+        ("http://cam/x?token=abc123", "http://cam/x?token=***"),
+        (
+            "rtspsrc location=rtsp://u:pw@cam/s user-pw=pw2 ! decodebin",
+            "rtspsrc location=rtsp://u:***@cam/s user-pw=*** ! decodebin",
+        ),
+        ("cannot open rtsp://a:b@c/d (refused)", "cannot open rtsp://a:***@c/d (refused)"),
+        ("/dev/video0", "/dev/video0"),
+    ],
+)
+def test_redact_masks_passwords_wherever_they_appear(text, expected):
+    assert redact(text) == expected
