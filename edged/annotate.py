@@ -36,7 +36,7 @@ def draw_detections(image: np.ndarray, detections: Sequence[Any]) -> np.ndarray:
     for d in detections:
         x1, y1, x2, y2 = (int(round(v)) for v in d.bbox)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour(d.class_id), thickness)
-        _label(out, "{} {:.0f}%".format(d.label, 100 * d.confidence), x1, y1, colour(d.class_id))
+        _label(out, f"{d.label} {100 * d.confidence:.0f}%", x1, y1, colour(d.class_id))
     return out
 
 
@@ -50,7 +50,7 @@ def draw_classifications(image: np.ndarray, classes: Sequence[Any]) -> np.ndarra
         out = cv2.resize(out, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
     line = 0
     for c in classes:
-        _label(out, "{} {:.1f}%".format(c.label, 100 * c.confidence), 4, 4 + 26 * (line + 1),
+        _label(out, f"{c.label} {100 * c.confidence:.1f}%", 4, 4 + 26 * (line + 1),
                colour(c.class_id))  # fmt: skip
         line += 1
     if not classes:

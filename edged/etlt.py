@@ -19,15 +19,21 @@ import functools
 import hashlib
 import os
 import struct
-from typing import Dict, NamedTuple, Optional, Tuple
+import warnings
+from typing import NamedTuple, Optional
 
-from cryptography.hazmat.backends import default_backend
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+with warnings.catch_warnings():
+    # cryptography warns at import that Python 3.6/3.8 are deprecated: those are the Jetson
+    # Pythons edged supports on purpose, and CLI errors must stay one line (issue 2 item 8).
+    warnings.simplefilter("ignore")
+    from cryptography.hazmat.backends import default_backend
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .errors import ModelFormatError
+from .modelcheck import ONNX, UFF, payload_looks_valid
 
-ONNX = "onnx"
-UFF = "uff"
+__all__ = ["ONNX", "UFF", "EtltPayload", "decode_etlt", "encode_etlt", "payload_looks_valid"]
+
 
 #: tao-tensorrt.md 1.2: the salt every TAO release uses (from the eff_tao_encryption wheel)
 PBKDF2_SALT = bytes.fromhex("cb3cdc2e858689da908563056a00dbed09ac076c785543c4610f06d31b53a732")
@@ -37,9 +43,6 @@ NONCE_BYTES = 16
 HEADER = struct.Struct("<i")
 #: A TF node name longer than this is not a node name: the file is not an .etlt.
 MAX_INPUT_NAME_BYTES = 4096
-#: Bound on the top-level protobuf walk (real models have a few dozen top-level fields;
-#: UFF has one per weight tensor). Stops a pathological file from costing minutes.
-MAX_TOP_LEVEL_FIELDS = 200000
 
 
 class EtltPayload(NamedTuple):
@@ -77,9 +80,7 @@ def decode_etlt(blob: bytes, key: str, source: str) -> EtltPayload:
     """
     if len(blob) < HEADER.size:
         raise ModelFormatError(
-            "{}: not a TAO .etlt file ({} bytes, shorter than the 4-byte header)".format(
-                source, len(blob)
-            )
+            f"{source}: not a TAO .etlt file ({len(blob)} bytes, shorter than the 4-byte header)"
         )
     (name_len,) = HEADER.unpack_from(blob, 0)
     _check_name_length(name_len, len(blob), source)
@@ -88,8 +89,9 @@ def decode_etlt(blob: bytes, key: str, source: str) -> EtltPayload:
     body = memoryview(blob)[start:]  # no copy of a possibly 100 MB model
     if len(body) <= NONCE_BYTES:
         raise ModelFormatError(
-            "{}: truncated TAO .etlt file ({} bytes after the header: a 16-byte nonce and "
-            "an empty payload)".format(source, len(body))
+            f"{source}: truncated TAO .etlt file ({len(body)} bytes after the header: "
+            "a 16-byte nonce and "
+            "an empty payload)"
         )
     decryptor = _aes_ctr(key, bytes(body[:NONCE_BYTES])).decryptor()
     data = decryptor.update(body[NONCE_BYTES:]) + decryptor.finalize()
@@ -100,13 +102,13 @@ def _check_name_length(name_len: int, file_len: int, source: str) -> None:
     if name_len < 0:
         why = "negative"
     elif name_len > MAX_INPUT_NAME_BYTES:
-        why = "more than the {} bytes a node name can have".format(MAX_INPUT_NAME_BYTES)
+        why = f"more than the {MAX_INPUT_NAME_BYTES} bytes a node name can have"
     elif name_len > file_len - HEADER.size:
-        why = "longer than the {}-byte file".format(file_len)
+        why = f"longer than the {file_len}-byte file"
     else:
         return
     raise ModelFormatError(
-        "{}: not a TAO .etlt file (input-name length {} is {})".format(source, name_len, why)
+        f"{source}: not a TAO .etlt file (input-name length {name_len} is {why})"
     )
 
 
@@ -115,11 +117,11 @@ def _decode_input_name(raw: bytes, source: str) -> str:
         name = raw.decode("ascii")
     except UnicodeDecodeError as e:
         raise ModelFormatError(
-            "{}: not a TAO .etlt file (input-node name is not ASCII)".format(source)
+            f"{source}: not a TAO .etlt file (input-node name is not ASCII)"
         ) from e
     if not name.isprintable():
         raise ModelFormatError(
-            "{}: not a TAO .etlt file (input-node name has control characters)".format(source)
+            f"{source}: not a TAO .etlt file (input-node name has control characters)"
         )
     return name
 
@@ -137,97 +139,11 @@ def encode_etlt(
     """
     name = input_name.encode("ascii")
     if len(name) > MAX_INPUT_NAME_BYTES:
-        raise ValueError("input name longer than {} bytes".format(MAX_INPUT_NAME_BYTES))
+        raise ValueError(f"input name longer than {MAX_INPUT_NAME_BYTES} bytes")
     if nonce is None:
         nonce = os.urandom(NONCE_BYTES)
     if len(nonce) != NONCE_BYTES:
-        raise ValueError("nonce must be {} bytes, got {}".format(NONCE_BYTES, len(nonce)))
+        raise ValueError(f"nonce must be {NONCE_BYTES} bytes, got {len(nonce)}")
     encryptor = _aes_ctr(key, bytes(nonce)).encryptor()
     body = encryptor.update(payload) + encryptor.finalize()
     return HEADER.pack(len(name)) + name + bytes(nonce) + body
-
-
-# -- plaintext check --------------------------------------------------------------------------
-
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
-
-#: Wire types of the top-level fields we know (onnx.proto ModelProto; uff.proto MetaGraph as
-#: read by netron's uff-proto.js). Unknown fields are allowed (newer writers add fields).
-_KNOWN_WIRE_TYPES = {
-    ONNX: {1: _VARINT, 2: _LEN, 3: _LEN, 4: _LEN, 5: _VARINT, 6: _LEN, 7: _LEN, 8: _LEN},
-    UFF: {1: _VARINT, 2: _VARINT, 3: _LEN, 4: _LEN, 5: _LEN, 100: _LEN},
-}
-#: ONNX IR versions 1 (2017) .. 10 (2024); room for a few more.
-_ONNX_IR_VERSIONS = range(1, 21)
-
-
-class _Malformed(Exception):
-    """Internal: the bytes are not a protobuf message."""
-
-
-def payload_looks_valid(data: bytes, fmt: str) -> bool:
-    """Whether ``data`` is plausibly a serialized ONNX ModelProto / UFF MetaGraph.
-
-    A bounded walk over the top-level protobuf fields only (the graph itself is
-    skipped by its length), so it costs microseconds even for a 100 MB model:
-    every key must be a valid varint with wire type 0/1/2/5 and field number >= 1,
-    every length must stay inside the buffer, and the walk must end exactly at the
-    end. ONNX also needs ``ir_version`` (field 1, varint 1..20) and ``graph``
-    (field 7, length-delimited); UFF needs ``version`` (field 1, varint).
-    Random bytes (what a wrong key yields) essentially never pass.
-    """
-    try:
-        fields = _top_level_fields(data, _KNOWN_WIRE_TYPES.get(fmt, {}))
-    except _Malformed:
-        return False
-    if fmt == ONNX:
-        return fields.get(1) in _ONNX_IR_VERSIONS and 7 in fields
-    if fmt == UFF:
-        return 1 in fields
-    return False
-
-
-def _top_level_fields(data: bytes, known: Dict[int, int]) -> Dict[int, Optional[int]]:
-    """Field number -> last varint value (None for other wire types); raises _Malformed."""
-    view = memoryview(data)
-    end = len(view)
-    pos = 0
-    fields = {}  # type: Dict[int, Optional[int]]
-    count = 0
-    while pos < end:
-        count += 1
-        if count > MAX_TOP_LEVEL_FIELDS:
-            raise _Malformed()
-        tag, pos = _read_varint(view, pos, end)
-        number, wire = tag >> 3, tag & 7
-        if number < 1 or known.get(number, wire) != wire:
-            raise _Malformed()
-        value = None  # type: Optional[int]
-        if wire == _VARINT:
-            value, pos = _read_varint(view, pos, end)
-        elif wire == _LEN:
-            length, pos = _read_varint(view, pos, end)
-            pos += length
-        elif wire == _I64:
-            pos += 8
-        elif wire == _I32:
-            pos += 4
-        else:  # groups (3, 4) are not used by ONNX or UFF; 6 and 7 do not exist
-            raise _Malformed()
-        if pos > end:
-            raise _Malformed()
-        fields[number] = value
-    return fields
-
-
-def _read_varint(view: memoryview, pos: int, end: int) -> Tuple[int, int]:
-    result = 0
-    for shift in range(0, 70, 7):  # at most 10 bytes
-        if pos >= end:
-            raise _Malformed()
-        byte = view[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-    raise _Malformed()

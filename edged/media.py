@@ -55,12 +55,12 @@ def expand_inputs(paths: List[str]) -> List[Tuple[str, str]]:
                     if name.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS):
                         found.append(os.path.join(root, name))
             if not found:
-                raise InputError("{}: directory has no images or videos".format(path))
+                raise InputError(f"{path}: directory has no images or videos")
             files.extend((f, os.path.relpath(f, path)) for f in found)
         elif os.path.exists(path):
             files.append((path, os.path.basename(path)))
         else:
-            raise InputError("{}: no such file or directory".format(path))
+            raise InputError(f"{path}: no such file or directory")
     return files
 
 
@@ -75,10 +75,10 @@ def read_image(path: str) -> np.ndarray:
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
-        raise InputError("{}: cannot read ({})".format(path, e.strerror or e)) from e
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from e
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise InputError("{}: not a readable image".format(path))
+        raise InputError(f"{path}: not a readable image")
     return image
 
 
@@ -93,7 +93,7 @@ def read_video(path: str, relname: str) -> Iterator[MediaFrame]:
     capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
     try:
         if not capture.isOpened():
-            raise InputError("{}: cannot open as a video (unknown format or damaged)".format(path))
+            raise InputError(f"{path}: cannot open as a video (unknown format or damaged)")
         index = 0
         while True:
             ok, image = capture.read()
@@ -102,7 +102,7 @@ def read_video(path: str, relname: str) -> Iterator[MediaFrame]:
             yield MediaFrame(path, relname, index, True, image)
             index += 1
         if index == 0:
-            raise InputError("{}: video has no decodable frames".format(path))
+            raise InputError(f"{path}: video has no decodable frames")
     finally:
         capture.release()
 
@@ -114,7 +114,6 @@ def iterate_media(paths: List[str]) -> Iterator[MediaItem]:
             if is_image(path):
                 yield MediaFrame(path, relname, 0, False, read_image(path))
             else:
-                for frame in read_video(path, relname):
-                    yield frame
+                yield from read_video(path, relname)
         except InputError as e:
             yield MediaFailure(path, relname, e)

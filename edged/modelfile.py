@@ -16,15 +16,13 @@ import os
 from typing import Optional
 
 from .errors import ModelError, ModelFormatError, ModelKeyError
+from .modelcheck import ONNX, payload_looks_valid
 
 #: Reading more than this into memory is refused (PeopleNet ResNet-34 is ~85 MB).
 MAX_MODEL_BYTES = 1 << 30
 
-ONNX = "onnx"
-UFF = "uff"
 
-
-class ModelArtifact(object):
+class ModelArtifact:
     """A model's plain bytes plus what identifies them."""
 
     __slots__ = ("path", "format", "data", "sha256", "input_name", "encrypted")
@@ -50,8 +48,9 @@ class ModelArtifact(object):
         return os.path.splitext(os.path.basename(self.path))[0]
 
     def __repr__(self) -> str:
-        return "ModelArtifact({!r}, {}, {} bytes, sha256={})".format(
-            self.path, self.format, len(self.data), self.sha256[:12]
+        size = len(self.data)
+        return (
+            f"ModelArtifact({self.path!r}, {self.format}, {size} bytes, sha256={self.sha256[:12]})"
         )
 
 
@@ -61,20 +60,18 @@ def read_model_bytes(path: str) -> bytes:
         size = os.path.getsize(path)
         if size > MAX_MODEL_BYTES:
             raise ModelFormatError(
-                "{}: file is {} bytes, more than the {} bytes edged accepts".format(
-                    path, size, MAX_MODEL_BYTES
-                )
+                f"{path}: file is {size} bytes, more than the {MAX_MODEL_BYTES} bytes edged accepts"
             )
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError as e:
-        raise ModelError("{}: model file not found".format(path)) from e
+        raise ModelError(f"{path}: model file not found") from e
     except IsADirectoryError as e:
-        raise ModelError("{}: is a directory, expected a model file".format(path)) from e
+        raise ModelError(f"{path}: is a directory, expected a model file") from e
     except OSError as e:
-        raise ModelError("{}: cannot read model file ({})".format(path, e.strerror or e)) from e
+        raise ModelError(f"{path}: cannot read model file ({e.strerror or e})") from e
     if not data:
-        raise ModelFormatError("{}: model file is empty".format(path))
+        raise ModelFormatError(f"{path}: model file is empty")
     return data
 
 
@@ -92,9 +89,9 @@ def load_model_artifact(path: str, key: Optional[str] = None) -> ModelArtifact:
     data = read_model_bytes(path)
     if path.lower().endswith(".etlt"):
         return _load_etlt(path, data, key)
-    if not _looks_like_onnx(data):
+    if not payload_looks_valid(data, ONNX):
         raise ModelFormatError(
-            "{}: not a valid ONNX model (truncated, damaged or another format)".format(path)
+            f"{path}: not a valid ONNX model (truncated, damaged or another format)"
         )
     return ModelArtifact(path, ONNX, data)
 
@@ -104,18 +101,12 @@ def _load_etlt(path: str, blob: bytes, key: Optional[str]) -> ModelArtifact:
 
     if not key:
         raise ModelKeyError(
-            "{}: an .etlt model needs its model key (--model-key, or `key` in the config; "
-            "NVIDIA's PeopleNet uses tlt_encode)".format(path)
+            f"{path}: an .etlt model needs its model key (--model-key, or `key` in the config; "
+            "NVIDIA's PeopleNet uses tlt_encode)"
         )
     payload = etlt.decode_etlt(blob, key, path)
     # There is no MAC in .etlt (tao-tensorrt.md 1.2): a wrong key yields same-length
     # garbage, detected only because it fails to parse as the announced format.
-    if not etlt.payload_looks_valid(payload.data, payload.format):
-        raise ModelKeyError("{}: wrong model key or corrupt file".format(path))
+    if not payload_looks_valid(payload.data, payload.format):
+        raise ModelKeyError(f"{path}: wrong model key or corrupt file")
     return ModelArtifact(path, payload.format, payload.data, payload.input_name, encrypted=True)
-
-
-def _looks_like_onnx(data: bytes) -> bool:
-    from .etlt import payload_looks_valid
-
-    return payload_looks_valid(data, ONNX)

@@ -1,4 +1,4 @@
-"""Tiny ONNX models with exact contracts, built in tests (opset 11, IR 6: ONNX Runtime 1.10 loads them)."""
+"""Tiny ONNX models with exact contracts, built in tests (opset 11, IR 6: ORT 1.10 loads them)."""
 
 from typing import Optional, Sequence
 
@@ -98,4 +98,3 @@ def write(path: str, data: bytes) -> str:
     with open(path, "wb") as f:
         f.write(data)
     return path
-

@@ -21,7 +21,7 @@ from . import onnx_models
 
 
 def reference_preprocess(bgr, width, height, mean, std):
-    """The jetson-inference formula written out per pixel: nearest stretch, RGB, (x/255-mean)/std."""
+    """jetson-inference's formula, written out per pixel: nearest stretch, RGB, (x/255-mean)/std."""
     src_h, src_w = bgr.shape[:2]
     out = np.zeros((3, height, width), np.float64)
     for y in range(height):
@@ -149,7 +149,6 @@ def test_label_count_mismatch_names_the_model(tmp_path):
 
 
 def test_wrong_input_rank_is_one_clear_error(tmp_path):
-    import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -161,7 +160,9 @@ def test_wrong_input_rank_is_one_clear_error(tmp_path):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     model.ir_version = 6
     config = model_config(tmp_path, model.SerializeToString(), task="classification")
-    with pytest.raises(ModelContractError, match=r"m.onnx: input 'input_0' has shape 1x10; expected N x 3"):
+    with pytest.raises(
+        ModelContractError, match=r"m.onnx: input 'input_0' has shape 1x10; expected N x 3"
+    ):
         load_task(config)
 
 

@@ -96,9 +96,7 @@ def test_truncated_model_gives_one_line_and_exit_2(tmp_path):
     result = run_cli(["infer", "--model", model, images])
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "edged: error: {}: not a valid ONNX model (truncated, damaged or another format)".format(
-            model
-        )
+        f"edged: error: {model}: not a valid ONNX model (truncated, damaged or another format)"
     ]
 
 

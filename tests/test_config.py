@@ -69,7 +69,9 @@ def test_bool_is_not_a_number():
 
 def test_enum_error_lists_choices():
     message = error_of("log_level: verbose\n")
-    assert message.startswith("log_level: got 'verbose'; expected one of: debug, info, warning, error")
+    assert message.startswith(
+        "log_level: got 'verbose'; expected one of: debug, info, warning, error"
+    )
 
 
 def test_missing_required_key():
@@ -173,10 +175,8 @@ def test_check_config_cli_rejects_misspelt_key_with_exit_2(tmp_path):
     result = run_cli(["check-config", str(bad)])
     assert result.returncode == 2
     assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert lines == [
-        "edged: error: {}: models.m.lables: unknown key (did you mean 'labels'?); expected one of: "
-        "backend, class_names, classification, detection, input, key, key_env, key_file, labels, "
-        "path, task, threads, version".format(bad)
-    ]
+    (line,) = result.stderr.strip().splitlines()
+    prefix = f"edged: error: {bad}: models.m.lables: unknown key (did you mean 'labels'?); "
+    assert line.startswith(prefix + "expected one of: ")
+    assert ", labels, path, " in line
     assert "Traceback" not in result.stderr

@@ -10,7 +10,7 @@ from edged.tasks.loader import load_task
 from .test_daemon import NotifySocket, make_clip, write_config
 
 
-class HangingBackend(object):
+class HangingBackend:
     """Wraps the real backend; once ``hang`` is set, the next call blocks until ``release``.
 
     Stands in for an accelerator call that never returns (a wedged GPU, a driver bug).

@@ -1,4 +1,4 @@
-"""The demo classifier: the deployed `edged infer` path reproduces the accuracy training measured."""
+"""The demo classifier: the deployed `edged infer` reproduces the accuracy training measured."""
 
 import json
 import os
@@ -19,7 +19,7 @@ def test_the_model_readme_states_the_measured_accuracy():
     accuracy, images = stated_accuracy()
     with open(os.path.join(MODEL_DIR, "README.md")) as f:
         readme = f.read()
-    assert "{:.2f} %".format(100 * accuracy) in readme or "{:.2f}%".format(100 * accuracy) in readme
+    assert f"{100 * accuracy:.2f} %" in readme or f"{100 * accuracy:.2f}%" in readme
     assert str(images) in readme
 
 

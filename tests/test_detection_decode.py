@@ -170,7 +170,7 @@ def unclustered(labels, thresholds):
 
 @pytest.mark.parametrize("classes", [1, 3, 4])
 def test_postprocessor_without_clustering_returns_every_decoded_box_best_first(classes):
-    labels = ["c{}".format(i) for i in range(classes)]
+    labels = [f"c{i}" for i in range(classes)]
     thresholds = tuple(0.5 + 0.1 * i for i in range(classes))
     cov, bbox = random_outputs(classes, classes, 34, 60)
 

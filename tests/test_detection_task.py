@@ -112,8 +112,8 @@ def test_a_one_class_and_a_four_class_detector(tmp_path):
         cov = np.zeros((classes, 34, 60), np.float32)
         bbox = np.zeros((4 * classes, 34, 60), np.float32)
         cov[classes - 1, 5, 5] = 0.8
-        bbox[4 * (classes - 1):4 * classes, 5, 5] = 0.5
-        path = onnx_models.write(str(tmp_path / "m{}.onnx".format(classes)),
+        bbox[4 * (classes - 1) : 4 * classes, 5, 5] = 0.5
+        path = onnx_models.write(str(tmp_path / f"m{classes}.onnx"),
                                  onnx_models.detectnet(classes, cov=cov, bbox=bbox))  # fmt: skip
         task = load_task(build_config({"models": {"m": {"path": path, "class_names": names}}})
                          .models["m"])  # fmt: skip

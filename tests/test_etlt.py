@@ -181,7 +181,7 @@ def test_file_shorter_than_the_header_is_rejected():
 
 
 def test_non_ascii_input_name_is_rejected():
-    name = "eingang_ä".encode("utf-8")
+    name = "eingang_ä".encode()
     message = _format_error(struct.pack("<i", len(name)) + name + os.urandom(64))
     assert "input-node name is not ASCII" in message
 

@@ -4,7 +4,8 @@ import pytest
 
 from edged.backends import create_backend
 from edged.errors import ModelError, ModelFormatError
-from edged.modelfile import ONNX, UFF, ModelArtifact, load_model_artifact
+from edged.modelcheck import ONNX, UFF
+from edged.modelfile import ModelArtifact, load_model_artifact
 
 from . import onnx_models
 

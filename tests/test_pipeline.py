@@ -25,7 +25,7 @@ def frame(stream, seq, value=0):
     return Frame(stream, seq, now, time.time(), (32, 24), np.full((24, 32, 3), value, np.uint8))
 
 
-class SlowBackend(object):
+class SlowBackend:
     """Wraps a real backend and adds a fixed delay per call: a stand-in for a slow accelerator."""
 
     def __init__(self, backend, delay_s):

@@ -29,16 +29,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         payload = f.read()
     fmt = UFF if args.input_name else ONNX
     if not payload_looks_valid(payload, fmt):
-        print("{}: not a valid {} model".format(args.model, fmt.upper()), file=sys.stderr)
+        print(f"{args.model}: not a valid {fmt.upper()} model", file=sys.stderr)
         return 2
     blob = encode_etlt(payload, args.key, args.input_name)
     # Round-trip before writing: a broken .etlt must never leave this tool.
     if decode_etlt(blob, args.key, args.output).data != payload:
-        print("{}: round trip failed".format(args.output), file=sys.stderr)
+        print(f"{args.output}: round trip failed", file=sys.stderr)
         return 1
     with open(args.output, "wb") as f:
         f.write(blob)
-    print("{}: {} bytes ({} payload, {} bytes)".format(args.output, len(blob), fmt, len(payload)))
+    print(f"{args.output}: {len(blob)} bytes ({fmt} payload, {len(payload)} bytes)")
     return 0
 
 

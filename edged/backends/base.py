@@ -17,7 +17,7 @@ from ..errors import ModelContractError
 Shape = Tuple[Optional[int], ...]
 
 
-class TensorSpec(object):
+class TensorSpec:
     """Name, shape (None for a dynamic dimension) and numpy dtype of one tensor."""
 
     __slots__ = ("name", "shape", "dtype")
@@ -29,7 +29,7 @@ class TensorSpec(object):
 
     def __repr__(self) -> str:
         dims = "x".join("?" if d is None else str(d) for d in self.shape)
-        return "{}[{} {}]".format(self.name, dims, self.dtype.name)
+        return f"{self.name}[{dims} {self.dtype.name}]"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TensorSpec) and (self.name, self.shape, self.dtype) == (
@@ -63,7 +63,7 @@ class Backend(abc.ABC):
             BackendError: the runtime failed.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to release
         """Release the runtime's resources; the backend is unusable afterwards."""
 
 

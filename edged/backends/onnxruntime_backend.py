@@ -34,7 +34,7 @@ def _spec(node: "object") -> TensorSpec:
     shape = [d if isinstance(d, int) and d > 0 else None for d in node.shape]
     dtype = _ORT_DTYPES.get(node.type)
     if dtype is None:
-        raise ModelFormatError("tensor {!r} has unsupported type {}".format(node.name, node.type))
+        raise ModelFormatError(f"tensor {node.name!r} has unsupported type {node.type}")
     return TensorSpec(node.name, shape, dtype)
 
 
@@ -55,17 +55,15 @@ class OnnxRuntimeBackend(Backend):
         """
         if artifact.format != ONNX:
             raise ModelFormatError(
-                "{}: contains a UFF model, which only TensorRT 8.6 or older can build "
-                "(backend: tensorrt on JetPack 4.6/5.x); ONNX Runtime cannot run it".format(
-                    artifact.path
-                )
+                f"{artifact.path}: contains a UFF model, which only TensorRT 8.6 or older "
+                "can build "
+                "(backend: tensorrt on JetPack 4.6/5.x); ONNX Runtime cannot run it"
             )
         try:
             import onnxruntime as ort
         except ImportError as e:
             raise BackendError(
-                "the onnxruntime backend needs the onnxruntime package "
-                "(pip install 'edged[cpu]')"
+                "the onnxruntime backend needs the onnxruntime package (pip install 'edged[cpu]')"
             ) from e
         options = ort.SessionOptions()
         if threads:
@@ -79,12 +77,10 @@ class OnnxRuntimeBackend(Backend):
             self._inputs = [_spec(n) for n in self._session.get_inputs()]
             self._outputs = [_spec(n) for n in self._session.get_outputs()]
         except ModelFormatError as e:
-            raise ModelFormatError("{}: {}".format(artifact.path, e)) from e
+            raise ModelFormatError(f"{artifact.path}: {e}") from e
         except Exception as e:  # noqa: BLE001 - ORT raises its own untyped errors at load
             raise ModelFormatError(
-                "{}: ONNX Runtime cannot load the model: {}".format(
-                    artifact.path, _first_line(str(e))
-                )
+                f"{artifact.path}: ONNX Runtime cannot load the model: {_first_line(str(e))}"
             ) from e
         self._output_names = [s.name for s in self._outputs]
         self._path = artifact.path
@@ -102,9 +98,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             values = self._session.run(self._output_names, inputs)
         except Exception as e:  # noqa: BLE001 - ORT's run errors are not a typed hierarchy
-            raise BackendError(
-                "{}: inference failed: {}".format(self._path, _first_line(str(e)))
-            ) from e
+            raise BackendError(f"{self._path}: inference failed: {_first_line(str(e))}") from e
         return dict(zip(self._output_names, values))
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""``edged infer``: run a model over images, directories and videos (imagenet/detectnet-console parity).
+"""``edged infer``: a model over images, directories and videos (imagenet/detectnet-console parity).
 
 Prints one line per image or video frame (``--json``: one JSON object per
 line); ``--output DIR`` writes annotated copies (videos as annotated videos).
@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 from ..config import ClassSettings, ModelConfig, build_config, load_config
 from ..errors import ConfigError, InputError
@@ -32,20 +32,25 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
     src = p.add_argument_group("model")
     src.add_argument("--model", metavar="PATH", help="model file (.onnx or .etlt)")
     src.add_argument("--config", "-c", metavar="FILE", help="take the model from a config file")
-    src.add_argument("--model-name", metavar="NAME", help="which model of --config (default: the only one)")
+    src.add_argument(
+        "--model-name", metavar="NAME", help="which model of --config (default: the only one)"
+    )
     src.add_argument("--labels", metavar="PATH", help="labels.txt, one class per line")
     key = src.add_mutually_exclusive_group()
     key.add_argument("--model-key", metavar="KEY", help=".etlt model key (PeopleNet: tlt_encode)")
     key.add_argument("--model-key-file", metavar="PATH", help="file holding the .etlt model key")
     key.add_argument("--model-key-env", metavar="VAR", help="environment variable holding the key")
-    src.add_argument("--task", choices=["auto", "detection", "classification"], help="default: auto")
+    src.add_argument(
+        "--task", choices=["auto", "detection", "classification"], help="default: auto"
+    )
     src.add_argument("--input-blob", metavar="NAME", help="input tensor name")
     src.add_argument("--output-blob", metavar="NAME", help="classifier output tensor name")
     src.add_argument("--threads", type=int, metavar="N", help="CPU threads (0: all cores)")
     post = p.add_argument_group("results")
     post.add_argument("--top-k", type=int, metavar="K", help="classes to report (default 1)")
     post.add_argument("--threshold", type=float, metavar="T",
-                      help="minimum confidence (classification) or coverage (detection, all classes)")  # fmt: skip
+                      help="minimum confidence (classification) or coverage (detection, "
+                      "all classes)")  # fmt: skip
     post.add_argument("--json", action="store_true", help="one JSON object per input/frame")
     post.add_argument("--output", "-o", metavar="DIR", help="write annotated copies here")
     p.set_defaults(run=run)
@@ -60,7 +65,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     if args.config:
         config = load_config(args.config)
         if not config.models:
-            raise ConfigError("{}: defines no models".format(args.config))
+            raise ConfigError(f"{args.config}: defines no models")
         name = args.model_name or (next(iter(config.models)) if len(config.models) == 1 else None)
         if name is None:
             raise ConfigError("{}: has several models ({}); choose one with --model-name".format(
@@ -137,7 +142,7 @@ def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
     return dataclasses.replace(model, **changes)
 
 
-class AnnotatedWriter(object):
+class AnnotatedWriter:
     """Writes annotated images, and annotated videos frame by frame, under one directory."""
 
     def __init__(self, directory: str) -> None:
@@ -154,8 +159,8 @@ class AnnotatedWriter(object):
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:
-            raise InputError("{}: cannot create output directory ({})".format(
-                folder, e.strerror or e)) from e  # fmt: skip
+            reason = e.strerror or e
+            raise InputError(f"{folder}: cannot create output directory ({reason})") from e
         return path
 
     def write(self, item: MediaFrame, image: Any) -> None:
@@ -166,7 +171,7 @@ class AnnotatedWriter(object):
             path = self._target(item.relname)
             ok, data = cv2.imencode(os.path.splitext(path)[1] or ".png", image)
             if not ok:
-                raise InputError("{}: cannot encode the annotated image".format(path))
+                raise InputError(f"{path}: cannot encode the annotated image")
             data.tofile(path)
             self.written.append(path)
             return
@@ -177,7 +182,7 @@ class AnnotatedWriter(object):
             self._video = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 25.0,
                                           (width, height))  # fmt: skip
             if not self._video.isOpened():
-                raise InputError("{}: cannot write an annotated video".format(path))
+                raise InputError(f"{path}: cannot write an annotated video")
             self._video_path = path
         self._video.write(image)
 
@@ -189,12 +194,12 @@ class AnnotatedWriter(object):
 
 
 def _text_line(item: MediaFrame, results: List[Any], kind: str) -> str:
-    where = item.path + (" [frame {}]".format(item.frame) if item.is_video else "")
+    where = item.path + (f" [frame {item.frame}]" if item.is_video else "")
     if kind == "classification":
         if not results:
-            return "{}: (no class above threshold)".format(where)
+            return f"{where}: (no class above threshold)"
         return "{}: {}".format(
-            where, ", ".join("{} ({:.1f}%)".format(r.label, 100 * r.confidence) for r in results)
+            where, ", ".join(f"{r.label} ({100 * r.confidence:.1f}%)" for r in results)
         )
     boxes = ", ".join(
         "{} {:.0f}% ({:.0f},{:.0f},{:.0f},{:.0f})".format(d.label, 100 * d.confidence, *d.bbox)
@@ -226,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         for item in iterate_media(args.inputs):
             if isinstance(item, MediaFailure):
                 failures += 1
-                print("edged: error: {}".format(item.error), file=sys.stderr)
+                print(f"edged: error: {item.error}", file=sys.stderr)
                 continue
             results = task.run([item.image])[0]
             line = (_json_line if args.json else _text_line)(item, results, task.kind)

@@ -53,7 +53,7 @@ def _is_type(value: Any, name: str) -> bool:
         return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if name == "number":
         return isinstance(value, (int, float))
-    raise ValueError("unknown JSON Schema type {!r}".format(name))
+    raise ValueError(f"unknown JSON Schema type {name!r}")
 
 
 def _show(value: Any) -> str:
@@ -77,11 +77,11 @@ def format_path(path: Sequence[Any]) -> str:
     """``["models", "cam", "input", 0]`` -> ``models.cam.input[0]``; ``[]`` -> ``(top level)``."""
     text = ""
     for part in path:
-        text += "[{}]".format(part) if isinstance(part, int) else ("." if text else "") + str(part)
+        text += f"[{part}]" if isinstance(part, int) else ("." if text else "") + str(part)
     return text or "(top level)"
 
 
-class SchemaValidator(object):
+class SchemaValidator:
     """Validates data against one schema document (with local ``$ref`` definitions)."""
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
@@ -91,7 +91,7 @@ class SchemaValidator(object):
         while "$ref" in node:
             ref = node["$ref"]
             if not ref.startswith("#/"):
-                raise ValueError("only local $ref is supported, got {!r}".format(ref))
+                raise ValueError(f"only local $ref is supported, got {ref!r}")
             target = self.schema  # type: Any
             for part in ref[2:].split("/"):
                 target = target[part]
@@ -118,14 +118,14 @@ class SchemaValidator(object):
             names = [types] if isinstance(types, str) else list(types)
             if not any(_is_type(value, t) for t in names):
                 expected = " or ".join(_TYPE_NAMES[t] for t in names)
-                out.append("{}: got {}; expected {}".format(where, _show(value), expected))
+                out.append(f"{where}: got {_show(value)}; expected {expected}")
                 return
         if "enum" in node and value not in node["enum"]:
-            choices = ", ".join(_json_like(c) if not isinstance(c, str) else c for c in node["enum"])
-            hint = _suggest(value, [c for c in node["enum"] if isinstance(c, str)])
-            out.append(
-                "{}: got {}; expected one of: {}{}".format(where, _show(value), choices, hint)
+            choices = ", ".join(
+                _json_like(c) if not isinstance(c, str) else c for c in node["enum"]
             )
+            hint = _suggest(value, [c for c in node["enum"] if isinstance(c, str)])
+            out.append(f"{where}: got {_show(value)}; expected one of: {choices}{hint}")
             return
         if isinstance(value, Mapping):
             self._check_object(node, value, path, out)
@@ -143,17 +143,18 @@ class SchemaValidator(object):
         extra = node.get("additionalProperties", True)
         for key in node.get("required", []):
             if key not in value:
-                out.append("{}: missing required key '{}'".format(format_path(path + [key]), key))
+                out.append(f"{format_path(path + [key])}: missing required key '{key}'")
         names = node.get("propertyNames")
         for key, item in value.items():
             key_path = path + [key]
             if not isinstance(key, str):
-                out.append("{}: keys must be strings".format(format_path(key_path)))
+                out.append(f"{format_path(key_path)}: keys must be strings")
                 continue
             if names and "pattern" in names and not re.search(names["pattern"], key):
                 out.append(
-                    "{}: invalid name {!r}; expected letters, digits, '_', '.', '-' "
-                    "(at most 64, starting with a letter or digit)".format(format_path(path), key)
+                    f"{format_path(path)}: invalid name {key!r}; "
+                    "expected letters, digits, '_', '.', '-' "
+                    "(at most 64, starting with a letter or digit)"
                 )
                 continue
             if key in props:
@@ -173,26 +174,39 @@ class SchemaValidator(object):
     ) -> None:
         where = format_path(path)
         if "minItems" in node and len(value) < node["minItems"]:
-            out.append("{}: has {} items; expected at least {}".format(where, len(value), node["minItems"]))
+            out.append(
+                "{}: has {} items; expected at least {}".format(where, len(value), node["minItems"])
+            )
         if "maxItems" in node and len(value) > node["maxItems"]:
-            out.append("{}: has {} items; expected at most {}".format(where, len(value), node["maxItems"]))
+            out.append(
+                "{}: has {} items; expected at most {}".format(where, len(value), node["maxItems"])
+            )
         if "items" in node:
             for index, item in enumerate(value):
                 self._check(node["items"], item, path + [index], out)
 
-    def _check_string(self, node: Mapping[str, Any], value: str, where: str, out: List[str]) -> None:
-        if "minLength" in node and len(value) < node["minLength"]:
-            out.append("{}: must not be empty".format(where) if node["minLength"] == 1 else
-                       "{}: {!r} is shorter than {} characters".format(where, value, node["minLength"]))  # fmt: skip
+    def _check_string(
+        self, node: Mapping[str, Any], value: str, where: str, out: List[str]
+    ) -> None:
+        shortest = node.get("minLength", 0)
+        if len(value) < shortest:
+            out.append(
+                f"{where}: must not be empty"
+                if shortest == 1
+                else f"{where}: {value!r} is shorter than {shortest} characters"
+            )
         if "maxLength" in node and len(value) > node["maxLength"]:
             out.append("{}: longer than {} characters".format(where, node["maxLength"]))
         if "pattern" in node and not re.search(node["pattern"], value):
             out.append(
-                "{}: got {}; expected letters, digits, '_', '.', '-' (at most 64, "
-                "starting with a letter or digit)".format(where, _show(value))
+                f"{where}: got {_show(value)}; "
+                "expected letters, digits, '_', '.', '-' (at most 64, "
+                "starting with a letter or digit)"
             )
 
-    def _check_number(self, node: Mapping[str, Any], value: float, where: str, out: List[str]) -> None:
+    def _check_number(
+        self, node: Mapping[str, Any], value: float, where: str, out: List[str]
+    ) -> None:
         bounds = []
         if "minimum" in node and value < node["minimum"]:
             bounds.append(">= {}".format(node["minimum"]))
@@ -203,7 +217,7 @@ class SchemaValidator(object):
         if "exclusiveMaximum" in node and value >= node["exclusiveMaximum"]:
             bounds.append("< {}".format(node["exclusiveMaximum"]))
         if bounds:
-            out.append("{}: got {}; expected a value {}".format(where, _show(value), _range(node)))
+            out.append(f"{where}: got {_show(value)}; expected a value {_range(node)}")
 
     # -- defaults -----------------------------------------------------------------------
 
@@ -239,7 +253,7 @@ def _suggest(word: Any, choices: Sequence[str]) -> str:
     if not isinstance(word, str):
         return ""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return " (did you mean '{}'?)".format(close[0]) if close else ""
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def unsupported_keywords(schema: Mapping[str, Any]) -> List[str]:
@@ -265,5 +279,6 @@ def first_error(errors: List[str]) -> Optional[str]:
     if not errors:
         return None
     more = len(errors) - 1
-    return errors[0] + (" (and {} more problem{})".format(more, "s" if more > 1 else "") if more else "")
-
+    return errors[0] + (
+        " (and {} more problem{})".format(more, "s" if more > 1 else "") if more else ""
+    )

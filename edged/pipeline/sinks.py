@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Sequence
 
 from .results import InferenceResult
 
@@ -31,7 +31,7 @@ class ResultSink(abc.ABC):
     def handle(self, result: InferenceResult) -> None:
         """Deliver one result; should return quickly (durable sinks append to an outbox)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most sinks hold nothing to release
         """Called once at shutdown, after the last result."""
 
 
@@ -46,7 +46,7 @@ class CallbackSink(ResultSink):
         self._callback(result)
 
 
-class SinkDispatcher(object):
+class SinkDispatcher:
     """The bounded queue between inference and the sinks, and the thread that empties it."""
 
     def __init__(

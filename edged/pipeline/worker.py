@@ -13,7 +13,7 @@ stays bounded when inference is slower than the cameras (issue 4 item 3).
 import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, List
 
 from ..sources.frame import Frame
 from ..sources.slot import LatestSlot
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 WAIT_S = 0.2
 
 
-class WorkerStats(object):
+class WorkerStats:
     """Counters of one worker; read from other threads without a lock (ints and floats)."""
 
     def __init__(self) -> None:
@@ -38,7 +38,7 @@ class WorkerStats(object):
         self.last_latency_ms = {}  # type: Dict[str, float]
 
 
-class InferenceWorker(object):
+class InferenceWorker:
     """Runs one :class:`Task` for the streams attached to it."""
 
     def __init__(
@@ -63,6 +63,8 @@ class InferenceWorker(object):
         self._next = 0
         self._thread = None  # type: Optional[threading.Thread]
         self.stats = WorkerStats()
+        # newest (frame, result) per stream: the MQTT snapshot command draws one (issue 5)
+        self.latest = {}  # type: Dict[str, Tuple[Frame, InferenceResult]]
 
     # -- streams --------------------------------------------------------------------------
 
@@ -79,6 +81,7 @@ class InferenceWorker(object):
             self._slots.pop(stream_id, None)
             self._order = sorted(self._slots)
             self.stats.frames.pop(stream_id, None)
+            self.latest.pop(stream_id, None)
 
     @property
     def streams(self) -> List[str]:
@@ -89,7 +92,7 @@ class InferenceWorker(object):
 
     def start(self) -> None:
         self._thread = threading.Thread(
-            target=self._run, name="infer-{}".format(self.model_name), daemon=True
+            target=self._run, name=f"infer-{self.model_name}", daemon=True
         )
         self._thread.start()
 
@@ -180,6 +183,7 @@ class InferenceWorker(object):
             self.stats.frames[frame.stream_id] = self.stats.frames.get(frame.stream_id, 0) + 1
             self.stats.last_latency_ms = latency
             results.append(result)
+            self.latest[frame.stream_id] = (frame, result)  # one reference per stream
             self._emit(result)
         self.stats.batches += 1
         self.stats.last_progress = done

@@ -68,17 +68,15 @@ class Task(abc.ABC):
         shape = self.input.shape
         if len(shape) != 4 or shape[1] not in (3, None):
             raise ModelContractError(
-                "{}: input {!r} has shape {}; expected N x 3 x H x W (NCHW, 3 channels)".format(
-                    self.model, self.input.name, _dims(shape)
-                )
+                f"{self.model}: input {self.input.name!r} has shape {_dims(shape)}; "
+                "expected N x 3 x H x W (NCHW, 3 channels)"
             )
         width = self.config.input.width or shape[3]
         height = self.config.input.height or shape[2]
         if not width or not height:
             raise ModelContractError(
-                "{}: input {!r} has a dynamic size {}; set input.width and input.height".format(
-                    self.model, self.input.name, _dims(shape)
-                )
+                f"{self.model}: input {self.input.name!r} has a dynamic size {_dims(shape)}; "
+                "set input.width and input.height"
             )
         return int(width), int(height)
 

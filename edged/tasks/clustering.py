@@ -80,10 +80,10 @@ class ClusterParams:
             )
         if not 0.0 <= self.iou_threshold <= 1.0:
             raise ConfigError(
-                "clustering iou_threshold must be in [0, 1] (got {})".format(self.iou_threshold)
+                f"clustering iou_threshold must be in [0, 1] (got {self.iou_threshold})"
             )
         if not 0.0 <= self.eps <= 1.0:
-            raise ConfigError("clustering eps must be in [0, 1] (got {})".format(self.eps))
+            raise ConfigError(f"clustering eps must be in [0, 1] (got {self.eps})")
         if self.top_k == 0:
             raise ConfigError("clustering top_k must be -1 (keep all) or at least 1 (got 0)")
 

@@ -89,15 +89,12 @@ class DecodeParams:
     def __post_init__(self) -> None:
         if self.stride <= 0 or self.bbox_norm <= 0:
             raise ConfigError(
-                "detection stride and bbox_norm must be positive (got {}, {})".format(
-                    self.stride, self.bbox_norm
-                )
+                "detection stride and bbox_norm must be positive "
+                f"(got {self.stride}, {self.bbox_norm})"
             )
         if any(not np.isfinite(t) or t < 0 for t in self.thresholds):
             raise ConfigError(
-                "detection thresholds must be finite and >= 0 (got {})".format(
-                    list(self.thresholds)
-                )
+                f"detection thresholds must be finite and >= 0 (got {list(self.thresholds)})"
             )
 
     def class_thresholds(self, num_classes: int) -> np.ndarray:
@@ -107,9 +104,8 @@ class DecodeParams:
             given = given * num_classes
         if len(given) < num_classes:
             raise ModelContractError(
-                "detection thresholds are given for {} classes but the model has {}".format(
-                    len(given), num_classes
-                )
+                f"detection thresholds are given for {len(given)} classes "
+                f"but the model has {num_classes}"
             )
         return np.asarray(given[:num_classes], dtype=np.float32)
 
@@ -126,16 +122,13 @@ def check_output_shapes(cov: np.ndarray, bbox: np.ndarray) -> None:
     """Raise ModelContractError unless cov is [C, H, W] and bbox is [4C, H, W]."""
     if cov.ndim != 3 or cov.shape[0] < 1:
         raise ModelContractError(
-            "DetectNet_v2 coverage output has shape {}; expected classes x H x W".format(
-                list(cov.shape)
-            )
+            f"DetectNet_v2 coverage output has shape {list(cov.shape)}; expected classes x H x W"
         )
     expected = (4 * cov.shape[0],) + tuple(cov.shape[1:])
     if tuple(bbox.shape) != expected:
         raise ModelContractError(
-            "DetectNet_v2 bbox output has shape {}; expected {} for coverage {}".format(
-                list(bbox.shape), list(expected), list(cov.shape)
-            )
+            f"DetectNet_v2 bbox output has shape {list(bbox.shape)}; "
+            f"expected {list(expected)} for coverage {list(cov.shape)}"
         )
 
 
@@ -202,7 +195,7 @@ class Detection:
         }
 
 
-class DetectNetV2Postprocessor(object):
+class DetectNetV2Postprocessor:
     """Coverage + bbox grids of one image -> clustered detections, most confident first.
 
     Args:
@@ -226,9 +219,8 @@ class DetectNetV2Postprocessor(object):
             clustering = clustering * len(self.labels)
         if len(clustering) != len(self.labels):
             raise ConfigError(
-                "{} clustering settings for {} classes; give one per class or one for all".format(
-                    len(clustering), len(self.labels)
-                )
+                f"{len(clustering)} clustering settings for {len(self.labels)} classes; "
+                "give one per class or one for all"
             )
         decode.class_thresholds(len(self.labels))  # fail at start-up, not on the first frame
         self.decode = decode
@@ -268,9 +260,7 @@ class DetectNetV2Postprocessor(object):
         num_model, num_labels = cov.shape[0], len(self.labels)
         if num_model < num_labels:
             raise ModelContractError(
-                "the detector outputs {} classes but {} labels are configured".format(
-                    num_model, num_labels
-                )
+                f"the detector outputs {num_model} classes but {num_labels} labels are configured"
             )
         if num_model > num_labels:
             if not self._warned_extra_classes:
@@ -290,9 +280,8 @@ def _single_image(tensor: np.ndarray, what: str) -> np.ndarray:
     if tensor.ndim == 4:
         if tensor.shape[0] != 1:
             raise ModelContractError(
-                "DetectNet_v2 {} output has a batch of {}; post-process one image at a time".format(
-                    what, tensor.shape[0]
-                )
+                f"DetectNet_v2 {what} output has a batch of {tensor.shape[0]}; "
+                "post-process one image at a time"
             )
         return tensor[0]
     return tensor
@@ -305,8 +294,7 @@ def peoplenet_defaults(num_classes: int = 3) -> Tuple[DecodeParams, List[Cluster
     IoU 0.5, top-k 20, pre-cluster threshold 0.2, 0.4 for class 0 (person).
     """
     if num_classes < 1:
-        raise ConfigError("a detector needs at least one class (got {})".format(num_classes))
+        raise ConfigError(f"a detector needs at least one class (got {num_classes})")
     decode = DecodeParams(thresholds=(0.4,) + (0.2,) * (num_classes - 1))
     clustering = [ClusterParams(method="nms", iou_threshold=0.5, top_k=20)] * num_classes
     return decode, clustering
-

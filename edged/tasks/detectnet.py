@@ -73,9 +73,7 @@ def class_settings(config: ModelConfig, labels: Sequence[str]) -> List[ClassSett
         try:
             _cluster_params(_merge([entry, BUILTIN_DEFAULT]))
         except ConfigError as e:
-            raise ConfigError(
-                "models.{}.detection.classes.{}: {}".format(config.name, key, e)
-            ) from e
+            raise ConfigError(f"models.{config.name}.detection.classes.{key}: {e}") from e
     return [
         _merge(
             [

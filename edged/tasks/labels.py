@@ -34,17 +34,17 @@ def load_labels(path: str) -> List[str]:
         with open(path, "rb") as f:
             raw = f.read(MAX_LABELS_BYTES + 1)
     except FileNotFoundError as e:
-        raise ModelError("{}: labels file not found".format(path)) from e
+        raise ModelError(f"{path}: labels file not found") from e
     except OSError as e:
-        raise ModelError("{}: cannot read labels file ({})".format(path, e.strerror or e)) from e
+        raise ModelError(f"{path}: cannot read labels file ({e.strerror or e})") from e
     if len(raw) > MAX_LABELS_BYTES:
-        raise ModelError("{}: labels file is larger than {} bytes".format(path, MAX_LABELS_BYTES))
+        raise ModelError(f"{path}: labels file is larger than {MAX_LABELS_BYTES} bytes")
     try:
         labels = parse_labels(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
-        raise ModelError("{}: labels file is not UTF-8 text".format(path)) from e
+        raise ModelError(f"{path}: labels file is not UTF-8 text") from e
     if not labels:
-        raise ModelError("{}: labels file has no labels".format(path))
+        raise ModelError(f"{path}: labels file has no labels")
     return labels
 
 
@@ -55,11 +55,9 @@ def check_label_count(labels: Optional[Sequence[str]], classes: int, model: str)
         ModelContractError: the labels do not match the model's class count.
     """
     if labels is None:
-        return ["class_{}".format(i) for i in range(classes)]
+        return [f"class_{i}" for i in range(classes)]
     if len(labels) != classes:
         raise ModelContractError(
-            "{}: the model has {} classes but {} labels were given".format(
-                model, classes, len(labels)
-            )
+            f"{model}: the model has {classes} classes but {len(labels)} labels were given"
         )
     return list(labels)

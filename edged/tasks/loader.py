@@ -27,15 +27,13 @@ def resolve_model_key(config: ModelConfig) -> Optional[str]:
     Raises:
         ConfigError: the named environment variable or file is missing or empty.
     """
-    where = "models.{}".format(config.name)
+    where = f"models.{config.name}"
     if config.key:
         return config.key
     if config.key_env:
         value = os.environ.get(config.key_env, "").strip()
         if not value:
-            raise ConfigError(
-                "{}.key_env: environment variable {} is not set".format(where, config.key_env)
-            )
+            raise ConfigError(f"{where}.key_env: environment variable {config.key_env} is not set")
         return value
     if config.key_file:
         try:
@@ -43,10 +41,10 @@ def resolve_model_key(config: ModelConfig) -> Optional[str]:
                 value = f.readline().strip()
         except OSError as e:
             raise ConfigError(
-                "{}.key_file: cannot read {} ({})".format(where, config.key_file, e.strerror or e)
+                f"{where}.key_file: cannot read {config.key_file} ({e.strerror or e})"
             ) from e
         if not value:
-            raise ConfigError("{}.key_file: {} is empty".format(where, config.key_file))
+            raise ConfigError(f"{where}.key_file: {config.key_file} is empty")
         return value
     return None
 

@@ -17,9 +17,7 @@ def cv2_interpolation(name: str) -> int:
     """OpenCV's flag for ``nearest`` / ``linear`` / ``area``."""
     import cv2
 
-    return {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}[
-        name
-    ]
+    return {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}[name]
 
 
 def normalisation_terms(
