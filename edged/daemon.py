@@ -18,11 +18,12 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from . import sdnotify
 from .config import Config, ModelConfig, StreamConfig, load_config
 from .errors import EdgedError
+from .metrics import MetricsService
 from .pipeline.results import InferenceResult
 from .pipeline.sinks import ResultSink, SinkDispatcher
 from .pipeline.worker import InferenceWorker
@@ -36,7 +37,9 @@ logger = logging.getLogger(__name__)
 
 STARTUP_STEPS = (
     "load config",
+    "start mqtt",
     "start result sinks",
+    "start metrics server",
     "load models and start inference workers",
     "start streams",
     "notify ready",
@@ -69,7 +72,7 @@ class LatestResults(ResultSink):
             return self._latest.get(stream_id)
 
 
-class _Stream(object):
+class _Stream:
     """A running stream: its config, capture supervisor and the worker it feeds."""
 
     def __init__(self, config: StreamConfig, supervisor: SourceSupervisor, worker: str) -> None:
@@ -78,7 +81,7 @@ class _Stream(object):
         self.worker = worker
 
 
-class Daemon(object):
+class Daemon:
     """One edged process. Use :meth:`run` from the main thread, or :meth:`start` /
     :meth:`serve_once` / :meth:`shutdown` step by step in tests."""
 
@@ -112,8 +115,11 @@ class Daemon(object):
         self.streams = {}  # type: Dict[str, _Stream]
         self.dispatcher = None  # type: Optional[SinkDispatcher]
         self.watchdog = None  # type: Optional[ProgressWatchdog]
+        self.metrics = None  # type: Optional[MetricsService]
+        self.mqtt = None  # type: Optional[Any]  # edged.mqtt.service.MqttService (issue 5)
         self._undo = []  # type: List[Tuple[str, Callable[[], None]]]
         self.reloads = {"applied": 0, "rejected": 0}
+        self.last_reload_error = None  # type: Optional[str]
         self._summary_counts = {}  # type: Dict[str, Tuple[float, int]]
 
     # -- signals (handlers only set events) ----------------------------------------------
@@ -156,12 +162,14 @@ class Daemon(object):
         logger.info("start-up: %s", ", ".join(STARTUP_STEPS))
         self.config = load_config(self.config_path)
         _apply_log_level(self.config.log_level)
+        self._start_mqtt()
 
         self.dispatcher = SinkDispatcher(
             [self.latest] + self._extra_sinks, self.stop_event, self.config.pipeline.result_queue
         )
         self.dispatcher.start()
         self._undo.append(("drain result sinks", self._drain_sinks))
+        self._start_metrics()
 
         health_path = os.environ.get(HEALTH_FILE_ENV)  # containers: docker/healthcheck.py
         self.watchdog = ProgressWatchdog(
@@ -179,7 +187,7 @@ class Daemon(object):
             logger.info("model %s is not used by any enabled stream: not loaded", name)
 
         self._undo.append(("stop streams", self._stop_all_streams))
-        for stream_id, stream in sorted(self.config.streams.items()):
+        for _, stream in sorted(self.config.streams.items()):
             if stream.enabled:
                 self._start_stream(stream)
         if not self.streams:
@@ -212,10 +220,40 @@ class Daemon(object):
         if self.dispatcher is not None and self.config is not None:
             self.dispatcher.drain(self.config.pipeline.drain_timeout_s)
 
+    def _start_metrics(self) -> None:
+        """Prometheus metrics (issue 5 item 4): up before the models load, so a slow load
+        or engine build can be watched; read at scrape time, plus one latency sink."""
+        assert self.config is not None and self.dispatcher is not None
+        if not self.config.metrics.enabled:
+            logger.info("metrics off (metrics.enabled: false)")
+            return
+        self.metrics = MetricsService(self, self.config.metrics, self.stop_event)
+        self.dispatcher.add(self.metrics.sink)  # no results flow yet: no worker has started
+        self.metrics.start()
+        self._undo.append(("stop metrics server", self.metrics.stop))
+
+    def _start_mqtt(self) -> None:
+        """MQTT (issue 5, edged/mqtt): started BEFORE the sinks so that it stops after they
+        drained (undo runs in reverse) and the last results reach the outbox. A broker that
+        is down is no error; an unusable outbox, TLS file or password source is."""
+        assert self.config is not None
+        if self.config.mqtt is None:
+            return
+        from .mqtt.control import DaemonAdapter
+        from .mqtt.service import MqttService
+
+        self.mqtt = MqttService(
+            self.config.mqtt, self.config.device_id, DaemonAdapter(self, self.stop_event),
+            self.stop_event,
+        )  # fmt: skip
+        self.mqtt.start()
+        self._undo.append(("stop mqtt", self.mqtt.stop))
+        self._extra_sinks.append(self.mqtt.sink)  # the dispatcher is made next, with it
+
     # -- models and workers ---------------------------------------------------------------
 
     def _load(self, model: ModelConfig, total: int) -> Task:
-        status = "loading model {} ({} to load)".format(model.name, total)
+        status = f"loading model {model.name} ({total} to load)"
         with sdnotify.TimeoutExtender(self.notifier, status, extend_s=MODEL_LOAD_EXTEND_S):
             return self._task_loader(model)
 
@@ -318,6 +356,7 @@ class Daemon(object):
             tasks = self._load_changed_models(new)
         except EdgedError as e:
             self.reloads["rejected"] += 1
+            self.last_reload_error = str(e)  # the MQTT reload command replies with it
             logger.error("reload rejected, keeping the running configuration: %s", e)
             self.notifier.ready(self.status_line())
             return False
@@ -325,7 +364,12 @@ class Daemon(object):
         for stream_id in sorted(self.streams):
             old = self.streams[stream_id]
             wanted = new.streams.get(stream_id)
-            if wanted is None or not wanted.enabled or wanted != old.config or wanted.model in tasks:
+            if (
+                wanted is None
+                or not wanted.enabled
+                or wanted != old.config
+                or wanted.model in tasks
+            ):
                 logger.info("reload: stopping stream %s", stream_id)
                 self._stop_stream(stream_id)
         for name in sorted(self.workers):
@@ -406,9 +450,10 @@ class Daemon(object):
             states[status.state] = states.get(status.state, 0) + 1
             fps += status.fps
             dropped += status.drops
-        parts = ", ".join("{} {}".format(n, s) for s, n in sorted(states.items())) or "none"
-        return "{} streams ({}); {:.1f} fps in; {} frames dropped; {} models".format(
-            len(self.streams), parts, fps, dropped, len(self.workers)
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
+        return (
+            f"{len(self.streams)} streams ({parts}); {fps:.1f} fps in; "
+            f"{dropped} frames dropped; {len(self.workers)} models"
         )
 
 
@@ -450,11 +495,11 @@ def _describe_items(items: List[Any]) -> str:
     if not items:
         return "nothing"
     if not hasattr(items[0], "bbox"):  # classification: the top class
-        return "{} ({:.0f}%)".format(items[0].label, 100 * items[0].confidence)
+        return f"{items[0].label} ({100 * items[0].confidence:.0f}%)"
     counts = {}  # type: Dict[str, int]
     for item in items:
         counts[item.label] = counts.get(item.label, 0) + 1
-    return ", ".join("{} {}".format(n, label) for label, n in sorted(counts.items()))
+    return ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
 
 
 def _apply_log_level(level: str) -> None:

@@ -16,6 +16,7 @@ caught there, so a traceback always means a bug in edged.
      ├── BackendError           the inference runtime failed at run time
      ├── SourceError            a camera or stream source cannot be opened or read
      ├── PublishError           results cannot be delivered (MQTT, outbox)
+     ├── CommandError           an MQTT command is malformed or fails (edged/mqtt/commands.py)
      └── EngineError            a TensorRT engine cannot be built, loaded or cached
 
 Messages are written for the person running edged: one line, what is wrong,

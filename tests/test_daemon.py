@@ -28,7 +28,9 @@ def make_clip(path, frames=40, size=(160, 120)):
     return path
 
 
-def write_config(path, streams, pipeline="summary_interval_s: 0.5, drain_timeout_s: 2"):
+def write_config(
+    path, streams, pipeline="summary_interval_s: 0.5, drain_timeout_s: 2", metrics="port: 0"
+):
     lines = [
         "log_level: info",
         "models:",
@@ -42,6 +44,7 @@ def write_config(path, streams, pipeline="summary_interval_s: 0.5, drain_timeout
         stream.setdefault("model", "digits")
         lines.append(f"  {name}: {json.dumps(stream)}")  # JSON is YAML
     lines.append("pipeline: {" + pipeline + "}")
+    lines.append("metrics: {" + metrics + "}")  # port 0: a free port, tests never collide
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -1,6 +1,6 @@
 """Inference backends behind one interface (``base.Backend``); ``create_backend`` picks one."""
 
-from typing import Optional
+from typing import Any, Optional
 
 from ..errors import ConfigError
 from ..modelfile import ModelArtifact
@@ -8,11 +8,20 @@ from .base import Backend, TensorSpec, find_tensor
 
 __all__ = ["Backend", "TensorSpec", "create_backend", "find_tensor", "BACKENDS"]
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "tensorrt")
 
 
-def create_backend(name: str, artifact: ModelArtifact, threads: Optional[int] = None) -> Backend:
+def create_backend(
+    name: str,
+    artifact: ModelArtifact,
+    threads: Optional[int] = None,
+    engine: Optional[Any] = None,
+) -> Backend:
     """Load ``artifact`` into the backend called ``name``.
+
+    ``tensorrt`` runs a built engine: ``engine`` is its
+    :class:`~edged.engine.cache.CacheEntry`, which
+    :meth:`edged.engine.EngineManager.ensure` returns (issue 6).
 
     Raises:
         ConfigError: unknown backend name.
@@ -22,6 +31,13 @@ def create_backend(name: str, artifact: ModelArtifact, threads: Optional[int] = 
         from .onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(artifact, threads=threads or None)
-    raise ConfigError(
-        "unknown backend {!r}; expected one of: {}".format(name, ", ".join(BACKENDS))
-    )
+    if name == "tensorrt":  # issue 6
+        if engine is None:
+            raise ConfigError(
+                f"{artifact.path}: backend tensorrt needs a built engine (edged.engine."
+                "EngineManager.load_backend, or ensure then create_backend(..., engine=entry))"
+            )
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend.from_entry(engine)
+    raise ConfigError("unknown backend {!r}; expected one of: {}".format(name, ", ".join(BACKENDS)))

@@ -44,6 +44,8 @@ class Backend(abc.ABC):
 
     #: short name used in config, logs and metrics ("onnxruntime", "tensorrt")
     name = "backend"
+    #: numeric precision the loaded model actually runs in ("fp32", "fp16", "int8")
+    precision = "fp32"
 
     @property
     @abc.abstractmethod

@@ -19,7 +19,10 @@ EXIT_USAGE = 2  # bad config, model, key or input: the user can fix it
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import build as build_cmd  # issue 6: edged build
+    from . import cache as cache_cmd  # issue 6: edged cache list|verify|prune
     from . import check_config, infer, run_cmd, schema_cmd
+    from . import watch as watch_cmd  # issue 5: edged watch (MQTT live view)
 
     parser = argparse.ArgumentParser(
         prog="edged",
@@ -31,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for module in (run_cmd, infer, check_config, schema_cmd):
+    for module in (run_cmd, infer, check_config, schema_cmd, build_cmd, cache_cmd, watch_cmd):
         module.add_parser(commands)
     return parser
 
@@ -50,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.run(args) or EXIT_OK)
     except EdgedError as e:
-        print("edged: error: {}".format(e), file=sys.stderr)
+        print(f"edged: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("edged: interrupted", file=sys.stderr)

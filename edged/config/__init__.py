@@ -20,8 +20,14 @@ from .model import (
     ClassSettings,
     Config,
     DetectionConfig,
+    EngineConfig,  # issue 6
     InputConfig,
+    MetricsConfig,
     ModelConfig,
+    MqttConfig,
+    MqttOutboxConfig,
+    MqttPublishConfig,
+    MqttTlsConfig,
     PipelineConfig,
     StreamConfig,
 )
@@ -32,8 +38,14 @@ __all__ = [
     "ClassificationConfig",
     "Config",
     "DetectionConfig",
+    "EngineConfig",  # issue 6
     "InputConfig",
+    "MetricsConfig",
     "ModelConfig",
+    "MqttConfig",
+    "MqttOutboxConfig",
+    "MqttPublishConfig",
+    "MqttTlsConfig",
     "PipelineConfig",
     "StreamConfig",
     "load_config",
@@ -68,16 +80,12 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Dict[
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in mapping:
-            raise ConfigError(
-                "line {}: duplicate key {!r}".format(key_node.start_mark.line + 1, key)
-            )
+            raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
         mapping[key] = loader.construct_object(value_node, deep=True)
     return mapping
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def load_config(path: str) -> Config:
@@ -90,23 +98,23 @@ def load_config(path: str) -> Config:
     try:
         size = os.path.getsize(path)
         if size > MAX_CONFIG_BYTES:
-            raise ConfigError("{}: {} bytes is too large for a config file".format(path, size))
+            raise ConfigError(f"{path}: {size} bytes is too large for a config file")
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError as e:
-        raise ConfigError("{}: config file not found".format(path)) from e
+        raise ConfigError(f"{path}: config file not found") from e
     except IsADirectoryError as e:
-        raise ConfigError("{}: is a directory, expected a YAML file".format(path)) from e
+        raise ConfigError(f"{path}: is a directory, expected a YAML file") from e
     except OSError as e:
-        raise ConfigError("{}: cannot read config ({})".format(path, e.strerror or e)) from e
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from e
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError("{}: not UTF-8 text (byte {})".format(path, e.start)) from e
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from e
     try:
         return parse_config(text, base_dir=os.path.dirname(os.path.abspath(path)))
     except ConfigError as e:
-        raise ConfigError("{}: {}".format(path, e)) from e
+        raise ConfigError(f"{path}: {e}") from e
 
 
 def parse_config(text: str, base_dir: str = ".") -> Config:
@@ -115,10 +123,10 @@ def parse_config(text: str, base_dir: str = ".") -> Config:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
-        where = "line {}, column {}: ".format(mark.line + 1, mark.column + 1) if mark else ""
-        raise ConfigError("{}invalid YAML: {}".format(where, e.problem or e)) from e
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{where}invalid YAML: {e.problem or e}") from e
     except yaml.YAMLError as e:
-        raise ConfigError("invalid YAML: {}".format(e)) from e
+        raise ConfigError(f"invalid YAML: {e}") from e
     return build_config({} if data is None else data, base_dir)
 
 
@@ -141,6 +149,9 @@ def build_config(data: Any, base_dir: str = ".") -> Config:
         models=models,
         streams=streams,
         pipeline=PipelineConfig(**data["pipeline"]),
+        engine=engine_config_from_dict(data["engine"], base_dir),  # issue 6, edged/engine
+        metrics=MetricsConfig(**data["metrics"]),  # issue 5 item 4
+        mqtt=mqtt_config_from_dict(data["mqtt"], streams, base_dir),  # issue 5, edged/mqtt
     )
 
 
@@ -150,7 +161,7 @@ def stream_config_from_dict(
     """Build a :class:`StreamConfig`; the source string is parsed (and checked) here."""
     from ..sources.uri import parse_source
 
-    where = "streams.{}".format(name)
+    where = f"streams.{name}"
     if raw["model"] not in models:
         raise ConfigError("{}.model: no model named {!r} (models: {})".format(
             where, raw["model"], ", ".join(sorted(models)) or "none"))  # fmt: skip
@@ -186,19 +197,93 @@ def stream_config_from_dict(
     )
 
 
+# -- MQTT (issue 5; edged/mqtt) -----------------------------------------------------------
+
+
+def mqtt_config_from_dict(
+    raw: Optional[Mapping[str, Any]], streams: Mapping[str, StreamConfig], base_dir: str
+) -> Optional[MqttConfig]:
+    """Build the :class:`MqttConfig` of a validated ``mqtt`` section (None: MQTT off)."""
+    from ..mqtt.topics import prefix_problem
+
+    if raw is None:
+        return None
+    sources = [k for k in ("password", "password_env", "password_file") if raw.get(k) is not None]
+    if len(sources) > 1:
+        raise ConfigError("mqtt: set only one of password, password_env, password_file (got {})"
+                          .format(", ".join(sources)))  # fmt: skip
+    if sources and raw.get("username") is None:
+        raise ConfigError(f"mqtt.{sources[0]}: a password needs mqtt.username (MQTT 3.1.1)")
+    problem = prefix_problem(raw["topic_prefix"])
+    if problem:
+        raise ConfigError("mqtt.topic_prefix: {!r} {}".format(raw["topic_prefix"], problem))
+    if raw["backoff_max_s"] < raw["backoff_initial_s"]:
+        raise ConfigError("mqtt.backoff_max_s: {} is less than backoff_initial_s {}".format(
+            raw["backoff_max_s"], raw["backoff_initial_s"]))  # fmt: skip
+    tls = raw["tls"]
+    files = [k for k in ("ca_file", "cert_file", "key_file") if tls.get(k) is not None]
+    if files and not tls["enabled"]:
+        raise ConfigError(f"mqtt.tls.{files[0]}: set, but mqtt.tls.enabled is false")
+    if tls.get("key_file") is not None and tls.get("cert_file") is None:
+        raise ConfigError("mqtt.tls.key_file: needs mqtt.tls.cert_file")
+    publish = dict(raw["publish"])
+    per_stream = {}  # type: Dict[str, MqttPublishConfig]
+    for stream_id, override in raw["streams"].items():
+        if stream_id not in streams:
+            raise ConfigError("mqtt.streams.{}: no stream named {!r} (streams: {})".format(
+                stream_id, stream_id, ", ".join(sorted(streams)) or "none"))  # fmt: skip
+        merged = dict(publish)
+        merged.update(override)
+        per_stream[stream_id] = MqttPublishConfig(**merged)
+    outbox = raw["outbox"]
+    port = raw["port"] if raw["port"] is not None else (8883 if tls["enabled"] else 1883)
+    return MqttConfig(
+        host=raw["host"],
+        port=port,
+        topic_prefix=raw["topic_prefix"],
+        client_id=raw["client_id"],
+        keepalive_s=float(raw["keepalive_s"]),
+        qos=raw["qos"],
+        username=raw["username"],
+        password=raw["password"],
+        password_env=raw["password_env"],
+        password_file=_resolve(base_dir, raw["password_file"]),
+        tls=MqttTlsConfig(
+            enabled=tls["enabled"],
+            ca_file=_resolve(base_dir, tls["ca_file"]),
+            cert_file=_resolve(base_dir, tls["cert_file"]),
+            key_file=_resolve(base_dir, tls["key_file"]),
+        ),
+        outbox=MqttOutboxConfig(
+            path=_resolve(base_dir, outbox["path"]),
+            max_bytes=int(outbox["max_bytes"]),
+            commit_interval_ms=float(outbox["commit_interval_ms"]),
+            commit_batch=int(outbox["commit_batch"]),
+            fsync=outbox["fsync"],
+        ),
+        max_inflight=int(raw["max_inflight"]),
+        ack_timeout_s=float(raw["ack_timeout_s"]),
+        connect_timeout_s=float(raw["connect_timeout_s"]),
+        backoff_initial_s=float(raw["backoff_initial_s"]),
+        backoff_max_s=float(raw["backoff_max_s"]),
+        max_payload_bytes=int(raw["max_payload_bytes"]),
+        max_command_bytes=int(raw["max_command_bytes"]),
+        publish=MqttPublishConfig(**publish),
+        streams=per_stream,
+    )
+
+
 def model_config_from_dict(name: str, raw: Mapping[str, Any], base_dir: str) -> ModelConfig:
     """Build a :class:`ModelConfig` from one validated, default-filled ``models`` entry."""
-    where = "models.{}".format(name)
+    where = f"models.{name}"
     keys = [k for k in ("key", "key_env", "key_file") if raw.get(k) is not None]
     if len(keys) > 1:
         raise ConfigError("{}: set only one of key, key_env, key_file (got {})".format(
             where, ", ".join(keys)))  # fmt: skip
     if raw.get("labels") is not None and raw.get("class_names") is not None:
-        raise ConfigError("{}: set labels or class_names, not both".format(where))
+        raise ConfigError(f"{where}: set labels or class_names, not both")
     detection = raw["detection"]
-    classes = {
-        label: ClassSettings(**settings) for label, settings in detection["classes"].items()
-    }
+    classes = {label: ClassSettings(**settings) for label, settings in detection["classes"].items()}
     return ModelConfig(
         name=name,
         path=_resolve(base_dir, raw["path"]),
@@ -232,7 +317,37 @@ def model_config_from_dict(name: str, raw: Mapping[str, Any], base_dir: str) -> 
             min_height=float(detection["min_height"]),
             classes=classes,
         ),
+        engine=model_engine_config_from_dict(raw["engine"], base_dir),  # issue 6
     )
+
+
+# -- TensorRT engines (issue 6; edged/engine) ---------------------------------------------
+
+
+def engine_config_from_dict(raw: Mapping[str, Any], base_dir: str) -> "EngineConfig":
+    """Build the top-level :class:`EngineConfig` from a validated ``engine`` section."""
+    from .model import EngineConfig
+
+    values = dict(raw)
+    values["cache_dir"] = _resolve(base_dir, raw["cache_dir"])
+    values["build_timeout_s"] = float(raw["build_timeout_s"])
+    return EngineConfig(**values)
+
+
+def model_engine_config_from_dict(raw: Mapping[str, Any], base_dir: str) -> Any:
+    """Build a :class:`ModelEngineConfig` from a validated ``models.NAME.engine`` section."""
+    from .model import CalibrationConfig, ModelEngineConfig, ProfileConfig
+
+    calibration = dict(raw["calibration"])
+    calibration["cache"] = _resolve(base_dir, calibration["cache"])
+    calibration["images"] = _resolve(base_dir, calibration["images"])
+    profiles = {
+        name: ProfileConfig(min=tuple(p["min"]), opt=tuple(p["opt"]), max=tuple(p["max"]))
+        for name, p in raw["profiles"].items()
+    }
+    values = dict(raw)
+    values.update(profiles=profiles, calibration=CalibrationConfig(**calibration))
+    return ModelEngineConfig(**values)
 
 
 def _resolve(base_dir: str, path: Optional[str]) -> Optional[str]:

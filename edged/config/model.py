@@ -58,6 +58,56 @@ class DetectionConfig:
     classes: Dict[str, ClassSettings] = field(default_factory=dict)
 
 
+# -- TensorRT engines (issue 6; edged/engine) ---------------------------------------------
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """INT8 calibration: a given cache file, or a folder of images (paths resolved)."""
+
+    cache: Optional[str] = None
+    images: Optional[str] = None
+    max_images: int = 500
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """One input's optimization profile (min <= opt <= max per dimension)."""
+
+    min: Tuple[int, ...]
+    opt: Tuple[int, ...]
+    max: Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelEngineConfig:
+    """``models.NAME.engine``: None means "the top-level engine section's value"."""
+
+    precision: Optional[str] = None
+    precision_fallback: Optional[bool] = None
+    workspace_mb: Optional[int] = None
+    dla_core: Optional[int] = None  # -1: GPU even when the top level names a DLA core
+    gpu_fallback: Optional[bool] = None
+    max_batch: int = 1
+    profiles: Dict[str, ProfileConfig] = field(default_factory=dict)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The top-level ``engine`` section: cache and build defaults."""
+
+    cache_dir: Optional[str] = None  # None: $CACHE_DIRECTORY/engines or ~/.cache/edged/engines
+    cache_max_mb: int = 2048
+    tensorrt_module: str = "auto"
+    build_timeout_s: float = 3600.0
+    timing_cache: bool = True
+    precision: str = "fp16"
+    precision_fallback: bool = True
+    workspace_mb: int = 256
+    dla_core: Optional[int] = None
+    gpu_fallback: bool = True
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
@@ -74,6 +124,7 @@ class ModelConfig:
     input: InputConfig = field(default_factory=InputConfig)
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
+    engine: ModelEngineConfig = field(default_factory=ModelEngineConfig)  # issue 6
 
 
 @dataclass(frozen=True)
@@ -99,6 +150,67 @@ class PipelineConfig:
     inference_timeout_s: float = 30.0
 
 
+# -- metrics (issue 5 item 4) -------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9108
+    telemetry_interval_s: float = 1.0
+
+
+# -- MQTT (issue 5; edged/mqtt) -----------------------------------------------------------
+@dataclass(frozen=True)
+class MqttPublishConfig:
+    """When a stream's results are published (``edged.mqtt.policy``)."""
+
+    mode: str = "every_frame"
+    heartbeat_s: float = 10.0
+    max_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class MqttTlsConfig:
+    enabled: bool = False
+    ca_file: Optional[str] = None
+    cert_file: Optional[str] = None
+    key_file: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class MqttOutboxConfig:
+    path: Optional[str] = None  # None: $STATE_DIRECTORY or ~/.local/state/edged
+    max_bytes: int = 64 << 20
+    commit_interval_ms: float = 50.0
+    commit_batch: int = 100
+    fsync: bool = False
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str
+    port: int = 1883
+    topic_prefix: str = "edged"
+    client_id: Optional[str] = None  # None: "edged-<device_id>"
+    keepalive_s: float = 30.0
+    qos: int = 1
+    username: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)  # a secret: never in repr/logs
+    password_env: Optional[str] = None
+    password_file: Optional[str] = None
+    tls: MqttTlsConfig = field(default_factory=MqttTlsConfig)
+    outbox: MqttOutboxConfig = field(default_factory=MqttOutboxConfig)
+    max_inflight: int = 20
+    ack_timeout_s: float = 10.0
+    connect_timeout_s: float = 5.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    max_payload_bytes: int = 65536
+    max_command_bytes: int = 65536
+    publish: MqttPublishConfig = field(default_factory=MqttPublishConfig)
+    streams: Dict[str, MqttPublishConfig] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Config:
     device_id: str = "edged"
@@ -106,3 +218,6 @@ class Config:
     models: Dict[str, ModelConfig] = field(default_factory=dict)
     streams: Dict[str, StreamConfig] = field(default_factory=dict)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)  # issue 6
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # issue 5 item 4
+    mqtt: Optional[MqttConfig] = None  # issue 5: None when MQTT is not configured

@@ -1,0 +1,421 @@
+"""The TensorRT runtime backend: deserialize an engine from the cache and run it.
+
+Two I/O paths, chosen by what the engine object has (tao-tensorrt.md 6),
+never by the version string:
+
+* the **name API** (``num_io_tensors``, ``get_tensor_*``, ``set_input_shape``,
+  ``set_tensor_address``, ``execute_async_v3``): TensorRT >= 8.5, the only one in 10;
+* the **binding API** (``num_bindings``, ``get_binding_*``, ``set_binding_shape``,
+  ``execute_async_v2``): TensorRT 8.0-8.4 (Nano's 8.0/8.2). Implicit-batch
+  engines (UFF ``.etlt``) must use ``execute_async(batch_size, ...)``, which
+  only this path has (``pyCoreDoc.h`` @8.2.1).
+
+CUDA goes through :class:`CudaRuntime`; the real one is pycuda on the
+*primary* context (``pycuda.autoprimaryctx``, the one TensorRT uses), pushed
+around every call and popped in ``finally`` because inference runs on worker
+threads where no context is current (tao-tensorrt.md 9). Buffers, the
+execution context and the engine are freed before the last pop.
+
+``deserialize_cuda_engine`` returns None for an engine of another TensorRT or
+GPU, or a damaged one (tao-tensorrt.md 8): that raises
+:class:`~edged.engine.errors.EngineDeserializeError`, and
+:class:`~edged.engine.manager.EngineManager` quarantines the entry and rebuilds.
+This module runs only where TensorRT can execute (a Jetson); CI checks its
+decisions with a fake ``tensorrt`` and a fake CUDA (tests/fake_tensorrt.py).
+"""
+
+import abc
+import contextlib
+import logging
+import threading
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..engine.errors import EngineDeserializeError
+from ..engine.tensorrt_api import CapturingLogger, import_tensorrt, recent_errors
+from ..errors import BackendError
+from .base import Backend, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+NAME_API = "name"
+BINDING_API = "binding"
+EXEC_V3 = "execute_async_v3"
+EXEC_V2 = "execute_async_v2"
+EXEC_IMPLICIT = "execute_async"
+
+
+class CudaRuntime(abc.ABC):
+    """The CUDA operations the backend needs (pycuda on a Jetson, a fake in tests)."""
+
+    @abc.abstractmethod
+    def push(self) -> None:
+        """Make the shared context current on this thread."""
+
+    @abc.abstractmethod
+    def pop(self) -> None:
+        """Undo one :meth:`push`."""
+
+    @abc.abstractmethod
+    def pagelocked(self, shape: Sequence[int], dtype: "np.dtype") -> np.ndarray:
+        """Page-locked host memory (async copies need it: tao-tensorrt.md 9)."""
+
+    @abc.abstractmethod
+    def device_alloc(self, nbytes: int) -> Any:
+        """Device memory; ``int(buf)`` is its address, ``buf.free()`` releases it."""
+
+    @abc.abstractmethod
+    def stream(self) -> Any:
+        """A stream with ``.handle`` (int) and ``.synchronize()``."""
+
+    @abc.abstractmethod
+    def htod_async(self, device: Any, host: np.ndarray, stream: Any) -> None:
+        """Copy ``host`` into ``device``."""
+
+    @abc.abstractmethod
+    def dtoh_async(self, host: np.ndarray, device: Any, stream: Any) -> None:
+        """Copy ``device`` into ``host`` (``host.nbytes`` bytes)."""
+
+    @contextlib.contextmanager
+    def activated(self) -> Iterator[None]:
+        """``push()`` now, ``pop()`` in ``finally``: every push has its pop (tensorrt_demos#148)."""
+        self.push()
+        try:
+            yield
+        finally:
+            self.pop()
+
+
+class PycudaRuntime(CudaRuntime):
+    """pycuda on the device's primary context (2021.1 <= pycuda <= 2022.1 on Python 3.6)."""
+
+    def __init__(self) -> None:
+        try:
+            import pycuda.autoprimaryctx as primary
+            import pycuda.driver as cuda
+        except ImportError as e:
+            raise BackendError(
+                f"backend tensorrt needs pycuda >= 2021.1 (pycuda.autoprimaryctx): {e}"
+            ) from e
+        self._cuda = cuda
+        self._context = primary.context
+
+    def push(self) -> None:
+        self._context.push()
+
+    def pop(self) -> None:
+        self._cuda.Context.pop()
+
+    def pagelocked(self, shape: Sequence[int], dtype: "np.dtype") -> np.ndarray:
+        return self._cuda.pagelocked_empty(tuple(shape), dtype, mem_flags=0)
+
+    def device_alloc(self, nbytes: int) -> Any:
+        return self._cuda.mem_alloc(max(int(nbytes), 1))
+
+    def stream(self) -> Any:
+        return self._cuda.Stream()
+
+    def htod_async(self, device: Any, host: np.ndarray, stream: Any) -> None:
+        self._cuda.memcpy_htod_async(device, host, stream)
+
+    def dtoh_async(self, host: np.ndarray, device: Any, stream: Any) -> None:
+        self._cuda.memcpy_dtoh_async(host, device, stream)
+
+
+class _Tensor:
+    """One engine I/O tensor and its buffers."""
+
+    __slots__ = ("name", "index", "is_input", "shape", "max_shape", "dtype", "host", "device")
+
+    def __init__(
+        self, name: str, index: int, is_input: bool, shape: Tuple[int, ...], dtype: "np.dtype"
+    ) -> None:
+        self.name = name
+        self.index = index
+        self.is_input = is_input
+        self.shape = shape  # -1 for a dynamic dimension
+        self.max_shape = shape
+        self.dtype = np.dtype(dtype)
+        self.host = None  # type: Optional[np.ndarray]
+        self.device = None  # type: Any
+
+    @property
+    def dynamic(self) -> bool:
+        return any(d < 0 for d in self.shape)
+
+    def spec(self) -> TensorSpec:
+        return TensorSpec(self.name, [None if d < 0 else d for d in self.shape], self.dtype)
+
+
+def choose_io_api(engine: Any) -> Tuple[str, str]:
+    """(I/O API, execute call) for ``engine``, by feature detection.
+
+    Implicit-batch engines need ``execute_async(batch_size)`` and the binding
+    API; otherwise the name API wherever the engine has it (8.5+), else bindings.
+    """
+    if getattr(engine, "has_implicit_batch_dimension", False):
+        return BINDING_API, EXEC_IMPLICIT
+    if hasattr(engine, "num_io_tensors"):
+        return NAME_API, EXEC_V3
+    if hasattr(engine, "num_bindings"):
+        return BINDING_API, EXEC_V2
+    raise BackendError("this TensorRT engine has neither the name nor the binding I/O API")
+
+
+def describe_engine(trt: Any, engine: Any, api: str) -> List[_Tensor]:
+    """The engine's tensors in order; implicit-batch shapes get a leading dynamic batch."""
+    tensors = []  # type: List[_Tensor]
+    if api == NAME_API:
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+            tensors.append(
+                _Tensor(name, i, is_input, shape, trt.nptype(engine.get_tensor_dtype(name)))
+            )
+        return tensors
+    implicit = bool(getattr(engine, "has_implicit_batch_dimension", False))
+    for i in range(engine.num_bindings):
+        shape = tuple(int(d) for d in engine.get_binding_shape(i))
+        if implicit:
+            shape = (-1,) + shape
+        tensors.append(
+            _Tensor(
+                engine.get_binding_name(i),
+                i,
+                bool(engine.binding_is_input(i)),
+                shape,
+                trt.nptype(engine.get_binding_dtype(i)),
+            )
+        )
+    return tensors
+
+
+class TensorRTBackend(Backend):
+    """A deserialized engine with its execution context and buffers.
+
+    Args:
+        engine: the serialized engine (from the cache: :meth:`from_entry`).
+        source: names the engine in messages (the cache entry path).
+        trt: the TensorRT module (imported when None).
+        cuda: the CUDA seam (:class:`PycudaRuntime` when None).
+        dla_core: the DLA core the engine was built for (``runtime.DLA_core``), or None.
+
+    Raises:
+        EngineDeserializeError: TensorRT returned None (other TensorRT/GPU, or damaged).
+        BackendError: the execution context or buffers cannot be created.
+    """
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        engine: bytes,
+        source: str,
+        trt: Any = None,
+        cuda: Optional[CudaRuntime] = None,
+        dla_core: Optional[int] = None,
+    ) -> None:
+        self._trt = trt if trt is not None else import_tensorrt()
+        self._cuda = cuda if cuda is not None else PycudaRuntime()
+        self._source = source
+        self._lock = threading.Lock()  # one execution context: one inference at a time
+        self._engine = self._context = self._runtime = self._stream = None  # type: Any
+        self._tensors = []  # type: List[_Tensor]
+        with self._cuda.activated():
+            try:
+                self._load(engine, dla_core)
+            except BaseException:
+                self._release()
+                raise
+
+    @classmethod
+    def from_entry(
+        cls, entry: Any, trt: Any = None, cuda: Optional[CudaRuntime] = None
+    ) -> "TensorRTBackend":
+        """Load a :class:`~edged.engine.cache.CacheEntry`; the manifest says which DLA core."""
+        device = str(entry.manifest.get("device_obtained", "gpu"))
+        dla_core = int(device[3:]) if device.startswith("dla") else None
+        return cls(entry.read_engine(), entry.path, trt=trt, cuda=cuda, dla_core=dla_core)
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def _load(self, engine: bytes, dla_core: Optional[int]) -> None:
+        trt = self._trt
+        self._trt_logger = CapturingLogger.create(trt)
+        self._runtime = trt.Runtime(self._trt_logger)
+        if dla_core is not None:
+            self._runtime.DLA_core = dla_core
+        self._engine = self._runtime.deserialize_cuda_engine(engine)
+        if self._engine is None:
+            raise EngineDeserializeError(
+                "{}: TensorRT could not deserialize the engine (built by "
+                "another TensorRT or for another GPU, or damaged): {}".format(
+                    self._source, recent_errors(self._trt_logger) or "no details"
+                )
+            )
+        self.io_api, self.execute_call = choose_io_api(self._engine)
+        self._tensors = describe_engine(trt, self._engine, self.io_api)
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise BackendError(
+                f"{self._source}: TensorRT could not create an execution context (GPU memory?)"
+            )
+        self._max_batch = int(getattr(self._engine, "max_batch_size", 1) or 1)
+        self._size_buffers()
+        self._stream = self._cuda.stream()
+        for t in self._tensors:
+            t.host = self._cuda.pagelocked(t.max_shape, t.dtype)
+            t.device = self._cuda.device_alloc(t.host.nbytes)
+        if self.io_api == NAME_API:
+            for t in self._tensors:
+                self._context.set_tensor_address(t.name, int(t.device))
+        self._bindings = [int(t.device) for t in sorted(self._tensors, key=lambda t: t.index)]
+        logger.info(
+            "TensorRT engine %s loaded: %s API, %s, inputs %s, outputs %s",
+            self._source,
+            self.io_api,
+            self.execute_call,
+            self.inputs,
+            self.outputs,
+        )
+
+    def _size_buffers(self) -> None:
+        """Largest shapes: the profile's max for dynamic inputs, then what outputs become."""
+        if self.execute_call == EXEC_IMPLICIT:
+            for t in self._tensors:
+                t.max_shape = (self._max_batch,) + t.shape[1:]
+            return
+        for t in self._tensors:
+            if t.is_input and t.dynamic:
+                t.max_shape = tuple(int(d) for d in self._profile_max(t))
+                self._set_shape(t, t.max_shape)
+        for t in self._tensors:
+            if not t.is_input and t.dynamic:
+                t.max_shape = self._context_shape(t)
+
+    def _profile_max(self, t: _Tensor) -> Sequence[int]:
+        if self.io_api == NAME_API:
+            return self._engine.get_tensor_profile_shape(t.name, 0)[2]
+        return self._engine.get_profile_shape(0, t.index)[2]
+
+    def _set_shape(self, t: _Tensor, shape: Sequence[int]) -> None:
+        ok = (
+            self._context.set_input_shape(t.name, tuple(shape))
+            if self.io_api == NAME_API
+            else self._context.set_binding_shape(t.index, tuple(shape))
+        )
+        if ok is False:
+            raise BackendError(
+                f"{self._source}: shape {list(shape)} is outside the engine's profile for {t.name}"
+            )
+
+    def _context_shape(self, t: _Tensor) -> Tuple[int, ...]:
+        if self.io_api == NAME_API:
+            return tuple(int(d) for d in self._context.get_tensor_shape(t.name))
+        return tuple(int(d) for d in self._context.get_binding_shape(t.index))
+
+    # -- Backend ------------------------------------------------------------------------------
+
+    @property
+    def inputs(self) -> List[TensorSpec]:
+        return [t.spec() for t in self._tensors if t.is_input]
+
+    @property
+    def outputs(self) -> List[TensorSpec]:
+        return [t.spec() for t in self._tensors if not t.is_input]
+
+    def infer(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        with self._lock:
+            if self._engine is None:
+                raise BackendError(f"{self._source}: backend is closed")
+            with self._cuda.activated():
+                return self._infer(inputs)
+
+    def _infer(self, inputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        batch = None  # type: Optional[int]
+        for t in self._tensors:
+            if not t.is_input:
+                continue
+            array = self._checked_input(t, inputs)
+            batch = array.shape[0] if batch is None else batch
+            if self.execute_call != EXEC_IMPLICIT and t.dynamic:
+                self._set_shape(t, array.shape)
+            staged = t.host.reshape(-1)[: array.size].reshape(array.shape)
+            np.copyto(staged, array)
+            self._cuda.htod_async(t.device, staged, self._stream)
+        if not self._execute(batch or 1):
+            raise BackendError(
+                "{}: TensorRT inference failed: {}".format(
+                    self._source, recent_errors(self._trt_logger) or "no details"
+                )
+            )
+        results = {}  # type: Dict[str, np.ndarray]
+        staged_outputs = []  # type: List[Tuple[str, np.ndarray]]
+        for t in self._tensors:
+            if t.is_input:
+                continue
+            shape = (
+                (batch or 1,) + t.shape[1:]
+                if self.execute_call == EXEC_IMPLICIT
+                else self._context_shape(t)
+            )
+            staged = t.host.reshape(-1)[: int(np.prod(shape))].reshape(shape)
+            self._cuda.dtoh_async(staged, t.device, self._stream)
+            staged_outputs.append((t.name, staged))
+        self._stream.synchronize()
+        for name, staged in staged_outputs:
+            results[name] = staged.copy()  # the staging buffer is reused by the next call
+        return results
+
+    def _checked_input(self, t: _Tensor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+        if t.name not in inputs:
+            raise BackendError(
+                "{}: missing input {!r} (got {})".format(
+                    self._source, t.name, ", ".join(sorted(inputs)) or "none"
+                )
+            )
+        array = np.ascontiguousarray(inputs[t.name], dtype=t.dtype)
+        if array.ndim != len(t.shape) or any(
+            (want >= 0 and got != want) or got > top
+            for got, want, top in zip(array.shape, t.shape, t.max_shape)
+        ):
+            raise BackendError(
+                f"{self._source}: input {t.name} has shape {list(array.shape)}, the engine "
+                f"takes {list(t.shape)} (at most {list(t.max_shape)})"
+            )
+        return array
+
+    def _execute(self, batch: int) -> bool:
+        handle = self._stream.handle
+        if self.execute_call == EXEC_V3:
+            return bool(self._context.execute_async_v3(stream_handle=handle))
+        if self.execute_call == EXEC_V2:
+            return bool(
+                self._context.execute_async_v2(bindings=self._bindings, stream_handle=handle)
+            )
+        return bool(
+            self._context.execute_async(
+                batch_size=batch, bindings=self._bindings, stream_handle=handle
+            )
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is None and self._runtime is None:
+                return
+            with self._cuda.activated():
+                self._release()
+
+    def _release(self) -> None:
+        """Free device buffers, then the context and engine -- inside a push (tao-tensorrt.md 9)."""
+        for t in self._tensors:
+            if t.device is not None:
+                t.device.free()
+                t.device = None
+            t.host = None
+        self._context = None
+        self._engine = None
+        self._runtime = None
+        self._stream = None

@@ -1,0 +1,28 @@
+"""TensorRT engines: build, fingerprint, cache, lock, progress (issue 6).
+
+* :mod:`.tensorrt_api` -- which TensorRT is installed and what its API has (feature detection).
+* :mod:`.builder` -- ONNX/UFF -> serialized engine; precision, DLA, profiles, timing cache.
+* :mod:`.fingerprint`, :mod:`.platform` -- the cache key over every build input.
+* :mod:`.cache`, :mod:`.lock` -- crash-safe entries with manifests, per-fingerprint locks, LRU.
+* :mod:`.service` -- get-or-build in one process (``edged build``, the build child).
+* :mod:`.runner` -- the build child process and its JSON-lines protocol.
+* :mod:`.manager` -- the daemon's API: :class:`EngineManager` (BUILDING state, stats()).
+"""
+
+from .cache import CacheEntry, EngineCache, default_cache_dir
+from .errors import EngineBuildError, EngineCancelled, EngineDeserializeError
+from .manager import BuildJob, EngineManager
+from .options import BuildOptions, options_for_model
+
+__all__ = [
+    "BuildJob",
+    "BuildOptions",
+    "CacheEntry",
+    "EngineBuildError",
+    "EngineCache",
+    "EngineCancelled",
+    "EngineDeserializeError",
+    "EngineManager",
+    "default_cache_dir",
+    "options_for_model",
+]

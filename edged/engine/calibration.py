@@ -1,0 +1,158 @@
+"""INT8 calibration: from a given cache file, or from a folder of images.
+
+tao-tensorrt.md 7: ``BuilderFlag.INT8`` needs a calibrator. A *cache-only*
+calibrator returns the cache's bytes from ``read_calibration_cache()`` and
+``None`` from ``get_batch()`` -- TensorRT then calibrates from the cache
+alone (NVIDIA's ``resnet34_peoplenet_int8.txt``, TAO's ``cal.bin``). Without
+a cache, :class:`ImageBatches` pre-processes a folder of images exactly like
+inference does (stretch resize, channel order, ``(x*scale-mean)/std``) and the
+calibrator feeds the batches through GPU memory; the cache TensorRT writes
+back is kept in the engine cache under the images' hash, so the next build
+with the same images calibrates from it without touching the GPU for data.
+
+Only the full TensorRT has calibrators (TensorRT-RTX is strongly typed); the
+classes are created at build time from the installed module.
+"""
+
+import logging
+import os
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import EngineError
+from .fingerprint import calibration_images
+
+logger = logging.getLogger(__name__)
+
+Upload = Callable[[np.ndarray], int]  # host batch -> device pointer (valid until the next call)
+
+
+class ImageBatches:
+    """Calibration batches (float32 N x C x H x W) from images, pre-processed like inference."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        shape_chw: Sequence[int],
+        batch_size: int,
+        preprocess: Dict[str, Any],
+        read_image: Optional[Callable[[str], np.ndarray]] = None,
+    ) -> None:
+        if len(shape_chw) != 3 or shape_chw[0] != 3:
+            raise EngineError(
+                f"INT8 calibration needs a 3 x H x W image input, the model has {list(shape_chw)}"
+            )
+        self.paths = list(paths)
+        self.shape = tuple(int(d) for d in shape_chw)
+        self.batch_size = int(batch_size)
+        self._preprocess = preprocess
+        self._read_image = read_image
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        from ..tasks.preprocess import normalisation_terms, preprocess_image
+
+        a, b = normalisation_terms(
+            self._preprocess["scale"], self._preprocess["mean"], self._preprocess["std"]
+        )
+        read = self._read_image or _read_image
+        _, height, width = self.shape
+        for start in range(0, len(self.paths) - self.batch_size + 1, self.batch_size):
+            batch = np.empty((self.batch_size,) + self.shape, dtype=np.float32)
+            for i, path in enumerate(self.paths[start : start + self.batch_size]):
+                batch[i] = preprocess_image(
+                    read(path),
+                    width,
+                    height,
+                    self._preprocess["color"] == "rgb",
+                    a,
+                    b,
+                    self._preprocess["resize"],
+                )
+            yield batch
+
+
+def _read_image(path: str) -> np.ndarray:
+    from ..media import read_image
+
+    return read_image(path)
+
+
+def make_cache_calibrator(trt: Any, cache: bytes, batch_size: int = 1) -> Any:
+    """A calibrator that only replays ``cache`` (tao_deploy ``EngineCalibrator`` with a cache)."""
+
+    class _CacheOnlyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+
+        def get_batch_size(self) -> int:
+            return batch_size
+
+        def get_batch(self, names: List[str]) -> Optional[List[int]]:
+            return None  # no data: TensorRT must use the cache
+
+        def read_calibration_cache(self) -> bytes:
+            return cache
+
+        def write_calibration_cache(self, new_cache: Any) -> None:
+            return None  # a given cache is never rewritten
+
+    return _CacheOnlyCalibrator()
+
+
+def make_image_calibrator(
+    trt: Any,
+    batches: ImageBatches,
+    upload: Upload,
+    write_cache: Callable[[bytes], None],
+) -> Any:
+    """A calibrator feeding ``batches`` through ``upload`` and saving the cache it produces."""
+
+    class _ImageCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._batches = iter(batches)
+            self.count = 0
+
+        def get_batch_size(self) -> int:
+            return batches.batch_size
+
+        def get_batch(self, names: List[str]) -> Optional[List[int]]:
+            batch = next(self._batches, None)
+            if batch is None:
+                return None
+            self.count += 1
+            if self.count % 10 == 1:
+                logger.info("INT8 calibration: batch %d", self.count)
+            return [int(upload(np.ascontiguousarray(batch)))] * len(names)
+
+        def read_calibration_cache(self) -> Optional[bytes]:
+            return None  # calibrate from the images
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            write_cache(bytes(memoryview(cache)) if not isinstance(cache, bytes) else cache)
+
+    return _ImageCalibrator()
+
+
+def pycuda_uploader() -> Upload:
+    """The real :data:`Upload`: one device buffer, reused, on the primary context."""
+    import pycuda.autoprimaryctx  # noqa: F401  # the context TensorRT uses (tao-tensorrt.md 9)
+    import pycuda.driver as cuda
+
+    state = {}  # type: Dict[str, Any]
+
+    def upload(batch: np.ndarray) -> int:
+        if state.get("nbytes") != batch.nbytes:
+            state["buffer"] = cuda.mem_alloc(batch.nbytes)
+            state["nbytes"] = batch.nbytes
+        cuda.memcpy_htod(state["buffer"], batch)
+        return int(state["buffer"])
+
+    return upload
+
+
+def image_paths(folder: str, limit: int) -> List[str]:
+    if not os.path.isdir(folder):
+        raise EngineError(f"{folder}: calibration image folder not found")
+    return calibration_images(folder, limit)

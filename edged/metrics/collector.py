@@ -1,0 +1,332 @@
+"""The daemon's metrics, read from its state at scrape time (issue 5 item 4).
+
+Nothing here runs per frame: the capture supervisors, inference workers, the
+sink dispatcher and the MQTT client already count what happens; a scrape
+copies those counters into metric families. Labels stay low-cardinality --
+``stream``, ``model``, ``stage``, ``outcome``, ``result``, ``state``,
+``command``, ``sink`` -- never a pid, seq or request id (style.md 7.12).
+
+Names and what they read:
+
+* ``edged_frames_total{stream,outcome}``: ``inferred`` (worker) and
+  ``dropped_before_inference`` (latest-frame slot replaced a frame the worker
+  had not taken); ``edged_stream_captured_frames_total{stream}``.
+* ``edged_stream_fps``, ``edged_stream_up``, ``edged_stream_state{state}`` (one
+  series per state, 0/1), ``edged_stream_state_age_seconds``,
+  ``edged_stream_last_frame_age_seconds``, ``edged_stream_reconnects_total``,
+  ``edged_stream_stalls_total``, ``edged_stream_frozen_total``,
+  ``edged_stream_open_failures_total``, ``edged_stream_info{stream,model}``.
+* ``edged_model_info{model,version,sha256,precision,backend,task}``,
+  ``edged_inference_batches_total{model}``, ``edged_inference_errors_total{model}``,
+  ``edged_inference_in_progress{model}``.
+* ``edged_result_queue_dropped_total``, ``edged_result_queue_depth``,
+  ``edged_result_queue_capacity``, ``edged_results_delivered_total``,
+  ``edged_sink_failures_total{sink}``, ``edged_config_reloads_total{result}``.
+* ``edged_mqtt_*`` from ``daemon.mqtt.stats()`` when MQTT is configured (absent otherwise).
+* ``edged_build_info{version,python}``; ``edged_metrics_collect_errors_total``.
+"""
+
+import logging
+import platform
+from typing import Any, Iterator, List, Optional
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .. import __version__
+from ..sources.supervisor import STATES, STREAMING
+
+logger = logging.getLogger(__name__)
+
+#: The MQTT client's stats() keys (issue 5 item 3) -> (metric name, type, help).
+MQTT_STATS = (
+    ("connected", "edged_mqtt_connected", "gauge", "1 while connected to the MQTT broker."),
+    (
+        "outbox_messages",
+        "edged_mqtt_outbox_messages",
+        "gauge",
+        "Messages in the durable outbox, not yet acknowledged by the broker.",
+    ),
+    ("outbox_bytes", "edged_mqtt_outbox_bytes", "gauge", "Bytes held by the durable outbox."),
+    (
+        "published_total",
+        "edged_mqtt_published",
+        "counter",
+        "Messages the broker acknowledged (QoS 1) or that were sent (QoS 0).",
+    ),
+    (
+        "publish_failed_total",
+        "edged_mqtt_publish_failed",
+        "counter",
+        "Publish attempts that failed or timed out (the message stays in the outbox).",
+    ),
+    (
+        "dropped_total",
+        "edged_mqtt_dropped",
+        "counter",
+        "Messages dropped: the outbox was full (oldest first) or a payload was too large.",
+    ),
+    (
+        "reconnects_total",
+        "edged_mqtt_reconnects",
+        "counter",
+        "Connections to the broker after the first.",
+    ),
+    (
+        "auth_failures_total",
+        "edged_mqtt_auth_failures",
+        "counter",
+        "Connections the broker refused: bad credentials or not authorised.",
+    ),
+)
+
+
+def _counter(name: str, doc: str, labels: Optional[List[str]] = None) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=labels)
+
+
+def _gauge(name: str, doc: str, labels: Optional[List[str]] = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+class DaemonCollector:
+    """A custom collector over one :class:`~edged.daemon.Daemon`'s live state.
+
+    It only reads the daemon's ``streams``, ``workers``, ``dispatcher``,
+    ``config``, ``reloads`` and ``mqtt`` (None or absent when MQTT is off); a
+    part that raises is logged (once at WARNING, then DEBUG), counted in
+    ``edged_metrics_collect_errors_total`` and left out of that scrape only.
+    """
+
+    def __init__(self, daemon: Any) -> None:
+        self._daemon = daemon
+        self.errors = 0
+
+    def collect(self) -> Iterator[Metric]:
+        sections = (
+            self._build_info,
+            self._streams,
+            self._models,
+            self._results,
+            self._mqtt,
+            self._engines,
+        )  # type: tuple
+        for section in sections:
+            try:
+                families = list(section())
+            except Exception:  # noqa: BLE001 - one broken section must not fail the whole scrape
+                self.errors += 1
+                level = logging.WARNING if self.errors == 1 else logging.DEBUG
+                logger.log(
+                    level,
+                    "metrics: %s failed; its series are left out of this scrape",
+                    section.__name__,
+                    exc_info=True,
+                )
+                continue
+            yield from families
+        errors = _counter(
+            "edged_metrics_collect_errors",
+            "Parts of a scrape of edged's metrics that could not be read (see the log).",
+        )
+        errors.add_metric([], self.errors)
+        yield errors
+
+    # -- sections -------------------------------------------------------------------------
+
+    def _build_info(self) -> Iterator[Metric]:
+        info = _gauge(
+            "edged_build_info", "edged's version and Python's; always 1.", ["version", "python"]
+        )
+        info.add_metric([__version__, platform.python_version()], 1)
+        yield info
+
+    def _streams(self) -> Iterator[Metric]:
+        d = self._daemon
+        streams = dict(d.streams)  # a copy: a reload on the main thread may change it meanwhile
+        workers = dict(d.workers)
+        frames = _counter(
+            "edged_frames",
+            "Frames per stream by what became of them: "
+            "inferred, or dropped_before_inference (a newer frame replaced it "
+            "while the model was busy).",
+            ["stream", "outcome"],
+        )
+        captured = _counter(
+            "edged_stream_captured_frames",
+            "Frames the stream delivered to its model's queue.",
+            ["stream"],
+        )
+        fps = _gauge("edged_stream_fps", "Frames per second captured (recent window).", ["stream"])
+        up = _gauge(
+            "edged_stream_up", "1 while the stream is delivering frames (streaming).", ["stream"]
+        )
+        state = _gauge(
+            "edged_stream_state",
+            "1 for the stream's current capture state, 0 for the others.",
+            ["stream", "state"],
+        )
+        state_age = _gauge(
+            "edged_stream_state_age_seconds",
+            "Time the stream has been in its current state.",
+            ["stream"],
+        )
+        frame_age = _gauge(
+            "edged_stream_last_frame_age_seconds",
+            "Time since the stream's last frame (absent before the first).",
+            ["stream"],
+        )
+        reconnects = _counter(
+            "edged_stream_reconnects", "Connection attempts after the first.", ["stream"]
+        )
+        stalls = _counter(
+            "edged_stream_stalls",
+            "Times the stream stalled: no frame for stall_timeout_s, a read error, or frozen.",
+            ["stream"],
+        )
+        frozen = _counter(
+            "edged_stream_frozen", "Stalls where identical frames kept arriving.", ["stream"]
+        )
+        open_failures = _counter(
+            "edged_stream_open_failures", "Times the source could not be opened.", ["stream"]
+        )
+        info = _gauge(
+            "edged_stream_info", "The model each stream runs; always 1.", ["stream", "model"]
+        )
+        for stream_id, stream in sorted(streams.items()):
+            status = stream.supervisor.status()
+            worker = workers.get(stream.worker)
+            inferred = worker.stats.frames.get(stream_id, 0) if worker is not None else 0
+            frames.add_metric([stream_id, "inferred"], inferred)
+            frames.add_metric([stream_id, "dropped_before_inference"], status.drops)
+            captured.add_metric([stream_id], status.frames)
+            fps.add_metric([stream_id], status.fps)
+            up.add_metric([stream_id], 1 if status.state == STREAMING else 0)
+            for name in STATES:
+                state.add_metric([stream_id, name], 1 if status.state == name else 0)
+            state_age.add_metric([stream_id], status.state_age_s)
+            if status.last_frame_age_s is not None:
+                frame_age.add_metric([stream_id], status.last_frame_age_s)
+            reconnects.add_metric([stream_id], status.reconnects)
+            stalls.add_metric([stream_id], status.stalls)
+            frozen.add_metric([stream_id], status.frozen)
+            open_failures.add_metric([stream_id], status.open_failures)
+            info.add_metric([stream_id, stream.worker], 1)
+        return iter(
+            [
+                frames,
+                captured,
+                fps,
+                up,
+                state,
+                state_age,
+                frame_age,
+                reconnects,
+                stalls,
+                frozen,
+                open_failures,
+                info,
+            ]
+        )
+
+    def _models(self) -> Iterator[Metric]:
+        info = _gauge(
+            "edged_model_info",
+            "Each loaded model: version, sha256 of the model file, "
+            "precision, backend and task; always 1.",
+            ["model", "version", "sha256", "precision", "backend", "task"],
+        )
+        batches = _counter(
+            "edged_inference_batches", "Inference calls (one batch of frames each).", ["model"]
+        )
+        errors = _counter(
+            "edged_inference_errors",
+            "Batches whose inference raised (their frames were dropped).",
+            ["model"],
+        )
+        busy = _gauge(
+            "edged_inference_in_progress", "1 while the model is running an inference.", ["model"]
+        )
+        for name, worker in sorted(dict(self._daemon.workers).items()):
+            task = worker.task
+            info.add_metric(
+                [
+                    name,
+                    task.config.version,
+                    task.model_sha256,
+                    _precision(task),
+                    task.backend.name,
+                    task.kind,
+                ],
+                1,
+            )
+            batches.add_metric([name], worker.stats.batches)
+            errors.add_metric([name], worker.stats.errors)
+            busy.add_metric([name], 0 if worker.stats.busy_since is None else 1)
+        return iter([info, batches, errors, busy])
+
+    def _results(self) -> Iterator[Metric]:
+        d = self._daemon
+        reloads = _counter(
+            "edged_config_reloads",
+            "Configuration reloads (SIGHUP) by result: "
+            "applied, or rejected (invalid; the old one kept).",
+            ["result"],
+        )
+        for result in ("applied", "rejected"):
+            reloads.add_metric([result], d.reloads.get(result, 0))
+        dispatcher = d.dispatcher
+        if dispatcher is None:
+            return iter([reloads])
+        dropped = _counter(
+            "edged_result_queue_dropped",
+            "Results dropped because the queue to the outputs was full (inference never waits).",
+        )
+        dropped.add_metric([], dispatcher.dropped)
+        depth = _gauge("edged_result_queue_depth", "Results waiting for the outputs.")
+        depth.add_metric([], dispatcher.pending())
+        capacity = _gauge(
+            "edged_result_queue_capacity",
+            "Results the queue to the outputs holds (pipeline.result_queue).",
+        )
+        capacity.add_metric([], d.config.pipeline.result_queue)
+        delivered = _counter("edged_results_delivered", "Results handed to every output.")
+        delivered.add_metric([], dispatcher.delivered)
+        failures = _counter("edged_sink_failures", "Results an output (sink) raised on.", ["sink"])
+        counts = dict(dispatcher.failures)
+        for sink in dispatcher.sinks:
+            counts.setdefault(sink.name, 0)  # every output has a series from the start
+        for sink_name, n in sorted(counts.items()):
+            failures.add_metric([sink_name], n)
+        return iter([reloads, dropped, depth, capacity, delivered, failures])
+
+    def _mqtt(self) -> Iterator[Metric]:
+        mqtt = getattr(self._daemon, "mqtt", None)
+        if mqtt is None:  # MQTT not configured: no edged_mqtt_* series at all
+            return iter([])
+        stats = mqtt.stats()  # type: Dict[str, Any]
+        families = []  # type: List[Metric]
+        for key, name, kind, doc in MQTT_STATS:
+            family = (_gauge if kind == "gauge" else _counter)(name, doc)
+            family.add_metric([], float(stats[key]))
+            families.append(family)
+        commands = _counter(
+            "edged_mqtt_commands",
+            "Commands received over MQTT by command and result.",
+            ["command", "result"],
+        )
+        for (command, result), n in sorted(stats["commands_total"].items()):
+            commands.add_metric([command, result], n)
+        families.append(commands)
+        return iter(families)
+
+    def _engines(self) -> Iterator[Metric]:
+        """TensorRT engine builds (issue 6) go here, read from the engine cache's own stats:
+        ``edged_engine_build_seconds`` (histogram by model), ``edged_engine_builds_total{result}``,
+        ``edged_engine_cache_hits_total`` and ``edged_engine_cache_misses_total``."""
+        return iter([])
+
+
+def _precision(task: Any) -> str:
+    """The backend's precision when it states one (TensorRT: fp16/int8, issue 6); ONNX
+    Runtime on the CPU runs the model's own float32 graph."""
+    return str(getattr(task.backend, "precision", "") or "fp32")

@@ -1,0 +1,145 @@
+"""paho-mqtt 1.6 (the Python 3.6 line, JetPack 4.6) and 2.x behind one small surface.
+
+Differences handled here (reliability.md 3.1), detected by feature, not version:
+
+* 2.x requires ``callback_api_version``; edged asks for ``VERSION2`` (VERSION1 is
+  deprecated there) and 1.6 has no such argument.
+* Callback signatures differ (``on_connect`` gets an int ``rc`` in 1.6 and a
+  ``ReasonCode`` in 2.x VERSION2; ``on_publish``/``on_disconnect`` gain
+  arguments): :class:`Callbacks` takes ``*args`` and normalises.
+* The connect timeout is a property in 2.x and a private attribute in 1.6.
+
+The callbacks only ENQUEUE (paho#177, #354, #527: publishing or taking
+application locks inside a callback can deadlock against paho's own mutexes).
+"""
+
+import collections
+import threading
+from typing import Any, Callable
+
+import paho.mqtt
+import paho.mqtt.client as mqtt
+
+#: CONNACK refusals that mean "wrong credentials or not allowed": MQTT 3.1.1 codes 4 and 5,
+#: and the MQTT 5 reason codes paho 2.x reports for them (134 bad user name or password,
+#: 135 not authorised).
+AUTH_FAILURE_CODES = frozenset([4, 5, 134, 135])
+
+CONNACK_MEANINGS = {
+    1: "unacceptable protocol version",
+    2: "client identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+    134: "bad user name or password",
+    135: "not authorised",
+}
+
+PAHO_VERSION = str(paho.mqtt.__version__)
+HAS_CALLBACK_API_VERSION = hasattr(mqtt, "CallbackAPIVersion")
+
+
+def code_value(rc: Any) -> int:
+    """An int from a 1.6 ``rc`` or a 2.x ``ReasonCode``."""
+    value = getattr(rc, "value", rc)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
+def describe_connack(code: int) -> str:
+    return CONNACK_MEANINGS.get(code, f"refused with code {code}")
+
+
+def new_client(client_id: str, connect_timeout_s: float) -> "mqtt.Client":
+    """A fresh MQTT 3.1.1 client with a clean session (edged keeps its own outbox)."""
+    kwargs = {"client_id": client_id, "clean_session": True, "protocol": mqtt.MQTTv311}
+    if HAS_CALLBACK_API_VERSION:
+        kwargs["callback_api_version"] = mqtt.CallbackAPIVersion.VERSION2
+    client = mqtt.Client(**kwargs)
+    if isinstance(getattr(type(client), "connect_timeout", None), property):
+        client.connect_timeout = connect_timeout_s
+    else:  # paho 1.6.1: only the attribute (socket.create_connection's timeout)
+        client._connect_timeout = connect_timeout_s
+    return client
+
+
+class Callbacks:
+    """paho callbacks of one connection; each only appends to a queue and sets an event.
+
+    ``events`` gets ``("connack", code)``, ``("disconnect", None)`` and
+    ``("suback", granted_ok)``; ``acks`` gets the mid of every completed publish;
+    ``on_message`` (given) receives ``(topic, payload, retain)`` and must not block.
+    """
+
+    def __init__(
+        self,
+        wake: threading.Event,
+        on_message: Callable[[str, bytes, bool], None],
+    ) -> None:
+        self.events = collections.deque()  # type: Deque[Tuple[str, Any]]
+        self.acks = collections.deque()  # type: Deque[int]
+        self._wake = wake
+        self._on_message = on_message
+
+    def attach(self, client: "mqtt.Client") -> None:
+        client.on_connect = self.on_connect
+        client.on_disconnect = self.on_disconnect
+        client.on_publish = self.on_publish
+        client.on_subscribe = self.on_subscribe
+        client.on_message = self.on_message
+
+    def on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
+        self.events.append(("connack", code_value(rc)))
+
+    def on_disconnect(self, client: Any, userdata: Any, *rest: Any) -> None:
+        self.events.append(("disconnect", None))
+        self._wake.set()
+
+    def on_publish(self, client: Any, userdata: Any, mid: int, *rest: Any) -> None:
+        self.acks.append(int(mid))
+        self._wake.set()
+
+    def on_subscribe(self, client: Any, userdata: Any, mid: int, granted: Any, *rest: Any) -> None:
+        codes = [code_value(g) for g in (granted or [])]
+        self.events.append(("suback", bool(codes) and all(0 <= c < 0x80 for c in codes)))
+
+    def on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            topic = str(message.topic)
+        except UnicodeDecodeError:  # paho 1.6 decodes on access; a broker should have refused it
+            topic = ""
+        self._on_message(topic, bytes(message.payload), bool(message.retain))
+
+
+def loop_ok(rc: Any) -> bool:
+    return code_value(rc) == mqtt.MQTT_ERR_SUCCESS
+
+
+def dispose(client: "mqtt.Client") -> None:
+    """Close a client's socket and its wake-up socket pair now.
+
+    edged makes a fresh client per connection (so paho's in-memory session never
+    resends behind the outbox's back); without this, each discarded client would
+    hold its file descriptors until garbage collection. ``_reset_sockets`` is what
+    paho's own ``__del__`` calls, in 1.6 and 2.x alike.
+    """
+    reset = getattr(client, "_reset_sockets", None)
+    if reset is not None:
+        reset()
+
+
+def quiet_writes(client: "mqtt.Client") -> None:
+    """Make ``publish()`` from any thread only QUEUE the packet; the network thread writes.
+
+    Without a loop thread of its own paho writes to the socket from whichever thread
+    publishes, and two threads writing at once could interleave partial packets.
+    A registered ``on_socket_register_write`` makes paho leave writing to ``loop()``
+    (it also wakes ``loop()``'s select through its socket pair).
+    """
+    client.on_socket_register_write = _ignore
+
+
+def _ignore(*args: Any) -> None:
+    """Nothing to do: the network thread's ``loop()`` writes whatever is queued."""

@@ -1,0 +1,352 @@
+"""The connection to the broker: the ``mqtt-network`` thread (issue 5 item 3).
+
+One thread owns the connection and is the only one that touches the socket
+(other threads' ``publish()`` only queue, :func:`.compat.quiet_writes`). Its own
+reconnect loop backs off exponentially with +-20 % jitter up to a cap (paho's
+``reconnect_delay_set`` doubles without jitter, reliability.md 3.1) and resets
+after a connection that stayed up :data:`STABLE_CONNECTION_S`. Each attempt
+makes a FRESH paho client with a clean session (paho's in-memory session would
+resend behind the outbox's back), registers the retained will ``offline``,
+waits for CONNACK, subscribes to the command topics and publishes the retained
+birth ``online``: after EVERY connect (reliability.md 3.3).
+
+A refused CONNACK for bad credentials or a failed TLS handshake counts as an
+authentication failure and backs off like any failure (no tight loop, M8).
+Each distinct failure is logged once at WARNING, repeats at DEBUG; the password
+is never logged. On :meth:`BrokerLink.stop` the thread publishes the retained
+``stopped``, waits for its PUBACK and disconnects cleanly, which suppresses
+the will.
+"""
+
+import logging
+import os
+import random
+import ssl
+import threading
+import time
+from typing import Any, Callable, Optional
+
+from ..config import MqttConfig
+from ..errors import ConfigError
+from ..sources.backoff import Backoff
+from . import compat
+from .topics import Topics
+
+logger = logging.getLogger(__name__)
+
+#: How long one ``client.loop()`` waits for traffic (the network thread's tick).
+LOOP_TIMEOUT_S = 0.05
+#: A connection that lasted this long resets the reconnect backoff.
+STABLE_CONNECTION_S = 10.0
+#: On a clean exit: how long to wait for the PUBACK of "stopped".
+STOPPED_ACK_TIMEOUT_S = 2.0
+#: Extra in-flight room in paho for status, state and reply messages besides results.
+INFLIGHT_HEADROOM = 64
+JOIN_TIMEOUT_S = 5.0
+
+
+def resolve_password(config: MqttConfig) -> Optional[str]:
+    """The broker password from the config, its environment variable or its file.
+
+    Raises:
+        ConfigError: the variable is unset or the file unreadable (the value is never shown).
+    """
+    if config.password is not None:
+        return config.password
+    if config.password_env is not None:
+        value = os.environ.get(config.password_env)
+        if value is None:
+            raise ConfigError(
+                f"mqtt.password_env: environment variable {config.password_env} is not set"
+            )
+        return value
+    if config.password_file is not None:
+        try:
+            with open(config.password_file) as f:
+                return f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError(
+                f"mqtt.password_file: cannot read {config.password_file} ({e.strerror or e})"
+            ) from e
+    return None
+
+
+def tls_context(config: MqttConfig) -> Optional[ssl.SSLContext]:
+    """The TLS context for the broker (certificate and host name verified), or None.
+
+    Raises:
+        ConfigError: a CA, certificate or key file cannot be loaded.
+    """
+    tls = config.tls
+    if not tls.enabled:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"mqtt.tls.ca_file: cannot load {tls.ca_file} ({e})") from e
+    if tls.cert_file:
+        key = tls.key_file or "(key in the same file)"
+        try:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(
+                f"mqtt.tls.cert_file: cannot load {tls.cert_file} / {key} ({e})"
+            ) from e
+    return context
+
+
+class Connection:
+    """One live connection: its client and callback queues (a new one per connect)."""
+
+    def __init__(self, client: Any, callbacks: compat.Callbacks, generation: int) -> None:
+        self.client = client
+        self.callbacks = callbacks
+        self.generation = generation
+
+
+class BrokerLink:
+    """Keeps one connection to the broker up; :meth:`current` is the live one or None.
+
+    ``status(state)`` makes the status payload for ``online``, ``offline`` and
+    ``stopped``; ``on_message(topic, payload, retain)`` receives commands on the
+    network thread and must only enqueue; ``wake`` is set on every connection
+    change and every acknowledgement.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        client_id: str,
+        topics: Topics,
+        status: Callable[[str], bytes],
+        on_message: Callable[[str, bytes, bool], None],
+        wake: threading.Event,
+        clock: Callable[[], float] = time.monotonic,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        self.config = config
+        self.client_id = client_id
+        self.topics = topics
+        self._status = status
+        self._on_message = on_message
+        self._wake = wake
+        self._clock = clock
+        self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, rng=rng)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._connection = None  # type: Optional[Connection]
+        self._generation = 0
+        self._replace_generation = -1
+        self._thread = None  # type: Optional[threading.Thread]
+        self._password = None  # type: Optional[str]
+        self._tls = None  # type: Optional[ssl.SSLContext]
+        self._last_error = None  # type: Optional[str]
+        self.reconnects = 0  # connection attempts after the first
+        self.auth_failures = 0  # refused credentials and failed TLS handshakes
+
+    # -- control (any thread) -------------------------------------------------------------
+
+    def start(self, password: Optional[str], tls: Optional[ssl.SSLContext]) -> None:
+        self._password = password
+        self._tls = tls
+        self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Publish ``stopped`` (when connected), disconnect, end the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(JOIN_TIMEOUT_S + STOPPED_ACK_TIMEOUT_S)
+            if self._thread.is_alive():
+                logger.warning("MQTT network thread still running after stop")
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def current(self) -> Optional[Connection]:
+        with self._lock:
+            return self._connection
+
+    def replace(self, connection: Connection) -> None:
+        """Drop ``connection`` and connect again (an acknowledgement timed out)."""
+        self._replace_generation = connection.generation
+
+    def replacing(self, connection: Connection) -> bool:
+        return self._replace_generation == connection.generation
+
+    # -- the network thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            if not first:
+                self.reconnects += 1
+            first = False
+            try:
+                connection = self._connect()
+                if connection is not None:
+                    since = self._clock()
+                    self._serve(connection)
+                    if self._clock() - since >= STABLE_CONNECTION_S:
+                        self._backoff.reset()
+            except Exception:  # noqa: BLE001 - top of the network loop: log, back off, retry
+                logger.exception("MQTT network loop failed; reconnecting")
+                self._set_connection(None)
+            if self._stop.is_set():
+                break
+            delay = self._backoff.next_delay()
+            logger.debug("MQTT: next connection attempt in %.2f s", delay)
+            self._stop.wait(delay)
+        logger.debug("MQTT network thread stopped")
+
+    def _failed(self, reason: str, auth: bool = False) -> None:
+        """Log a failed attempt once per distinct reason (then DEBUG), count auth failures."""
+        if auth:
+            self.auth_failures += 1
+        level = logging.DEBUG if reason == self._last_error else logging.WARNING
+        self._last_error = reason
+        logger.log(
+            level,
+            "MQTT: cannot connect to %s:%d: %s; retrying with backoff (up to %.0f s)",
+            self.config.host,
+            self.config.port,
+            reason,
+            self.config.backoff_max_s,
+        )
+
+    def _new_client(self, callbacks: compat.Callbacks) -> Any:
+        client = compat.new_client(self.client_id, self.config.connect_timeout_s)
+        callbacks.attach(client)
+        compat.quiet_writes(client)
+        client.max_inflight_messages_set(self.config.max_inflight + INFLIGHT_HEADROOM)
+        if self.config.username is not None:
+            client.username_pw_set(self.config.username, self._password)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)
+        return client
+
+    def _connect(self) -> Optional[Connection]:
+        """One attempt: TCP (+TLS) connect, CONNACK, subscribe, birth. None when it failed."""
+        callbacks = compat.Callbacks(self._wake, self._on_message)
+        client = self._new_client(callbacks)
+        try:
+            client.connect(self.config.host, self.config.port, int(round(self.config.keepalive_s)))
+        except (ssl.SSLError, ssl.CertificateError) as e:
+            # TLS is mutual authentication: a rejected certificate (either side) counts
+            compat.dispose(client)
+            self._failed(f"TLS handshake failed ({e})", auth=True)
+            return None
+        except (OSError, ValueError) as e:
+            compat.dispose(client)
+            self._failed(str(e) or type(e).__name__)
+            return None
+        code = self._wait_connack(client, callbacks)
+        if code != 0:
+            compat.dispose(client)
+            if code is None:
+                self._failed(f"no CONNACK within {self.config.connect_timeout_s:.1f} s")
+            else:
+                auth = code in compat.AUTH_FAILURE_CODES
+                self._failed(f"broker refused: {compat.describe_connack(code)}", auth=auth)
+            return None
+        client.subscribe(self.topics.command_filter, qos=1)
+        client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+        connection = self._set_connection(client, callbacks)
+        logger.info(
+            "MQTT connected to %s:%d as %s; online published to %s",
+            self.config.host,
+            self.config.port,
+            self.client_id,
+            self.topics.status,
+        )
+        self._last_error = None
+        return connection
+
+    def _wait_connack(self, client: Any, callbacks: compat.Callbacks) -> Optional[int]:
+        deadline = self._clock() + self.config.connect_timeout_s
+        while not self._stop.is_set() and self._clock() < deadline:
+            rc = client.loop(LOOP_TIMEOUT_S)
+            while callbacks.events:
+                kind, value = callbacks.events.popleft()
+                if kind == "connack":
+                    return int(value)
+            if not compat.loop_ok(rc):
+                return None
+        return None
+
+    def _set_connection(
+        self, client: Any, callbacks: Optional[compat.Callbacks] = None
+    ) -> Optional[Connection]:
+        with self._lock:
+            self._generation += 1
+            if client is None:
+                self._connection = None
+            else:
+                self._connection = Connection(client, callbacks, self._generation)
+            connection = self._connection
+        self._wake.set()
+        return connection
+
+    def _serve(self, connection: Connection) -> None:
+        """Run the connection until it is lost, a reconnect is forced, or shutdown."""
+        client, callbacks = connection.client, connection.callbacks
+        reason = "connection lost"
+        while True:
+            if self._stop.is_set():
+                self._say_stopped(client, callbacks)
+                return
+            if self.replacing(connection):
+                reason = "acknowledgements overdue"
+                break
+            try:
+                lost = not compat.loop_ok(client.loop(LOOP_TIMEOUT_S))
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                lost, reason = True, f"connection lost ({e})"
+            while callbacks.events:
+                kind, value = callbacks.events.popleft()
+                if kind == "disconnect":
+                    lost = True
+                elif kind == "suback" and not value:
+                    logger.warning(
+                        "MQTT: the broker refused the subscription to %s: commands "
+                        "will not arrive (check the ACL)",
+                        self.topics.command_filter,
+                    )
+            if lost:
+                break
+        self._set_connection(None)
+        logger.warning(
+            "MQTT disconnected from %s:%d (%s); reconnecting",
+            self.config.host,
+            self.config.port,
+            reason,
+        )
+        try:
+            client.disconnect()  # a forced reconnect: say goodbye if the socket still works
+            client.loop(LOOP_TIMEOUT_S)
+        except (OSError, ValueError):
+            pass
+        compat.dispose(client)
+
+    def _say_stopped(self, client: Any, callbacks: compat.Callbacks) -> None:
+        """Clean exit: retained ``stopped``, wait for its PUBACK, DISCONNECT (no will)."""
+        info = client.publish(self.topics.status, self._status("stopped"), qos=1, retain=True)
+        deadline = self._clock() + STOPPED_ACK_TIMEOUT_S
+        acked = False
+        while self._clock() < deadline and not acked:
+            if not compat.loop_ok(client.loop(LOOP_TIMEOUT_S)):
+                break
+            acked = info.mid in callbacks.acks
+        self._set_connection(None)
+        client.disconnect()
+        for _ in range(3):  # write the DISCONNECT
+            if not compat.loop_ok(client.loop(LOOP_TIMEOUT_S)):
+                break
+        compat.dispose(client)
+        logger.info(
+            "MQTT: %s published %s, disconnected",
+            self.topics.status,
+            "stopped" if acked else "stopped (unacknowledged)",
+        )

@@ -1,0 +1,149 @@
+"""Every MQTT topic edged uses, built in one place (issue 5 item 1).
+
+Layout (device id near the front, so a broker ACL ``pattern readwrite
+<prefix>/%c/#`` or an AWS policy variable gives each device only its own
+subtree, reliability.md 3.2 and 3.4)::
+
+    <prefix>/<device>/status                   retained: online | offline (LWT) | stopped
+    <prefix>/<device>/v1/streams/<s>/detections       a detector's results (QoS 1, outbox)
+    <prefix>/<device>/v1/streams/<s>/classifications  a classifier's results
+    <prefix>/<device>/v1/streams/<s>/state     retained: the stream's capture state
+    <prefix>/<device>/cmd/<name>               commands to edged (JSON with a request_id)
+    <prefix>/<device>/cmd/<name>/reply         edged's reply
+
+The payload contract is versioned in the topic (``v1``) and in the payload
+(``schema_version``). Topic strings are checked like Home Assistant's
+``valid_topic`` (reliability.md 3.4): UTF-8, not empty, at most 65,535 bytes,
+no NUL, no control characters, no Unicode non-characters; names edged builds
+from (prefix, device, stream, command) also carry no wildcards and no ``/``.
+"""
+
+import re
+from typing import Optional, Tuple
+
+#: MQTT's limit on an encoded topic (a 16-bit length prefix).
+MAX_TOPIC_BYTES = 65535
+#: Commands are plain names; anything else (a topic level an attacker made up) is "unknown".
+COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+RESULT_KINDS = ("detections", "classifications")
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _is_noncharacter(ch: str) -> bool:
+    code = ord(ch)
+    return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
+
+
+def topic_problem(topic: str, allow_wildcards: bool = False) -> Optional[str]:
+    """Why ``topic`` is not a valid MQTT topic (or filter), or None when it is."""
+    if not isinstance(topic, str) or not topic:
+        return "is empty"
+    try:
+        encoded = topic.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    if len(encoded) > MAX_TOPIC_BYTES:
+        return f"is longer than {MAX_TOPIC_BYTES} bytes"
+    if "\x00" in topic:
+        return "contains NUL"
+    if _CONTROL.search(topic):
+        return "contains a control character"
+    if any(_is_noncharacter(ch) for ch in topic):
+        return "contains a Unicode non-character"
+    if not allow_wildcards and ("+" in topic or "#" in topic):
+        return "contains a wildcard (+ or #)"
+    return None
+
+
+def level_problem(name: str) -> Optional[str]:
+    """Why ``name`` cannot be ONE topic level edged builds a topic from, or None."""
+    problem = topic_problem(name)
+    if problem:
+        return problem
+    if "/" in name:
+        return "contains '/'"
+    if name.startswith("$"):
+        return "starts with '$' (reserved for broker topics)"
+    return None
+
+
+def prefix_problem(prefix: str) -> Optional[str]:
+    """Why ``prefix`` cannot start edged's topics, or None. It may have several levels."""
+    problem = topic_problem(prefix)
+    if problem:
+        return problem
+    if prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
+        return "has an empty level (a leading, trailing or double '/')"
+    if prefix.startswith("$"):
+        return "starts with '$' (reserved for broker topics)"
+    return None
+
+
+class Topics:
+    """The topics of one device under one prefix."""
+
+    def __init__(self, prefix: str, device_id: str) -> None:
+        for what, value, problem in (
+            ("topic prefix", prefix, prefix_problem(prefix)),
+            ("device id", device_id, level_problem(device_id)),
+        ):
+            if problem:
+                raise ValueError(f"MQTT {what} {value!r} {problem}")
+        self.prefix = prefix
+        self.device_id = device_id
+        self.base = f"{prefix}/{device_id}"
+
+    @property
+    def status(self) -> str:
+        return self.base + "/status"
+
+    def _stream(self, stream_id: str) -> str:
+        problem = level_problem(stream_id)
+        if problem:
+            raise ValueError(f"stream id {stream_id!r} {problem}")
+        return f"{self.base}/v1/streams/{stream_id}"
+
+    def results(self, stream_id: str, task: str) -> str:
+        """``.../v1/streams/<stream>/detections`` (task "detection") or ``/classifications``."""
+        kind = "detections" if task == "detection" else "classifications"
+        return self._stream(stream_id) + "/" + kind
+
+    def stream_state(self, stream_id: str) -> str:
+        return self._stream(stream_id) + "/state"
+
+    @property
+    def streams_filter(self) -> str:
+        """Every stream topic (results and states) of this device."""
+        return self.base + "/v1/streams/#"
+
+    def command(self, name: str) -> str:
+        return f"{self.base}/cmd/{name}"
+
+    def reply(self, name: str) -> str:
+        return self.command(name) + "/reply"
+
+    @property
+    def command_filter(self) -> str:
+        """What edged subscribes to: one level under ``cmd`` (replies are a level deeper)."""
+        return self.base + "/cmd/+"
+
+    def command_name(self, topic: str) -> Optional[str]:
+        """The command a topic addresses, or None when it is no command topic of this device."""
+        head = self.base + "/cmd/"
+        if not topic.startswith(head):
+            return None
+        name = topic[len(head) :]
+        return name if name and "/" not in name else None
+
+
+def parse_stream_topic(topic: str) -> Optional[Tuple[str, str, str, str]]:
+    """``(prefix, device, stream, kind)`` of a stream topic (``kind``: detections,
+    classifications or state), or None; for subscribers such as ``edged watch``."""
+    parts = topic.split("/")
+    if len(parts) < 6 or parts[-4] != "v1" or parts[-3] != "streams":
+        return None
+    kind = parts[-1]
+    if kind not in RESULT_KINDS + ("state",):
+        return None
+    return "/".join(parts[:-5]), parts[-5], parts[-2], kind
