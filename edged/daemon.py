@@ -91,7 +91,7 @@ class Daemon:
         notifier: Optional[sdnotify.Notifier] = None,
         stop_event: Optional[threading.Event] = None,
         sinks: Optional[List[ResultSink]] = None,
-        task_loader: Callable[[ModelConfig], Task] = load_task,
+        task_loader: Optional[Callable[[ModelConfig], Task]] = None,
         source_builder: Callable[[Any], Any] = build_source,
         watchdog_interval_s: Optional[float] = None,
         clock: Callable[[], float] = time.monotonic,
@@ -101,7 +101,9 @@ class Daemon:
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._reload = threading.Event()
         self._wake = threading.Event()
-        self._task_loader = task_loader
+        # default: load_task with this daemon's engine manager (TensorRT engines, issue 6)
+        self._task_loader = task_loader or (lambda model: load_task(model, self.engines))
+        self.engines = None  # type: Optional[Any]  # edged.engine.EngineManager
         self._source_builder = source_builder
         self._watchdog_interval_s = (
             watchdog_interval_s if watchdog_interval_s is not None else sdnotify.watchdog_interval()
@@ -179,6 +181,10 @@ class Daemon:
             status=self.status_line,
             health_file=HealthFile(health_path) if health_path else None,
         )
+        from .engine import EngineManager  # local: the engine package is only needed here
+
+        self.engines = EngineManager(self.config.engine, notifier=self.notifier)
+        self._undo.append(("cancel engine builds", self.engines.cancel_all))
         self._undo.append(("stop inference workers", self._stop_all_workers))
         needed = _models_needed(self.config)
         for name in sorted(needed):
@@ -306,6 +312,8 @@ class Daemon:
         )
         supervisor.start()
         self.streams[stream.name] = _Stream(stream, supervisor, stream.model)
+        # the first summary's rate counts from here, not from a later first look
+        self._summary_counts[stream.name] = (self._clock(), worker.stats.frames.get(stream.name, 0))
         if self.watchdog is not None:
             spec = stream.source
             max_stale = (stream.stall_timeout_s + spec.open_timeout_s + 2 * spec.read_timeout_s

@@ -23,6 +23,7 @@ Names and what they read:
   ``edged_result_queue_capacity``, ``edged_results_delivered_total``,
   ``edged_sink_failures_total{sink}``, ``edged_config_reloads_total{result}``.
 * ``edged_mqtt_*`` from ``daemon.mqtt.stats()`` when MQTT is configured (absent otherwise).
+* ``edged_engine_*`` from ``daemon.engines.stats()`` (TensorRT engine cache, issue 6).
 * ``edged_build_info{version,python}``; ``edged_metrics_collect_errors_total``.
 """
 
@@ -320,10 +321,44 @@ class DaemonCollector:
         return iter(families)
 
     def _engines(self) -> Iterator[Metric]:
-        """TensorRT engine builds (issue 6) go here, read from the engine cache's own stats:
-        ``edged_engine_build_seconds`` (histogram by model), ``edged_engine_builds_total{result}``,
-        ``edged_engine_cache_hits_total`` and ``edged_engine_cache_misses_total``."""
-        return iter([])
+        """TensorRT engine builds (issue 6), read from ``daemon.engines.stats()``:
+        ``edged_engine_cache_hits_total``, ``edged_engine_cache_misses_total``,
+        ``edged_engine_builds_total{result}``, ``edged_engine_build_seconds_total``,
+        ``edged_engine_build_seconds{model}`` (the last build), ``edged_engine_building{model}``
+        and ``edged_engine_quarantined_total``."""
+        engines = getattr(self._daemon, "engines", None)
+        if engines is None:
+            return iter([])
+        stats = engines.stats()  # type: Dict[str, Any]
+        hits = _counter("edged_engine_cache_hits", "Engines loaded from the engine cache.")
+        hits.add_metric([], stats["cache_hits"])
+        misses = _counter("edged_engine_cache_misses", "Engine lookups that needed a build.")
+        misses.add_metric([], stats["cache_misses"])
+        quarantined = _counter(
+            "edged_engine_quarantined", "Cached engines moved aside as unusable (then rebuilt)."
+        )
+        quarantined.add_metric([], stats["quarantined"])
+        builds = _counter(
+            "edged_engine_builds",
+            "Engine builds in a child process by result (built, hit, failed, cancelled, "
+            "killed, timeout).",
+            ["result"],
+        )
+        for result, n in sorted(stats["builds"].items()):
+            builds.add_metric([result], n)
+        seconds_total = _counter(
+            "edged_engine_build_seconds", "Seconds spent building engines, all models."
+        )
+        seconds_total.add_metric([], stats["build_seconds_total"])
+        last = _gauge(
+            "edged_engine_last_build_seconds", "Duration of each model's last build.", ["model"]
+        )
+        for model, seconds in sorted(stats["build_seconds_last"].items()):
+            last.add_metric([model], seconds)
+        building = _gauge("edged_engine_building", "1 while a model's engine builds.", ["model"])
+        for model in stats["building"]:
+            building.add_metric([model], 1)
+        return iter([hits, misses, quarantined, builds, seconds_total, last, building])
 
 
 def _precision(task: Any) -> str:

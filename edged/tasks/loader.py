@@ -8,7 +8,7 @@ just work, like detectnet-console and imagenet-console in one command.
 
 import logging
 import os
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from ..backends import create_backend
 from ..backends.base import Backend, find_tensor
@@ -71,16 +71,28 @@ def _is_detector(backend: Backend, config: ModelConfig) -> bool:
     return True
 
 
-def load_task(config: ModelConfig) -> Task:
+def load_task(config: ModelConfig, engines: Optional[Any] = None) -> Task:
     """Load the model in ``config`` and wrap it in its task.
 
+    Args:
+        engines: the :class:`~edged.engine.EngineManager` that builds and caches TensorRT
+            engines (``backend: tensorrt``); a default one is made when none is given.
+
     Raises:
-        ConfigError, ModelError, BackendError: one clear line naming the file or key.
+        ConfigError, ModelError, BackendError, EngineError: one clear line naming the file or key.
     """
     key = resolve_model_key(config)
     labels = _labels(config)
     artifact = load_model_artifact(config.path, key)
-    backend = create_backend(config.backend, artifact, config.threads)
+    if config.backend == "tensorrt":  # issue 6: a cached engine, or a build in a child process
+        if engines is None:
+            from ..config import EngineConfig
+            from ..engine import EngineManager
+
+            engines = EngineManager(EngineConfig())
+        backend = engines.load_backend(config, artifact, key)
+    else:
+        backend = create_backend(config.backend, artifact, config.threads)
     try:
         kind = config.task
         if kind == "auto":
