@@ -92,6 +92,7 @@ class Daemon:
         stop_event: Optional[threading.Event] = None,
         sinks: Optional[List[ResultSink]] = None,
         task_loader: Optional[Callable[[ModelConfig], Task]] = None,
+        engines: Optional[Any] = None,
         source_builder: Callable[[Any], Any] = build_source,
         watchdog_interval_s: Optional[float] = None,
         clock: Callable[[], float] = time.monotonic,
@@ -103,7 +104,7 @@ class Daemon:
         self._wake = threading.Event()
         # default: load_task with this daemon's engine manager (TensorRT engines, issue 6)
         self._task_loader = task_loader or (lambda model: load_task(model, self.engines))
-        self.engines = None  # type: Optional[Any]  # edged.engine.EngineManager
+        self.engines = engines  # type: Optional[Any]  # edged.engine.EngineManager; made at start
         self._source_builder = source_builder
         self._watchdog_interval_s = (
             watchdog_interval_s if watchdog_interval_s is not None else sdnotify.watchdog_interval()
@@ -183,7 +184,8 @@ class Daemon:
         )
         from .engine import EngineManager  # local: the engine package is only needed here
 
-        self.engines = EngineManager(self.config.engine, notifier=self.notifier)
+        if self.engines is None:
+            self.engines = EngineManager(self.config.engine, notifier=self.notifier)
         self._undo.append(("cancel engine builds", self.engines.cancel_all))
         self._undo.append(("stop inference workers", self._stop_all_workers))
         needed = _models_needed(self.config)

@@ -16,6 +16,7 @@ import os
 from typing import Optional
 
 from .errors import ModelError, ModelFormatError, ModelKeyError
+from .files import read_bounded
 from .modelcheck import ONNX, payload_looks_valid
 
 #: Reading more than this into memory is refused (PeopleNet ResNet-34 is ~85 MB).
@@ -56,20 +57,7 @@ class ModelArtifact:
 
 def read_model_bytes(path: str) -> bytes:
     """Read a model file, turning OS errors into one clear ModelError."""
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_MODEL_BYTES:
-            raise ModelFormatError(
-                f"{path}: file is {size} bytes, more than the {MAX_MODEL_BYTES} bytes edged accepts"
-            )
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError as e:
-        raise ModelError(f"{path}: model file not found") from e
-    except IsADirectoryError as e:
-        raise ModelError(f"{path}: is a directory, expected a model file") from e
-    except OSError as e:
-        raise ModelError(f"{path}: cannot read model file ({e.strerror or e})") from e
+    data = read_bounded(path, MAX_MODEL_BYTES, "model file", ModelError)
     if not data:
         raise ModelFormatError(f"{path}: model file is empty")
     return data

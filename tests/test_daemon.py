@@ -102,7 +102,7 @@ class Edged:
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
 
-    def wait_for(self, text, timeout=30.0, after=0):
+    def wait_for(self, text, timeout=60.0, after=0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for i, line in enumerate(self.lines[after:], after):

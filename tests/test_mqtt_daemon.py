@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 
 import cv2
 import jsonschema
@@ -22,6 +21,7 @@ from edged.mqtt.payloads import load_schema
 from . import onnx_models
 from .conftest import REPO
 from .mosquitto import Mosquitto, Subscriber, seq_report, stop_all_brokers, wait_for
+from .test_daemon import Edged
 
 DEVICE = "cam-box"
 BASE = f"edged/{DEVICE}"
@@ -79,50 +79,6 @@ mqtt: {{host: 127.0.0.1, port: {broker.port}, {FAST}, outbox: {{path: {outbox}}}
     return str(outbox)
 
 
-class Edged:
-    """``python -m edged run -c CONFIG``, its log captured line by line."""
-
-    def __init__(self, config, env=None):
-        full = dict(os.environ)
-        full.update(env or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edged", "run", "-c", config],
-            cwd=REPO,
-            env=full,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            universal_newlines=True,
-        )
-        self.lines = []
-        self._reader = threading.Thread(target=self._read, name="test-edged-log", daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def log(self):
-        return "\n".join(self.lines)
-
-    def wait_for(self, text, timeout=60.0):
-        return wait_for(lambda: any(text in line for line in self.lines) or self._dead(), timeout,
-                        f"{text!r} in the edged log") and self._check(text)  # fmt: skip
-
-    def _dead(self):
-        return self.proc.poll() is not None and not self._reader.is_alive()
-
-    def _check(self, text):
-        assert any(text in line for line in self.lines), f"edged exited; log:\n{self.log()}"
-        return True
-
-    def signal(self, sig, timeout=30):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        return code
-
-
 def outbox_state(path):
     """(messages waiting, last seq of stream cam) read from the outbox file itself."""
     db = sqlite3.connect(path, timeout=5)
@@ -150,7 +106,7 @@ def test_daemon_sigkilled_with_results_queued_replays_them_after_restart(tmp_pat
         wait_for(lambda: len(results(subscriber)) >= 10, 60, "results from edged run")
         broker.kill()
         wait_for(lambda: outbox_state(outbox)[0] >= 100, 60, "100 results queued in the outbox")
-        first.signal(signal.SIGKILL)
+        first.stop(signal.SIGKILL)
         queued, last_seq = outbox_state(outbox)  # exactly what survived on disk
         broker.start()
         wait_for(lambda: subscriber.connects >= 2 and subscriber.subscribed.is_set(), 15,
@@ -160,11 +116,11 @@ def test_daemon_sigkilled_with_results_queued_replays_them_after_restart(tmp_pat
         wait_for(lambda: wanted <= {m["seq"] for m in results(subscriber)}, 60, "the replay")
         wait_for(lambda: max(m["seq"] for m in results(subscriber)) > last_seq + 10, 60,
                  "new results after the replay")  # fmt: skip
-        assert second.signal(signal.SIGTERM) == 0
+        assert second.stop(signal.SIGTERM) == 0
     finally:
         for edged in (first, second):
             if edged is not None and edged.proc.poll() is None:
-                edged.signal(signal.SIGKILL)
+                edged.stop(signal.SIGKILL)
         subscriber.close()
         broker.stop()
 
@@ -201,11 +157,11 @@ def test_a_crashed_daemon_is_announced_offline_by_its_will(tmp_path):
         # the first birth comes at connect, before the models load; it is published again
         # with models and streams once they run
         wait_for(lambda: [s for s in subscriber.json("/status") if s.get("streams")], 60, "online")
-        edged.signal(signal.SIGKILL)
+        edged.stop(signal.SIGKILL)
         wait_for(lambda: subscriber.json("/status")[-1]["state"] == "offline", 20, "the will")
     finally:
         if edged.proc.poll() is None:
-            edged.signal(signal.SIGKILL)
+            edged.stop(signal.SIGKILL)
         subscriber.close()
         broker.stop()
     online, offline = subscriber.json("/status")[-2:]
@@ -265,10 +221,10 @@ def test_commands_on_a_running_daemon_and_bad_ones_leave_it_healthy(tmp_path):
         wait_for(lambda: len(nameless_replies()) >= 2, 30, "the two unreadable-command replies")
         nameless = nameless_replies()
         unknown = reply("u1")
-        code = edged.signal(signal.SIGTERM)
+        code = edged.stop(signal.SIGTERM)
     finally:
         if edged.proc.poll() is None:
-            edged.signal(signal.SIGKILL)
+            edged.stop(signal.SIGKILL)
         operator.close()
         broker.stop()
 
@@ -285,7 +241,7 @@ def test_commands_on_a_running_daemon_and_bad_ones_leave_it_healthy(tmp_path):
     effective = config_reply["result"]
     assert effective["device_id"] == DEVICE and effective["mqtt"]["password"] is None
     assert effective["mqtt"]["password_file"] == str(secret)
-    assert "pw-edged" not in json.dumps(config_reply) and "pw-edged" not in edged.log()
+    assert "pw-edged" not in json.dumps(config_reply) and "pw-edged" not in "\n".join(edged.lines)
     image = cv2.imdecode(np.frombuffer(base64.b64decode(snapshot["result"]["data"]), np.uint8), 1)
     assert image.shape == (120, 160, 3) and snapshot["result"]["items"][0]["label"] == "person"
     applied = {"applied": True, "message": "configuration reloaded"}
@@ -295,7 +251,7 @@ def test_commands_on_a_running_daemon_and_bad_ones_leave_it_healthy(tmp_path):
     errors = sorted(r["error"] for r in nameless)
     assert errors[0].startswith("command too large: 307202 bytes") and "invalid JSON" in errors[1]
     assert unknown["error"].startswith("unknown command launch_missiles")
-    assert not any("Traceback" in line for line in edged.lines), edged.log()
+    assert not any("Traceback" in line for line in edged.lines), "\n".join(edged.lines)
 
 
 def test_edged_watch_prints_live_detections(tmp_path):
@@ -311,7 +267,7 @@ def test_edged_watch_prints_live_detections(tmp_path):
             timeout=120,
         )  # fmt: skip
     finally:
-        edged.signal(signal.SIGTERM)
+        edged.stop(signal.SIGTERM)
         broker.stop()
     assert watch.returncode == 0, watch.stderr
     lines = watch.stdout.splitlines()

@@ -4,7 +4,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import threading
 
@@ -13,34 +12,7 @@ import pytest
 from edged.sdnotify import Notifier, SystemdNotifier
 from edged.watchdog import HealthFile, Heartbeat, ProgressWatchdog
 
-
-class NotifyReceiver:
-    """The systemd end of NOTIFY_SOCKET: a bound SOCK_DGRAM socket that parses messages."""
-
-    def __init__(self, address: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(address)
-
-    def receive(self, timeout: float = 5.0) -> dict:
-        self.sock.settimeout(timeout)
-        return parse(self.sock.recv(65536))
-
-    def pending(self) -> list:
-        """Every message already queued (a datagram is queued before sendto returns)."""
-        self.sock.setblocking(False)
-        messages = []
-        while True:
-            try:
-                messages.append(parse(self.sock.recv(65536)))
-            except BlockingIOError:
-                return messages
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def parse(data: bytes) -> dict:
-    return dict(line.split("=", 1) for line in data.decode("utf-8").splitlines())
+from .test_sdnotify import NotifyReceiver
 
 
 def pings(messages: list) -> int:

@@ -15,6 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import yaml
 
 from ..errors import ConfigError
+from ..files import read_bounded
 from .model import (
     ClassificationConfig,
     ClassSettings,
@@ -95,18 +96,7 @@ def load_config(path: str) -> Config:
         ConfigError: unreadable, not YAML, or invalid; the message names the file
             and the key path.
     """
-    try:
-        size = os.path.getsize(path)
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: {size} bytes is too large for a config file")
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path}: config file not found") from e
-    except IsADirectoryError as e:
-        raise ConfigError(f"{path}: is a directory, expected a YAML file") from e
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from e
+    raw = read_bounded(path, MAX_CONFIG_BYTES, "config file", ConfigError)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -9,6 +9,7 @@ import re
 from typing import List, Optional, Sequence
 
 from ..errors import ModelContractError, ModelError
+from ..files import read_bounded
 
 _SYNSET = re.compile(r"^n\d{8} ")
 
@@ -30,15 +31,7 @@ def load_labels(path: str) -> List[str]:
     Raises:
         ModelError: missing, unreadable, not UTF-8, too large, or empty.
     """
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_LABELS_BYTES + 1)
-    except FileNotFoundError as e:
-        raise ModelError(f"{path}: labels file not found") from e
-    except OSError as e:
-        raise ModelError(f"{path}: cannot read labels file ({e.strerror or e})") from e
-    if len(raw) > MAX_LABELS_BYTES:
-        raise ModelError(f"{path}: labels file is larger than {MAX_LABELS_BYTES} bytes")
+    raw = read_bounded(path, MAX_LABELS_BYTES, "labels file", ModelError)
     try:
         labels = parse_labels(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
