@@ -41,9 +41,8 @@ class OrtStandInForTensorRT(OnnxRuntimeBackend):
 
     def __init__(self, entry):
         artifact = load_model_artifact(MODEL)
-        assert (
-            entry.manifest["inputs"]["model"]["sha256"] == artifact.sha256
-        )  # built for this model
+        built_for = entry.manifest["inputs"]["model"]["sha256"]
+        assert built_for == artifact.sha256  # the cached engine is the one built for this model
         super().__init__(artifact)
 
 
