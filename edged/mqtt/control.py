@@ -113,9 +113,24 @@ class DaemonAdapter(DaemonControl):
         return sorted(list(self._daemon.streams))
 
     def stream_states(self) -> Dict[str, Tuple[Dict[str, Any], Optional[str]]]:
+        """Running streams' capture states, each with its model's engine state; and, while a
+        model's TensorRT engine builds (issue 6), the streams waiting for it as ``stopped``
+        with ``engine.state: building`` -- so a first start is visible, not silent."""
+        daemon = self._daemon
+        engines = getattr(daemon, "engines", None)
+        engine_states = engines.states() if engines is not None else {}
         states = {}
-        for stream_id, stream in list(self._daemon.streams.items()):
-            states[stream_id] = (stream.supervisor.status().to_dict(), stream.worker)
+        for stream_id, stream in list(daemon.streams.items()):
+            status = stream.supervisor.status().to_dict()
+            status["engine"] = _engine_state(engine_states.get(stream.worker))
+            states[stream_id] = (status, stream.worker)
+        config = getattr(daemon, "config", None)
+        for stream_id, stream in sorted(config.streams.items()) if config else ():
+            engine = engine_states.get(stream.model, {})
+            if stream.enabled and stream_id not in states and engine.get("state") == "building":
+                waiting = {"stream_id": stream_id, "source": stream.source.display,
+                           "state": "stopped", "engine": _engine_state(engine)}  # fmt: skip
+                states[stream_id] = (waiting, stream.model)
         return states
 
     def effective_config(self) -> Dict[str, Any]:
@@ -151,3 +166,15 @@ class DaemonAdapter(DaemonControl):
     def mqtt_config(self) -> Any:
         config = self._daemon.config
         return getattr(config, "mqtt", None) if config is not None else None
+
+
+def _engine_state(state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The engine manager's per-model state for the stream-state payload (None: no engine)."""
+    if not state:
+        return None
+    return {
+        "state": state.get("state", "idle"),
+        "fraction": round(float(state.get("fraction") or 0.0), 2),
+        "phase": state.get("phase") or None,
+        "message": state.get("message") or None,
+    }

@@ -230,6 +230,7 @@ def stream_state_payload(
         "reconnects": int(status.get("reconnects") or 0),
         "last_error": status.get("last_error"),
         "frame": {"width": int(size[0]), "height": int(size[1])} if size else None,
+        "engine": status.get("engine"),
     }
     return encode(message)
 

@@ -415,10 +415,12 @@ class MqttService:
         states = self._control.stream_states()
         for stream_id, (status, model) in sorted(states.items()):
             previous = self._published_states.get(stream_id)
-            if force or previous is None or previous[0] != status["state"]:
+            engine = status.get("engine") or {}
+            key = (status["state"], engine.get("state"), engine.get("fraction"))
+            if force or previous is None or previous[0] != key:
                 payload = stream_state_payload(self.device_id, status, model, now)
                 self._publish(connection, self.topics.stream_state(stream_id), payload, True)
-            self._published_states[stream_id] = (status["state"], status, model)
+            self._published_states[stream_id] = (key, status, model)
         for stream_id in sorted(set(self._published_states) - set(states)):
             self._retire_state(connection, stream_id, now)
         birth = (

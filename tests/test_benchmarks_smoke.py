@@ -1,0 +1,73 @@
+"""The benchmark suite's code paths at tiny sizes (issue 7): files written, table complete.
+
+No timing assertions here (common.md): the figures of ``--quick`` are meaningless; this
+only proves that ``python -m benchmarks`` runs end to end against a real Mosquitto,
+real ``edged run`` processes and py-spy, and writes what its README promises.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from .conftest import REPO
+
+BENCHMARK_ROWS = ("1 pipeline", "2 CPU cost", "3 MQTT", "4 start-up", "5 memory")
+PLOTS = ("pipeline_fps.png", "cpu_cost.png", "memory_rss.png")
+
+
+def run_quick_suite(out_dir):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", out_dir],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+    )  # fmt: skip
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    return output
+
+
+def test_quick_suite_writes_table_json_and_plots(tmp_path):
+    out_dir = str(tmp_path / "results")
+    run_quick_suite(out_dir)
+
+    with open(os.path.join(out_dir, "results.md")) as f:
+        table = f.read()
+    assert "| benchmark | figure | measured | goal | |" in table
+    lines = table.splitlines()
+    header = lines.index("| benchmark | figure | measured | goal | |")
+    rows = []
+    for line in lines[header + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    for name in BENCHMARK_ROWS:
+        assert any(row.startswith("| " + name + " |") for row in rows), name
+    for row in rows:
+        assert row.count("|") == 6, row  # five columns everywhere, no stray pipe
+    assert "Profile of `edged run`" in table
+
+    with open(os.path.join(out_dir, "results.json")) as f:
+        results = json.load(f)
+    machine = results["machine"]
+    for key in ("cpu_model", "cpu_cores", "python", "numpy", "onnxruntime", "opencv", "date_utc"):
+        assert machine[key], key
+    assert results["ran"] == ["pipeline", "cost", "mqtt", "startup", "profile", "memory"]
+    assert results["settings"]["quick"] is True
+    assert results["pipeline"]["median"]["edged"] > 0
+    assert results["mqtt"]["qos1"]["lost_total"] == 0
+    assert results["memory"]["samples"]
+    assert results["profile"]["samples"] > 0, results["profile"]
+
+    for name in PLOTS:
+        with open(os.path.join(out_dir, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_unknown_benchmark_name_is_refused(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "--only", "pipline", "--out", str(tmp_path)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+    )  # fmt: skip
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "unknown benchmark(s): pipline" in output
