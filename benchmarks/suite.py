@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional
 from . import report
 from .common import REPO, Broker, machine_info
 
-BENCHMARKS = ("pipeline", "cost", "mqtt", "startup", "profile", "memory")
+# memory first: RSS is the figure least disturbed by a machine still busy at the start
+BENCHMARKS = ("memory", "pipeline", "cost", "mqtt", "startup", "profile")
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results")
 
 #: (full, --quick) settings.

@@ -268,7 +268,8 @@ def test_changing_frames_are_never_frozen():
 
 
 def test_files_and_image_directories_do_not_check_frozen_frames_by_default():
-    supervisor, _, clock = make([frames(1) + [image(7)] * 600], live=False)
+    # room for every frame: a file waits for its consumer (no drops), and none runs here
+    supervisor, _, clock = make([frames(1) + [image(7)] * 600], live=False, capacity=1000)
     supervisor.run()
 
     status = supervisor.status()
@@ -282,7 +283,9 @@ def test_the_frozen_default_follows_the_sources_spec_when_not_given():
     stop = threading.Event()
     source = ScriptedSource(clock, stop, [[image(7)] * 600])
     source.spec = parse_source("/videos/still.mp4")  # what OpenCvSource carries
-    supervisor = SourceSupervisor("f", source, stop, clock=clock, sleep=clock.sleep)
+    supervisor = SourceSupervisor(
+        "f", source, stop, slot=LatestSlot(1000), clock=clock, sleep=clock.sleep
+    )  # room for every frame: a file waits for its consumer, and none runs here
     supervisor.run()
 
     assert supervisor.status().frozen == 0 and supervisor.status().frames == 600

@@ -54,11 +54,26 @@ class LatestSlot(Generic[T]):
         with self._cond:
             if not self._items:
                 self._cond.wait_for(lambda: bool(self._items), timeout)
-            return self._items.popleft() if self._items else None
+            return self._take()
 
     def get_nowait(self) -> Optional[T]:
         with self._cond:
-            return self._items.popleft() if self._items else None
+            return self._take()
+
+    def _take(self) -> Optional[T]:
+        if not self._items:
+            return None
+        item = self._items.popleft()
+        self._cond.notify_all()  # a producer may be waiting for room (wait_for_room)
+        return item
+
+    def wait_for_room(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s until a put would drop nothing; True if there is room.
+
+        For producers that can pause (a file, unlike a camera): see the supervisor.
+        """
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._items) < self._capacity, timeout)
 
     def clear(self) -> int:
         """Discard what is held (e.g. when a stream restarts); returns how many."""
