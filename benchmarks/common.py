@@ -242,6 +242,7 @@ def write_config(
     realtime: bool = False,
     model: str = "etlt",
     qos: int = 1,
+    overlap: bool = True,
 ) -> str:
     """An ``edged run`` config: the demo detector on the demo video, looping, MQTT to ``broker``.
 
@@ -271,7 +272,8 @@ def write_config(
             "    model: peoplenet",
             "    loop: true",
             "    realtime: {}".format("true" if realtime else "false"),
-            "pipeline: {summary_interval_s: 0, drain_timeout_s: 2}",
+            "pipeline: {summary_interval_s: 0, drain_timeout_s: 2, overlap: %s}"
+            % ("true" if overlap else "false"),
             "metrics: {enabled: false}",
         ]
     )

@@ -29,32 +29,43 @@ def _met(ok: Optional[bool]) -> str:
     return "met" if ok else "**missed**"
 
 
+def _pipeline_rows(group: str, p: Dict[str, Any]) -> List[List[str]]:
+    m = p["median"]
+    threads = p["threads"]
+    rows = [
+        [group, "runtime limit: session.run alone (fps)", _fmt(m["runtime"], 1), "", ""],
+        [group, "edged run, realtime: false, MQTT QoS 1 (fps)", _fmt(m["edged"], 1),
+         "", ""],
+        [group, "edged, pipeline.overlap: false (one thread per model) (fps)",
+         _fmt(m.get("edged_serial"), 1), "", ""],
+        [group, "naive loop: VideoCapture -> ORT -> paho QoS 1 (fps)",
+         _fmt(m["naive"], 1), "", ""],
+        [group, "cv2.dnn as the runtime (fps)",
+         _fmt(m.get("cv2_dnn"), 1) if "cv2_dnn" in m else "failed: " +
+         str(p.get("cv2_dnn_error")), "", ""],
+        [group, "edged / runtime limit", _fmt(m["edged_vs_runtime"]),
+         ">= 0.95", _met(m["edged_vs_runtime"] >= GOALS["edged_vs_runtime"])],
+        [group, "edged / naive loop", _fmt(m["edged_vs_naive"]), ">= 1.5",
+         _met(m["edged_vs_naive"] >= GOALS["edged_vs_naive"])],
+        [group, "ceiling of edged / naive: runtime limit / naive loop",
+         _fmt(m.get("runtime_vs_naive")), "", ""],
+    ]  # fmt: skip
+    if "cv2_dnn_vs_runtime" in m:
+        rows.append([group, "cv2.dnn / runtime limit", _fmt(m["cv2_dnn_vs_runtime"]),
+                     "", ""])  # fmt: skip
+    rows.append([group, "ONNX Runtime intra-op threads (all contenders)",
+                 str(threads), "", ""])  # fmt: skip
+    return rows
+
+
 def table_rows(results: Dict[str, Any]) -> List[List[str]]:
     """One row per figure: benchmark, figure, measured, goal, met."""
     rows = []  # type: List[List[str]]
-    p = results.get("pipeline")
-    if p:
-        m = p["median"]
-        threads = p["threads"]
-        rows += [
-            ["1 pipeline", "runtime limit: session.run alone (fps)", _fmt(m["runtime"], 1), "", ""],
-            ["1 pipeline", "edged run, realtime: false, MQTT QoS 1 (fps)", _fmt(m["edged"], 1),
-             "", ""],
-            ["1 pipeline", "naive loop: VideoCapture -> ORT -> paho QoS 1 (fps)",
-             _fmt(m["naive"], 1), "", ""],
-            ["1 pipeline", "cv2.dnn as the runtime (fps)",
-             _fmt(m.get("cv2_dnn"), 1) if "cv2_dnn" in m else "failed: " +
-             str(p.get("cv2_dnn_error")), "", ""],
-            ["1 pipeline", "edged / runtime limit", _fmt(m["edged_vs_runtime"]),
-             ">= 0.95", _met(m["edged_vs_runtime"] >= GOALS["edged_vs_runtime"])],
-            ["1 pipeline", "edged / naive loop", _fmt(m["edged_vs_naive"]), ">= 1.5",
-             _met(m["edged_vs_naive"] >= GOALS["edged_vs_naive"])],
-        ]  # fmt: skip
-        if "cv2_dnn_vs_runtime" in m:
-            rows.append(["1 pipeline", "cv2.dnn / runtime limit", _fmt(m["cv2_dnn_vs_runtime"]),
-                         "", ""])  # fmt: skip
-        rows.append(["1 pipeline", "ONNX Runtime intra-op threads (all contenders)",
-                     str(threads), "", ""])  # fmt: skip
+    for key, group in (("pipeline", "1 pipeline"),
+                       ("pipeline_offload", "1b pipeline, model on 1 core")):  # fmt: skip
+        p = results.get(key)
+        if p:
+            rows += _pipeline_rows(group, p)
     c = results.get("cpu_cost")
     if c:
         m = c["median_ms"]
@@ -176,16 +187,21 @@ def plots(results: Dict[str, Any], out_dir: str) -> List[str]:
     import matplotlib.pyplot as plt
 
     made = []  # type: List[str]
-    p = results.get("pipeline")
-    if p:
-        m = p["median"]
-        names = [k for k in ("runtime", "edged", "naive", "cv2_dnn") if k in m]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.bar(names, [m[k] for k in names], color=["#888", "#2a7", "#c63", "#57b"][: len(names)])
-        ax.axhline(0.95 * m["runtime"], color="k", ls="--", lw=0.8, label="0.95 x runtime limit")
-        ax.set_ylabel("frames/s (median)")
-        ax.set_title("Pipeline, demo detector, {} ORT threads".format(p["threads"]))
-        ax.legend(loc="upper right", fontsize=8)
+    groups = [(results[k], t) for k, t in (("pipeline", "all cores"),
+              ("pipeline_offload", "model on 1 core")) if results.get(k)]  # fmt: skip
+    if groups:
+        fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 3.5), squeeze=False)
+        colors = {"runtime": "#888", "edged": "#2a7", "edged_serial": "#8c8", "naive": "#c63",
+                  "cv2_dnn": "#57b"}  # fmt: skip
+        for ax, (p, title) in zip(axes[0], groups):
+            m = p["median"]
+            names = [k for k in colors if k in m]
+            ax.bar(names, [m[k] for k in names], color=[colors[k] for k in names])
+            ax.axhline(0.95 * m["runtime"], color="k", ls="--", lw=0.8,
+                       label="0.95 x runtime limit")  # fmt: skip
+            ax.set_ylabel("frames/s (median)")
+            ax.set_title("Demo detector, {} ({} ORT threads)".format(title, p["threads"]))
+            ax.legend(loc="upper right", fontsize=8)
         made.append(_save(fig, out_dir, "pipeline_fps.png"))
     c = results.get("cpu_cost")
     if c:

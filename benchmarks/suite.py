@@ -17,7 +17,7 @@ from . import report
 from .common import REPO, Broker, machine_info
 
 # memory first: RSS is the figure least disturbed by a machine still busy at the start
-BENCHMARKS = ("memory", "pipeline", "cost", "mqtt", "startup", "profile")
+BENCHMARKS = ("memory", "pipeline", "offload", "cost", "mqtt", "startup", "profile")
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results")
 
 #: (full, --quick) settings.
@@ -150,6 +150,12 @@ def _run_one(name: str, results: Dict[str, Any], broker: Broker, workdir: str,
     if name == "pipeline":
         results["pipeline"] = pipeline.run_pipeline(
             broker, workdir, s["threads"], s["repeats"], s["window_s"], s["warmup_s"]
+        )
+    elif name == "offload":
+        # the model confined to ONE core and edged's other stages on the rest: the stand-in for
+        # a Jetson, where the GPU runs the model and the CPU only decodes, pre- and post-processes
+        results["pipeline_offload"] = pipeline.run_pipeline(
+            broker, workdir, 1, s["repeats"], s["window_s"], s["warmup_s"]
         )
     elif name == "cost":
         results["cpu_cost"] = pipeline.run_cpu_cost(

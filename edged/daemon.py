@@ -267,9 +267,11 @@ class Daemon:
 
     def _start_worker(self, name: str, task: Task) -> None:
         assert self.config is not None and self.dispatcher is not None
+        pipeline = self.config.pipeline
         worker = InferenceWorker(
-            name, task, self.dispatcher.offer, self.stop_event, self.config.pipeline.max_batch
-        )
+            name, task, self.dispatcher.offer, self.stop_event, pipeline.max_batch,
+            overlap=pipeline.overlap,
+        )  # fmt: skip
         worker.start()
         self.workers[name] = worker
         self._worker_configs[name] = self.config.models[name]

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 
 import pytest
 
@@ -180,3 +181,26 @@ def test_check_config_cli_rejects_misspelt_key_with_exit_2(tmp_path):
     assert line.startswith(prefix + "expected one of: ")
     assert ", labels, path, " in line
     assert "Traceback" not in result.stderr
+
+
+def _schema_keys(schema, node, path):
+    """Dotted paths of every named property under ``node`` (refs followed, maps as '*')."""
+    if "$ref" in node:
+        node = schema["definitions"][node["$ref"].rsplit("/", 1)[1]]
+    for key, child in node.get("properties", {}).items():
+        yield path + (key,)
+        yield from _schema_keys(schema, child, path + (key,))
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        yield from _schema_keys(schema, extra, path + ("*",))
+
+
+def test_the_reference_config_documents_every_key_of_the_schema():
+    """configs/edged.yaml promises every key with its default: a new key must be added there."""
+    with open(os.path.join(REPO, "configs", "edged.schema.json")) as f:
+        schema = json.load(f)
+    with open(os.path.join(REPO, "configs", "edged.yaml")) as f:
+        text = f.read()
+    written = set(re.findall(r"(?:^|[\s{,#])([a-z_0-9]+):", text, re.MULTILINE))
+    missing = sorted(".".join(p) for p in _schema_keys(schema, schema, ()) if p[-1] not in written)
+    assert missing == []

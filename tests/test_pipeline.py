@@ -168,3 +168,173 @@ def test_a_failing_sink_does_not_starve_the_others_and_drain_delivers_all():
     assert left == 0
     assert seen == list(range(10))
     assert dispatcher.failures == {"broken": 10}
+
+
+class GatedBackend:
+    """Wraps a real backend; each call waits until the test opens the gate (a stand-in for a
+    busy accelerator whose timing the test controls)."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.name = backend.name
+        self.inputs = backend.inputs
+        self.outputs = backend.outputs
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def infer(self, feeds):
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the gate"
+        return self._backend.infer(feeds)
+
+    def close(self):
+        self._backend.close()
+
+
+def counting_preprocess(task):
+    """Records the first pixel value (the test frame's marker) of every pre-processed frame."""
+    calls = []
+    original = task.preprocess
+
+    def preprocess(image):
+        calls.append(int(image[0, 0, 0]))
+        return original(image)
+
+    task.preprocess = preprocess
+    return calls
+
+
+def wait_until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+def test_overlap_preprocesses_the_next_frame_while_the_model_runs(tmp_path):
+    task = real_task(tmp_path)
+    task.backend = GatedBackend(task.backend)
+    prepared = counting_preprocess(task)
+    stop = threading.Event()
+    results = []
+    worker = InferenceWorker("m", task, results.append, stop)  # overlap is the default
+    slot = worker.attach("cam")
+    worker.start()
+    try:
+        assert sorted(t.name for t in worker._threads) == ["infer-m", "post-m", "prep-m"]
+        slot.put(frame("cam", 0, value=10))
+        assert task.backend.entered.wait(5)  # frame 10 is in the model, which is held busy
+        slot.put(frame("cam", 1, value=11))
+        wait_until(lambda: prepared == [10, 11])  # pre-processed while the model is busy
+        # ...and only one batch waits: later frames stay in the slot, newest kept
+        for value in (12, 13, 14):
+            slot.put(frame("cam", value - 10, value=value))
+        time.sleep(0.1)
+        assert prepared == [10, 11]
+        assert len(slot) == 1 and slot.drops == 2
+        task.backend.gate.set()
+        wait_until(lambda: len(results) == 3)
+        assert [r.seq for r in results] == [0, 1, 4]  # in order; 2 and 3 were replaced
+        assert prepared == [10, 11, 14]
+    finally:
+        task.backend.gate.set()
+        stop.set()
+    assert worker.join(5)
+
+
+def test_without_overlap_one_thread_runs_the_steps_in_turn(tmp_path):
+    task = real_task(tmp_path)
+    task.backend = GatedBackend(task.backend)
+    prepared = counting_preprocess(task)
+    stop = threading.Event()
+    results = []
+    worker = InferenceWorker("m", task, results.append, stop, overlap=False)
+    slot = worker.attach("cam")
+    worker.start()
+    try:
+        assert [t.name for t in worker._threads] == ["infer-m"]
+        slot.put(frame("cam", 0, value=20))
+        assert task.backend.entered.wait(5)
+        slot.put(frame("cam", 1, value=21))
+        time.sleep(0.1)
+        assert prepared == [20]  # nothing else happens while the model runs
+        task.backend.gate.set()
+        wait_until(lambda: len(results) == 2)
+        assert prepared == [20, 21]
+    finally:
+        task.backend.gate.set()
+        stop.set()
+    assert worker.join(5)
+
+
+def test_overlap_reports_inference_busy_only_while_the_model_runs(tmp_path):
+    """The watchdog's probe: busy_since set during the model call, cleared after (issue 4)."""
+    task = real_task(tmp_path)
+    task.backend = GatedBackend(task.backend)
+    stop = threading.Event()
+    worker = InferenceWorker("m", task, lambda r: None, stop)
+    slot = worker.attach("cam")
+    worker.start()
+    try:
+        assert worker.stats.busy_since is None
+        slot.put(frame("cam", 0))
+        assert task.backend.entered.wait(5)
+        assert worker.stats.busy_since is not None
+        task.backend.gate.set()
+        wait_until(lambda: worker.stats.batches == 1)
+        assert worker.stats.busy_since is None
+    finally:
+        task.backend.gate.set()
+        stop.set()
+    assert worker.join(5)
+
+
+def test_a_failing_step_is_counted_on_each_thread_and_the_worker_goes_on(tmp_path):
+    task = real_task(tmp_path)
+    original_pre, original_post = task.preprocess, task.postprocess
+    failures = {"pre": 1, "post": 1}
+
+    def preprocess(image):
+        if failures["pre"]:
+            failures["pre"] -= 1
+            raise ValueError("injected pre-processing failure")
+        return original_pre(image)
+
+    def postprocess(outputs, size):
+        if failures["post"]:
+            failures["post"] -= 1
+            raise ValueError("injected post-processing failure")
+        return original_post(outputs, size)
+
+    task.preprocess, task.postprocess = preprocess, postprocess
+    stop = threading.Event()
+    results = []
+    worker = InferenceWorker("m", task, results.append, stop)
+    slot = worker.attach("cam")
+    worker.start()
+    try:
+        for seq in range(3):  # fails in pre-processing, fails in post-processing, delivered
+            slot.put(frame("cam", seq))
+            wait_until(lambda n=seq + 1: worker.stats.errors + len(results) == n)
+    finally:
+        stop.set()
+    assert worker.join(5)
+    assert worker.stats.errors == 2
+    assert [r.seq for r in results] == [2]
+
+
+def test_a_batch_in_the_model_when_stopping_is_still_delivered(tmp_path):
+    task = real_task(tmp_path)
+    task.backend = GatedBackend(task.backend)
+    stop = threading.Event()
+    results = []
+    worker = InferenceWorker("m", task, results.append, stop)
+    slot = worker.attach("cam")
+    worker.start()
+    slot.put(frame("cam", 7))
+    assert task.backend.entered.wait(5)
+    worker.stop()  # this worker alone (a reload replacing its model)
+    task.backend.gate.set()
+    assert worker.join(5)
+    assert [r.seq for r in results] == [7]
+    assert not stop.is_set()

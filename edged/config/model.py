@@ -144,6 +144,7 @@ class StreamConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     max_batch: int = 1
+    overlap: bool = True
     result_queue: int = 256
     summary_interval_s: float = 10.0
     drain_timeout_s: float = 5.0
