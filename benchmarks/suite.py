@@ -55,7 +55,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         "--threads",
         type=int,
         default=os.cpu_count() or 1,
-        help="ONNX Runtime intra-op threads everywhere (default: all cores, %(default)s)",
+        help="ONNX Runtime intra-op threads everywhere but offload, which uses 1 "
+        "(default: all cores, %(default)s)",
     )
     parser.add_argument("--repeats", type=int, help="repeats per figure (default 5; quick 1)")
     parser.add_argument(

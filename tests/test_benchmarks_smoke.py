@@ -23,7 +23,14 @@ if sys.version_info < (3, 10):
 
 from .conftest import REPO  # noqa: E402
 
-BENCHMARK_ROWS = ("1 pipeline", "2 CPU cost", "3 MQTT", "4 start-up", "5 memory")
+BENCHMARK_ROWS = (
+    "1 pipeline",
+    "1b pipeline, model on 1 core",
+    "2 CPU cost",
+    "3 MQTT",
+    "4 start-up",
+    "5 memory",
+)
 PLOTS = ("pipeline_fps.png", "cpu_cost.png", "memory_rss.png")
 
 
@@ -62,9 +69,13 @@ def test_quick_suite_writes_table_json_and_plots(tmp_path):
     machine = results["machine"]
     for key in ("cpu_model", "cpu_cores", "python", "numpy", "onnxruntime", "opencv", "date_utc"):
         assert machine[key], key
-    assert results["ran"] == ["memory", "pipeline", "cost", "mqtt", "startup", "profile"]
+    assert results["ran"] == [
+        "memory", "pipeline", "offload", "cost", "mqtt", "startup", "profile"
+    ]  # fmt: skip
     assert results["settings"]["quick"] is True
     assert results["pipeline"]["median"]["edged"] > 0
+    assert results["pipeline"]["median"]["edged_serial"] > 0
+    assert results["pipeline_offload"]["threads"] == 1
     assert results["mqtt"]["qos1"]["lost_total"] == 0
     assert results["memory"]["samples"]
     assert results["profile"]["samples"] > 0, results["profile"]
