@@ -45,6 +45,8 @@ MQTT_STATS = {
     "dropped_total": 1,
     "reconnects_total": 4,
     "auth_failures_total": 1,
+    "client_id_conflict": False,
+    "client_id_conflicts_total": 0,
     "commands_total": {("ping", "ok"): 5, ("reload", "error"): 1},
 }
 

@@ -78,6 +78,19 @@ MQTT_STATS = (
         "counter",
         "Connections the broker refused: bad credentials or not authorised.",
     ),
+    (
+        "client_id_conflict",
+        "edged_mqtt_client_id_conflict",
+        "gauge",
+        "1 while the broker keeps dropping new connections: another client probably uses "
+        "the same client id (edged then waits minutes between attempts).",
+    ),
+    (
+        "client_id_conflicts_total",
+        "edged_mqtt_client_id_conflicts",
+        "counter",
+        "Times a client id conflict was suspected (see edged_mqtt_client_id_conflict).",
+    ),
 )
 
 

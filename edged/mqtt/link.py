@@ -30,6 +30,7 @@ from ..config import MqttConfig
 from ..errors import ConfigError
 from ..sources.backoff import Backoff
 from . import compat
+from .takeover import TakeoverDetector
 from .topics import Topics
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,8 @@ class BrokerLink:
         self._last_error = None  # type: Optional[str]
         self.reconnects = 0  # connection attempts after the first
         self.auth_failures = 0  # refused credentials and failed TLS handshakes
+        # a second client with our id: reliability.md M6
+        self.takeover = TakeoverDetector(client_id, STABLE_CONNECTION_S, rng=rng)
 
     # -- control (any thread) -------------------------------------------------------------
 
@@ -187,15 +190,18 @@ class BrokerLink:
                 connection = self._connect()
                 if connection is not None:
                     since = self._clock()
-                    self._serve(connection)
-                    if self._clock() - since >= STABLE_CONNECTION_S:
+                    dropped = self._serve(connection)
+                    lasted = self._clock() - since
+                    if lasted >= STABLE_CONNECTION_S:
                         self._backoff.reset()
+                    if dropped:
+                        self.takeover.connection_ended(lasted)
             except Exception:  # noqa: BLE001 - top of the network loop: log, back off, retry
                 logger.exception("MQTT network loop failed; reconnecting")
                 self._set_connection(None)
             if self._stop.is_set():
                 break
-            delay = self._backoff.next_delay()
+            delay = self.takeover.delay(self._backoff.next_delay())
             logger.debug("MQTT: next connection attempt in %.2f s", delay)
             self._stop.wait(delay)
         logger.debug("MQTT network thread stopped")
@@ -289,17 +295,25 @@ class BrokerLink:
         self._wake.set()
         return connection
 
-    def _serve(self, connection: Connection) -> None:
-        """Run the connection until it is lost, a reconnect is forced, or shutdown."""
+    def _serve(self, connection: Connection) -> bool:
+        """Run the connection until it is lost, a reconnect is forced, or shutdown.
+
+        Returns True when the broker or the network ended it, False when edged did.
+        """
         client, callbacks = connection.client, connection.callbacks
         reason = "connection lost"
+        dropped = True
+        stable_at = self._clock() + STABLE_CONNECTION_S
         while True:
             if self._stop.is_set():
                 self._say_stopped(client, callbacks)
-                return
+                return False
             if self.replacing(connection):
-                reason = "acknowledgements overdue"
+                reason, dropped = "acknowledgements overdue", False
                 break
+            if stable_at is not None and self._clock() >= stable_at:
+                self.takeover.connection_stable()  # clears an alarm while still connected
+                stable_at = None
             try:
                 lost = not compat.loop_ok(client.loop(LOOP_TIMEOUT_S))
             except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
@@ -329,6 +343,7 @@ class BrokerLink:
         except (OSError, ValueError):
             pass
         compat.dispose(client)
+        return dropped
 
     def _say_stopped(self, client: Any, callbacks: compat.Callbacks) -> None:
         """Clean exit: retained ``stopped``, wait for its PUBACK, DISCONNECT (no will)."""

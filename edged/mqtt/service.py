@@ -69,6 +69,8 @@ STATS_KEYS = (
     "dropped_total",
     "reconnects_total",
     "auth_failures_total",
+    "client_id_conflict",
+    "client_id_conflicts_total",
     "commands_total",
 )
 
@@ -253,6 +255,8 @@ class MqttService:
             "dropped_total": int(self.outbox.dropped),
             "reconnects_total": int(self.link.reconnects),
             "auth_failures_total": int(self.link.auth_failures),
+            "client_id_conflict": bool(self.link.takeover.suspected),
+            "client_id_conflicts_total": int(self.link.takeover.alarms),
             "commands_total": commands,
         }
 
