@@ -211,82 +211,74 @@ def wait_until(predicate, timeout=5.0):
         time.sleep(0.005)
 
 
+class GatedRun:
+    """A started worker on a task whose model calls wait for ``gate``; frames go to ``slot``,
+    results to ``results``, pre-processed frame markers to ``prepared``."""
+
+    def __init__(self, tmp_path, overlap=True):
+        self.task = real_task(tmp_path)
+        self.backend = self.task.backend = GatedBackend(self.task.backend)
+        self.prepared = counting_preprocess(self.task)
+        self.stop = threading.Event()
+        self.results = []
+        self.worker = InferenceWorker("m", self.task, self.results.append, self.stop,
+                                      overlap=overlap)  # fmt: skip
+        self.slot = self.worker.attach("cam")
+
+    def __enter__(self):
+        self.worker.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.backend.gate.set()
+        self.stop.set()
+        assert self.worker.join(5)
+
+
 def test_overlap_preprocesses_the_next_frame_while_the_model_runs(tmp_path):
-    task = real_task(tmp_path)
-    task.backend = GatedBackend(task.backend)
-    prepared = counting_preprocess(task)
-    stop = threading.Event()
-    results = []
-    worker = InferenceWorker("m", task, results.append, stop)  # overlap is the default
-    slot = worker.attach("cam")
-    worker.start()
-    try:
-        assert sorted(t.name for t in worker._threads) == ["infer-m", "post-m", "prep-m"]
-        slot.put(frame("cam", 0, value=10))
-        assert task.backend.entered.wait(5)  # frame 10 is in the model, which is held busy
-        slot.put(frame("cam", 1, value=11))
-        wait_until(lambda: prepared == [10, 11])  # pre-processed while the model is busy
+    with GatedRun(tmp_path) as run:  # overlap is the default
+        threads = sorted(t.name for t in run.worker._threads)
+        assert threads == ["infer-m", "post-m", "prep-m"]
+        run.slot.put(frame("cam", 0, value=10))
+        assert run.backend.entered.wait(5)  # frame 10 is in the model, which is held busy
+        run.slot.put(frame("cam", 1, value=11))
+        wait_until(lambda: run.prepared == [10, 11])  # pre-processed while the model is busy
         # ...and only one batch waits: later frames stay in the slot, newest kept
         for value in (12, 13, 14):
-            slot.put(frame("cam", value - 10, value=value))
+            run.slot.put(frame("cam", value - 10, value=value))
         time.sleep(0.1)
-        assert prepared == [10, 11]
-        assert len(slot) == 1 and slot.drops == 2
-        task.backend.gate.set()
-        wait_until(lambda: len(results) == 3)
-        assert [r.seq for r in results] == [0, 1, 4]  # in order; 2 and 3 were replaced
-        assert prepared == [10, 11, 14]
-    finally:
-        task.backend.gate.set()
-        stop.set()
-    assert worker.join(5)
+        assert run.prepared == [10, 11]
+        assert len(run.slot) == 1 and run.slot.drops == 2
+        run.backend.gate.set()
+        wait_until(lambda: len(run.results) == 3)
+        assert [r.seq for r in run.results] == [0, 1, 4]  # in order; 2 and 3 were replaced
+        assert run.prepared == [10, 11, 14]
 
 
 def test_without_overlap_one_thread_runs_the_steps_in_turn(tmp_path):
-    task = real_task(tmp_path)
-    task.backend = GatedBackend(task.backend)
-    prepared = counting_preprocess(task)
-    stop = threading.Event()
-    results = []
-    worker = InferenceWorker("m", task, results.append, stop, overlap=False)
-    slot = worker.attach("cam")
-    worker.start()
-    try:
-        assert [t.name for t in worker._threads] == ["infer-m"]
-        slot.put(frame("cam", 0, value=20))
-        assert task.backend.entered.wait(5)
-        slot.put(frame("cam", 1, value=21))
+    with GatedRun(tmp_path, overlap=False) as run:
+        assert [t.name for t in run.worker._threads] == ["infer-m"]
+        run.slot.put(frame("cam", 0, value=20))
+        assert run.backend.entered.wait(5)
+        run.slot.put(frame("cam", 1, value=21))
         time.sleep(0.1)
-        assert prepared == [20]  # nothing else happens while the model runs
-        task.backend.gate.set()
-        wait_until(lambda: len(results) == 2)
-        assert prepared == [20, 21]
-    finally:
-        task.backend.gate.set()
-        stop.set()
-    assert worker.join(5)
+        assert run.prepared == [20]  # nothing else happens while the model runs
+        run.backend.gate.set()
+        wait_until(lambda: len(run.results) == 2)
+        assert run.prepared == [20, 21]
 
 
 def test_overlap_reports_inference_busy_only_while_the_model_runs(tmp_path):
     """The watchdog's probe: busy_since set during the model call, cleared after (issue 4)."""
-    task = real_task(tmp_path)
-    task.backend = GatedBackend(task.backend)
-    stop = threading.Event()
-    worker = InferenceWorker("m", task, lambda r: None, stop)
-    slot = worker.attach("cam")
-    worker.start()
-    try:
-        assert worker.stats.busy_since is None
-        slot.put(frame("cam", 0))
-        assert task.backend.entered.wait(5)
-        assert worker.stats.busy_since is not None
-        task.backend.gate.set()
-        wait_until(lambda: worker.stats.batches == 1)
-        assert worker.stats.busy_since is None
-    finally:
-        task.backend.gate.set()
-        stop.set()
-    assert worker.join(5)
+    with GatedRun(tmp_path) as run:
+        stats = run.worker.stats
+        assert stats.busy_since is None
+        run.slot.put(frame("cam", 0))
+        assert run.backend.entered.wait(5)
+        assert stats.busy_since is not None
+        run.backend.gate.set()
+        wait_until(lambda: stats.batches == 1)
+        assert stats.busy_since is None
 
 
 def test_a_failing_step_is_counted_on_each_thread_and_the_worker_goes_on(tmp_path):
@@ -324,17 +316,12 @@ def test_a_failing_step_is_counted_on_each_thread_and_the_worker_goes_on(tmp_pat
 
 
 def test_a_batch_in_the_model_when_stopping_is_still_delivered(tmp_path):
-    task = real_task(tmp_path)
-    task.backend = GatedBackend(task.backend)
-    stop = threading.Event()
-    results = []
-    worker = InferenceWorker("m", task, results.append, stop)
-    slot = worker.attach("cam")
-    worker.start()
-    slot.put(frame("cam", 7))
-    assert task.backend.entered.wait(5)
-    worker.stop()  # this worker alone (a reload replacing its model)
-    task.backend.gate.set()
-    assert worker.join(5)
-    assert [r.seq for r in results] == [7]
-    assert not stop.is_set()
+    run = GatedRun(tmp_path)
+    run.worker.start()
+    run.slot.put(frame("cam", 7))
+    assert run.backend.entered.wait(5)
+    run.worker.stop()  # this worker alone (a reload replacing its model)
+    run.backend.gate.set()
+    assert run.worker.join(5)
+    assert [r.seq for r in run.results] == [7]
+    assert not run.stop.is_set()
