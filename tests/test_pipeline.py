@@ -77,6 +77,7 @@ def test_round_robin_never_starves_a_stream(tmp_path):
 def test_results_carry_stage_latencies_and_frame_identity(tmp_path):
     results = []
     worker = InferenceWorker("m", real_task(tmp_path), results.append, threading.Event())
+    worker.attach("cam")
     worker.process([frame("cam", 41, value=200)])
     (r,) = results
     assert (r.stream_id, r.seq, r.frame_size, r.model) == ("cam", 41, (32, 24), "m")
@@ -325,3 +326,13 @@ def test_a_batch_in_the_model_when_stopping_is_still_delivered(tmp_path):
     assert run.worker.join(5)
     assert [r.seq for r in run.results] == [7]
     assert not run.stop.is_set()
+
+
+def test_a_stream_detached_while_its_frame_is_in_the_model_is_not_brought_back(tmp_path):
+    with GatedRun(tmp_path) as run:
+        run.slot.put(frame("cam", 3))
+        assert run.backend.entered.wait(5)
+        run.worker.detach("cam")  # a reload removed the stream meanwhile
+        run.backend.gate.set()
+        wait_until(lambda: len(run.results) == 1)
+        assert run.worker.latest == {} and run.worker.stats.frames == {}

@@ -280,10 +280,12 @@ class InferenceWorker:
                 items=found,
                 latency_ms=latency,
             )
-            self.stats.frames[frame.stream_id] = self.stats.frames.get(frame.stream_id, 0) + 1
             self.stats.last_latency_ms = latency
             results.append(result)
-            self.latest[frame.stream_id] = (frame, result)  # one reference per stream
+            # a stream detached while its frame was in flight is not brought back
+            if frame.stream_id in self._slots:
+                self.stats.frames[frame.stream_id] = self.stats.frames.get(frame.stream_id, 0) + 1
+                self.latest[frame.stream_id] = (frame, result)  # one reference per stream
             self._emit(result)
         self.stats.batches += 1
         self.stats.last_progress = done
