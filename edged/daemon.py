@@ -144,9 +144,18 @@ class Daemon:
 
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, shut down; returns the exit code (0)."""
+        from .engine.errors import EngineCancelled  # local, as EngineManager in _start
+
         self.install_signal_handlers()
         try:
-            self.start()
+            try:
+                self.start()
+            except EngineCancelled:
+                if not self.stop_event.is_set():
+                    raise
+                # SIGTERM while an engine built at start-up: the build was stopped, not failed
+                logger.info("stopped during start-up: engine build cancelled")
+                return 0
             while not self.stop_event.is_set():
                 self.serve_once()
         finally:
@@ -185,7 +194,9 @@ class Daemon:
         from .engine import EngineManager  # local: the engine package is only needed here
 
         if self.engines is None:
-            self.engines = EngineManager(self.config.engine, notifier=self.notifier)
+            self.engines = EngineManager(
+                self.config.engine, notifier=self.notifier, cancel=self.stop_event
+            )
         self._undo.append(("cancel engine builds", self.engines.cancel_all))
         self._undo.append(("stop inference workers", self._stop_all_workers))
         needed = _models_needed(self.config)
@@ -367,6 +378,9 @@ class Daemon:
             new = load_config(self.config_path)
             tasks = self._load_changed_models(new)
         except EdgedError as e:
+            if self.stop_event.is_set():  # SIGTERM during the reload's engine build
+                logger.info("reload abandoned: stopping (%s)", e)
+                return False
             self.reloads["rejected"] += 1
             self.last_reload_error = str(e)  # the MQTT reload command replies with it
             logger.error("reload rejected, keeping the running configuration: %s", e)

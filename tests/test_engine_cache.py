@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from edged.config import parse_config
+from edged.config import load_config, parse_config
 from edged.engine import EngineManager
 from edged.engine.builder import EngineBuilder
 from edged.engine.cache import EngineCache, atomic_write, default_cache_dir
@@ -36,6 +36,7 @@ from edged.engine.platform import (
 from edged.engine.progress import ProgressTracker
 from edged.engine.runner import (
     BUILT,
+    CANCELLED,
     FAILED,
     HIT,
     KILLED,
@@ -47,6 +48,7 @@ from edged.engine.runner import (
 from edged.engine.service import get_or_build, target_for
 from edged.modelfile import ModelArtifact
 
+from . import onnx_models
 from .fake_tensorrt import make_trt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -516,3 +518,48 @@ def test_tensorrt_rtx_is_installed_on_python_3_10_and_later():
     if sys.version_info < (3, 10) or platform.machine() != "x86_64":
         pytest.skip("not applicable: TensorRT-RTX wheels need Python >= 3.10 on x86_64")
     import tensorrt_rtx_bindings  # noqa: F401 - setup.cfg [test] extra on Python >= 3.10
+
+
+class BuildUntilCancelled:
+    """Test double of BuildRunner: a build that only ends when cancelled (a long Nano build)."""
+
+    def __init__(self):
+        self.building = threading.Event()
+        self.cancelled = False
+
+    def run(self, request, on_progress=None, cancel=None):
+        self.building.set()
+        assert cancel is not None, "a blocking build must be cancellable"
+        assert cancel.wait(30), "never cancelled"
+        self.cancelled = True
+        return ChildOutcome(CANCELLED, "cancelled", -15, {}, 0.1, [])
+
+
+def test_stopping_the_daemon_during_a_start_up_build_cancels_it_and_exits_0(tmp_path, monkeypatch):
+    """SIGTERM (request_stop, what the handler calls) while the first engine builds: the build is
+    cancelled at once and run() returns 0, instead of systemd waiting for its SIGKILL."""
+    from edged.daemon import Daemon
+
+    onnx_models.write(str(tmp_path / "m.onnx"), onnx_models.classifier(3))
+    config_path = tmp_path / "edged.yaml"
+    config_path.write_text(
+        "models: {m: {path: m.onnx, backend: tensorrt}}\n"
+        "streams: {cam: {source: clip.mp4, model: m}}\n"
+        "metrics: {enabled: false}\nengine: {cache_dir: cache}\n"
+    )
+    runner = BuildUntilCancelled()
+    stop = threading.Event()
+    config = load_config(str(config_path))
+    engines = EngineManager(config.engine, runner=runner, platform=Static(XAVIER), trt=make_trt(),
+                            cancel=stop)  # fmt: skip
+    daemon = Daemon(str(config_path), engines=engines, stop_event=stop)
+    monkeypatch.setattr(daemon, "install_signal_handlers", lambda: None)  # not the main thread
+    codes = []
+    thread = threading.Thread(target=lambda: codes.append(daemon.run()), name="test-daemon")
+    thread.start()
+    assert runner.building.wait(10)
+    daemon.request_stop()
+    thread.join(10)
+    assert not thread.is_alive() and codes == [0]
+    assert runner.cancelled
+    assert engines.stats()["builds"]["cancelled"] == 1

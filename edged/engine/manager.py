@@ -104,8 +104,12 @@ class EngineManager:
         extend_s: float = EXTEND_S,
         status_interval_s: float = STATUS_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        cancel: Optional[threading.Event] = None,
     ) -> None:
         self.config = config
+        # set when the daemon stops: a blocking build at start-up or reload ends with it, so
+        # `systemctl stop` during a 20-minute Nano build does not wait for systemd's SIGKILL
+        self._cancel = cancel
         self.cache = EngineCache(
             config.cache_dir or default_cache_dir(), int(config.cache_max_mb) << 20
         )
@@ -312,17 +316,19 @@ class EngineManager:
     def load_backend(self, model: Any, artifact: Any, key: Optional[str] = None) -> Any:
         """:meth:`ensure` the engine and deserialize it; an engine TensorRT cannot deserialize is
         quarantined and rebuilt once (tao-tensorrt.md 8: ``deserialize_cuda_engine`` -> None).
+        A build ends early when the manager's ``cancel`` event is set.
 
         Raises:
+            EngineCancelled: ``cancel`` was set during the build.
             EngineError: the rebuilt engine does not deserialize either (TensorRT/GPU mismatch).
             EngineBuildError, BackendError: as :meth:`ensure` and the backend.
         """
-        entry = self.ensure(model, artifact, key)
+        entry = self.ensure(model, artifact, key, cancel=self._cancel)
         try:
             return self._make_backend(entry)
         except EngineDeserializeError as e:
             self._quarantine_entry(model.name, entry, str(e))
-        entry = self.ensure(model, artifact, key)
+        entry = self.ensure(model, artifact, key, cancel=self._cancel)
         try:
             return self._make_backend(entry)
         except EngineDeserializeError as e:
