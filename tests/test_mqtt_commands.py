@@ -93,7 +93,13 @@ def test_a_retained_command_is_ignored_without_a_reply():
         ("ping", b"[1, 2]", "must be a JSON object"),
         ("ping", b"{}", "request_id missing or invalid"),
         ("ping", b'{"request_id": true}', "request_id missing or invalid"),
-    ],
+        ("ping", b"[" * 60000, "nested too deeply"),  # reliability.md M7: deep JSON
+        (
+            "ping",
+            b'{"request_id": 1, "a": ' + b"[" * 30000 + b"]" * 30000 + b"}",
+            "nested too deeply",
+        ),
+    ],  # fmt: skip
 )
 def test_unreadable_commands_get_an_error_reply_without_a_request_id(
     processor, name, payload, error

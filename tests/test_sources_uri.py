@@ -100,6 +100,14 @@ def test_live_sources_are_told_apart_from_files():
         ("rtsp://cam/x", {"transport": "http"}, "transport must be one of tcp, udp"),
         ("rtsp://cam/x", {"read_timeout_s": 0}, "read_timeout_s must be in"),
         ("csi://0", {"flip_method": 9}, "flip_method must be 0..7"),
+        # URL typos would otherwise be taken for file names and fail only when opened
+        ("rtsp//admin:pw@cam/x", {}, "is not a valid URL: write rtsp://"),
+        ("rtsp:/cam/x", {}, "is not a valid URL: write rtsp://"),
+        ("HTTP:cam/x", {}, "is not a valid URL: write http://"),
+        ("csi:0", {}, "write csi:// (e.g. csi://0)"),
+        ("admin:pw@cam:554/stream1", {}, "looks like a URL without its scheme"),
+        ("rtsp://cam/x\ny", {}, "control character (code 10) at position 13"),
+        ("/videos/a\x00.mp4", {}, "control character (code 0)"),
     ],
 )
 def test_malformed_sources_are_one_line_config_errors_naming_the_key(source, options, message):
@@ -116,9 +124,24 @@ def test_errors_never_echo_a_password():
         parse_source("rtsp://admin:hunter2@cam:99999/x")
     assert "hunter2" not in str(raised.value)
     assert "admin:***@" in str(raised.value)
-    with pytest.raises(ConfigError) as raised:
-        parse_source("ftp://admin:hunter2@cam/x")
-    assert "hunter2" not in str(raised.value)
+    for typo in ("ftp://admin:hunter2@cam/x", "rtsp//admin:hunter2@cam/x",
+                 "rtsp:/admin:hunter2@cam", "admin:hunter2@cam:554/x"):  # fmt: skip
+        with pytest.raises(ConfigError) as raised:
+            parse_source(typo)
+        assert "hunter2" not in str(raised.value), typo
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["rtsp.mp4", "https_cam.mp4", "videos/a:b.mp4", "/dev/v4l/by-id/usb-046d:0825-video-index0"],
+)
+def test_file_names_that_start_like_a_scheme_are_still_files(path):
+    assert parse_source(path).location == path
+
+
+def test_a_gstreamer_pipeline_may_span_lines():
+    spec = parse_source("gst:videotestsrc\n  ! videoconvert\n  ! appsink")
+    assert spec.location == "videotestsrc ! videoconvert ! appsink"
 
 
 def test_spec_repr_and_display_are_redacted():
@@ -146,6 +169,8 @@ def test_spec_repr_and_display_are_redacted():
         ),
         ("cannot open rtsp://a:b@c/d (refused)", "cannot open rtsp://a:***@c/d (refused)"),
         ("/dev/video0", "/dev/video0"),
+        ("rtsp//user:pw@cam/x", "rtsp//user:***@cam/x"),
+        ("user:pw@cam:554/x", "user:***@cam:554/x"),
     ],
 )
 def test_redact_masks_passwords_wherever_they_appear(text, expected):

@@ -119,7 +119,7 @@ class Watcher:
             return f"{topic} (cleared)"
         try:
             message = json.loads(payload.decode("utf-8"))
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse
             return f"{topic} (not JSON, {len(payload)} bytes)"
         if not isinstance(message, dict):
             return f"{topic} {message}"

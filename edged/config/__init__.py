@@ -12,8 +12,6 @@ import json
 import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-import yaml
-
 from ..errors import ConfigError
 from ..files import read_bounded
 from .model import (
@@ -33,6 +31,7 @@ from .model import (
     StreamConfig,
 )
 from .validate import SchemaValidator, first_error
+from .yamlfile import load_yaml
 
 __all__ = [
     "ClassSettings",
@@ -71,24 +70,6 @@ def schema() -> Dict[str, Any]:
     return json.loads(json.dumps(_schema_cache["schema"]))
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Dict[Any, Any]:
-    loader.flatten_mapping(node)
-    mapping = {}  # type: Dict[Any, Any]
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            raise ConfigError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
-        mapping[key] = loader.construct_object(value_node, deep=True)
-    return mapping
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load_config(path: str) -> Config:
     """Read, validate and freeze the config file at ``path``.
 
@@ -109,14 +90,7 @@ def load_config(path: str) -> Config:
 
 def parse_config(text: str, base_dir: str = ".") -> Config:
     """Validate YAML ``text``; relative paths resolve against ``base_dir``."""
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{where}invalid YAML: {e.problem or e}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML: {e}") from e
+    data = load_yaml(text)
     return build_config({} if data is None else data, base_dir)
 
 

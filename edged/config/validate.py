@@ -56,12 +56,18 @@ def _is_type(value: Any, name: str) -> bool:
     raise ValueError(f"unknown JSON Schema type {name!r}")
 
 
+#: Characters of an offending value shown in a message.
+SHOW_CHARS = 60
+
+
 def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else _json_like(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    text = _brief(value, SHOW_CHARS + 3)
+    return text if len(text) <= SHOW_CHARS else text[: SHOW_CHARS - 3] + "..."
 
 
-def _json_like(value: Any) -> str:
+def _brief(value: Any, budget: int) -> str:
+    """Like ``repr`` (JSON names for null/true/false), but stops once ``budget`` characters are
+    written: never the whole of a huge list or string (reliability.md F1)."""
     if value is None:
         return "null"
     if value is True:
@@ -70,7 +76,23 @@ def _json_like(value: Any) -> str:
         return "false"
     if isinstance(value, Mapping):
         return "a mapping"
-    return repr(value)
+    if isinstance(value, str):
+        return repr(value[:budget])
+    if isinstance(value, (list, tuple)):
+        parts = []  # type: List[str]
+        used = 1
+        for item in value:
+            if used >= budget:
+                parts.append("...")
+                break
+            part = _brief(item, budget - used) if used < budget else "..."
+            parts.append(part)
+            used += len(part) + 2
+        return "[" + ", ".join(parts) + "]"
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"a {value.bit_length()}-bit number"  # str() of a huge int is slow or refused
+    text = repr(value)
+    return text[:budget]
 
 
 def format_path(path: Sequence[Any]) -> str:
@@ -122,7 +144,7 @@ class SchemaValidator:
                 return
         if "enum" in node and value not in node["enum"]:
             choices = ", ".join(
-                _json_like(c) if not isinstance(c, str) else c for c in node["enum"]
+                _brief(c, SHOW_CHARS) if not isinstance(c, str) else c for c in node["enum"]
             )
             hint = _suggest(value, [c for c in node["enum"] if isinstance(c, str)])
             out.append(f"{where}: got {_show(value)}; expected one of: {choices}{hint}")

@@ -508,6 +508,8 @@ def _read_manifest(path: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
         return None, "manifest.json is missing"
     except (OSError, ValueError) as e:
         return None, f"manifest.json is unreadable ({e})"
+    except RecursionError:
+        return None, "manifest.json is unreadable (nested too deeply)"
     if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
         return None, f"manifest.json is not a version {MANIFEST_VERSION} manifest"
     for key in ("fingerprint", "inputs", "engine_sha256", "engine_bytes"):

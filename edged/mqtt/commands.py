@@ -129,6 +129,8 @@ class CommandProcessor:
             return {}, "command is not UTF-8 text"
         except ValueError as e:  # json.JSONDecodeError is a ValueError (also on 3.6)
             return {}, f"invalid JSON: {e}"
+        except RecursionError:  # "[[[[..." : json recurses once per level (M7: deep JSON)
+            return {}, "invalid JSON: nested too deeply"
         if not isinstance(request, dict):
             return {}, "a command must be a JSON object"
         if not _valid_request_id(request.get("request_id")):

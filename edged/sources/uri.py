@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..errors import ConfigError
 
@@ -52,6 +52,13 @@ TRANSPORTS = ("tcp", "udp")
 
 # Greedy password part: an unencoded "@" inside a password must not leak its tail.
 _USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/@:]*):(?P<pw>[^\s/]*)@")
+# The same without a scheme ("rtsp//user:pw@cam", "user:pw@cam:554/x"): typos must not leak either.
+_BARE_USERINFO = re.compile(r"(?<=[^\s/@:]):(?P<pw>[^\s/]*)@")
+_STARTS_WITH_USERINFO = re.compile(r"^[^\s/@:]+:[^\s/]*@")
+# A network or camera scheme whose "://" is mistyped: rtsp//, rtsp:/, rtsp:host
+_MISTYPED_SCHEME = re.compile(
+    r"^(?P<scheme>rtsps?|rtmps?|rtp|https?|udp|srt|csi|file|v4l2)(?::/?(?!/)|//)", re.I
+)
 # GStreamer element properties (rtspsrc user-pw=...); not URL query parameters, handled below.
 _SECRET_PROPERTY = re.compile(
     r"(?P<head>(?<![?&])\b(user-pw|password|passwd|pass|pwd)\s*=\s*)(?P<v>\"[^\"]*\"|'[^']*'|[^\s!]+)",
@@ -70,6 +77,7 @@ def redact(text: str) -> str:
     through it.
     """
     text = _USERINFO.sub(lambda m: m.group("head") + ":***@", text)
+    text = _BARE_USERINFO.sub(":***@", text)
     text = _SECRET_PROPERTY.sub(lambda m: m.group("head") + "***", text)
     return _SECRET_QUERY.sub(lambda m: m.group("head") + "***", text)
 
@@ -145,6 +153,14 @@ def parse_source(
     if not isinstance(source, str) or not source.strip():
         raise ConfigError(f"{key}: expected a non-empty source string")
     source = source.strip()
+    if source.lower().startswith(GST_PREFIXES):
+        # a pipeline written over several YAML lines (``|``): line breaks are spaces to GStreamer
+        source = re.sub(r"\s*[\r\n]\s*", " ", source).replace("\t", " ")
+    for at, char in enumerate(source):
+        if ord(char) < 32 or ord(char) == 127:  # would break the one-line error and the log line
+            raise ConfigError(
+                f"{key}: contains a control character (code {ord(char)}) at position {at + 1}"
+            )
     _check_size(width, height, key)
     _check_range(fps, 0.0, MAX_FPS, key, "fps", exclusive_low=True)
     _check_range(open_timeout_s, 0.0, MAX_TIMEOUT_S, key, "open_timeout_s", exclusive_low=True)
@@ -191,6 +207,7 @@ def _classify(source: str, key: str) -> Tuple[str, str, Optional[int]]:
     if source.isdigit():  # OpenCV's habit: a bare index means /dev/videoN
         return V4L2, f"/dev/video{int(source)}", None
     if "://" not in source:
+        _refuse_url_typos(source, key)
         return _classify_path(source), source, None
 
     scheme = lower.split("://", 1)[0]
@@ -201,7 +218,7 @@ def _classify(source: str, key: str) -> Tuple[str, str, Optional[int]]:
     if scheme == "file":
         return _classify_path(_file_url_path(source, key)), _file_url_path(source, key), None
     if scheme == "v4l2":
-        path = unquote(urlsplit(source).path) or ""
+        path = unquote(_split(source, key).path) or ""
         rest = source[len("v4l2://") :]
         if rest.isdigit():
             return V4L2, f"/dev/video{int(rest)}", None
@@ -211,9 +228,29 @@ def _classify(source: str, key: str) -> Tuple[str, str, Optional[int]]:
     raise ConfigError(
         "{}: unsupported source scheme {!r} in {}; expected a file or directory path, /dev/video*, "
         "{}, csi://N or gst:<pipeline>".format(
-            key, scheme, redact(source), "://, ".join(NETWORK_SCHEMES) + "://"
+            key, redact(scheme), redact(source), "://, ".join(NETWORK_SCHEMES) + "://"
         )
     )
+
+
+_URL_EXAMPLES = {"csi": "csi://0", "file": "file:///videos/a.mp4", "v4l2": "v4l2:///dev/video0"}
+
+
+def _refuse_url_typos(source: str, key: str) -> None:
+    """A URL with a typo would otherwise be taken for a file name and fail only when opened,
+    with the password in the path (issue 4: bad camera URLs get a clear error up front)."""
+    typo = _MISTYPED_SCHEME.match(source)
+    if typo:
+        scheme = typo.group("scheme").lower()
+        example = _URL_EXAMPLES.get(scheme, f"{scheme}://user:pass@host:port/path")
+        raise ConfigError(
+            f"{key}: {redact(source)} is not a valid URL: write {scheme}:// (e.g. {example})"
+        )
+    if _STARTS_WITH_USERINFO.match(source):
+        raise ConfigError(
+            f"{key}: {redact(source)} looks like a URL without its scheme: write "
+            "rtsp://user:pass@host/path (or the camera's scheme)"
+        )
 
 
 def _classify_path(path: str) -> str:
@@ -224,8 +261,15 @@ def _classify_path(path: str) -> str:
     return FILE
 
 
+def _split(source: str, key: str) -> SplitResult:
+    try:
+        return urlsplit(source)
+    except ValueError as e:  # "Invalid IPv6 URL" for an unclosed "["
+        raise ConfigError(f"{key}: malformed URL {redact(source)}: {redact(str(e))}") from e
+
+
 def _file_url_path(source: str, key: str) -> str:
-    parts = urlsplit(source)
+    parts = _split(source, key)
     if parts.netloc not in ("", "localhost"):
         raise ConfigError(f"{key}: file URL must be file:///absolute/path, got {redact(source)}")
     path = unquote(parts.path)
@@ -253,7 +297,8 @@ def _sensor_id(source: str, key: str) -> int:
     rest = source.split("://", 1)[1].rstrip("/")
     if not rest.isdigit() or int(rest) > MAX_SENSOR_ID:
         raise ConfigError(
-            f"{key}: CSI source must be csi://N with sensor id 0..{MAX_SENSOR_ID}, got {source!r}"
+            f"{key}: CSI source must be csi://N with sensor id 0..{MAX_SENSOR_ID}, "
+            f"got {redact(source)}"
         )
     return int(rest)
 

@@ -1,0 +1,139 @@
+"""YAML text -> plain data, refusing what would crash or hang the validator (F1 of
+reliability.md: a hostile config gets a ConfigError, never another exception or a hang).
+
+PyYAML's SafeLoader alone lets through: duplicate keys (it keeps the last one silently),
+keys that are lists or mappings (``? [a, b]``: unhashable, a TypeError later), nesting deep
+enough to exhaust Python's recursion (a RecursionError), and alias "billion laughs" (nine
+anchors of nine references each: 9^9 values that one ``repr`` or a validator walk never
+finishes). This loader refuses each with a one-line reason.
+"""
+
+from typing import Any, Dict, Hashable, List
+
+import yaml
+
+from ..errors import ConfigError
+
+#: Deepest nesting accepted (the deepest real key path is about 7 levels).
+MAX_DEPTH = 32
+#: Most values a config may expand to, aliases counted every time they are used.
+MAX_VALUES = 100000
+#: Longest integer literal (Python 3.11 refuses more than 4300 digits anyway).
+MAX_INT_CHARS = 100
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate and non-scalar keys."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Dict[Any, Any]:
+    # keys written in this mapping, as opposed to those a merge key (<<: *defaults) brings in:
+    # a written key overrides a merged one (the YAML merge spec); two written ones are an error
+    written = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
+    loader.flatten_mapping(node)
+    mapping = {}  # type: Dict[Any, Any]
+    seen_written = set()  # type: Set[Any]
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, Hashable):
+            raise ConfigError(
+                f"line {line}: a key must be a plain value, not a {type(key).__name__}"
+            )
+        if id(key_node) in written:
+            if key in seen_written:
+                raise ConfigError(f"line {line}: duplicate key {key!r}")
+            seen_written.add(key)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    # int() of a long digit string is quadratic before Python 3.11 (CVE-2020-10735) and
+    # refused beyond 4300 digits from 3.11 on: refuse it ourselves, quickly, on every Python
+    if len(node.value) > MAX_INT_CHARS:
+        raise ConfigError(
+            f"line {node.start_mark.line + 1}: a number of {len(node.value)} characters "
+            f"(at most {MAX_INT_CHARS})"
+        )
+    return loader.construct_yaml_int(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse one YAML document into dicts, lists and scalars.
+
+    Raises:
+        ConfigError: not YAML, duplicate or non-scalar keys, too deep, or too big once
+            aliases are expanded; the message says which (with the line where YAML knows it).
+    """
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{where}invalid YAML: {_one_line(e.problem or e)}") from e
+    except yaml.YAMLError as e:  # e.g. a ReaderError for a control character: no mark
+        raise ConfigError(f"invalid YAML: {_one_line(e)}") from e
+    except RecursionError as e:
+        raise ConfigError(f"nested deeper than {MAX_DEPTH} levels") from e
+    check_extent(data)
+    return data
+
+
+def _one_line(problem: Any) -> str:
+    return " ".join(str(problem).split())
+
+
+def _children(node: Any) -> List[Any]:
+    if isinstance(node, dict):
+        return list(node.values())
+    if isinstance(node, (list, tuple, set, frozenset)):
+        return list(node)
+    return []
+
+
+def check_extent(data: Any) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` or more than :data:`MAX_VALUES` values.
+
+    Iterative, and each shared (aliased) node is measured once, so a bomb is refused in
+    time proportional to its text, not to its expansion.
+    """
+    measured = {}  # type: Dict[int, Tuple[int, int]]  # id -> (values, depth) expanded
+    visiting = set()  # ids on the current path: a cycle would never end
+    stack = [(data, False)]  # type: List[Tuple[Any, bool]]
+    keep = []  # type: List[Any]  # keeps measured nodes alive so their ids stay unique
+    while stack:
+        node, children_done = stack.pop()
+        children = _children(node)
+        if not children and not isinstance(node, (dict, list, tuple, set, frozenset)):
+            continue  # a scalar: counted by its parent
+        key = id(node)
+        if children_done:
+            visiting.discard(key)
+            values, depth = 1, 1
+            for child in children:
+                child_values, child_depth = measured.get(id(child), (1, 0))
+                values += child_values
+                depth = max(depth, child_depth + 1)
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"nested deeper than {MAX_DEPTH} levels")
+            if values > MAX_VALUES:
+                raise ConfigError(
+                    f"expands to more than {MAX_VALUES} values (YAML aliases used many times?)"
+                )
+            measured[key] = (values, depth)
+            keep.append(node)
+            continue
+        if key in measured:
+            continue
+        if key in visiting:
+            raise ConfigError("a value contains itself (a YAML alias to its own anchor)")
+        visiting.add(key)
+        stack.append((node, True))
+        for child in children:
+            if isinstance(child, (dict, list, tuple, set, frozenset)) and id(child) not in measured:
+                stack.append((child, False))
