@@ -488,7 +488,8 @@ def _models_needed(config: Config) -> set:
 
 
 def _inference_probe(worker: InferenceWorker, clock: Callable[[], float]) -> Callable[[], float]:
-    """Fresh while idle; while an inference runs, its start time (a hung call goes stale)."""
+    """Fresh while idle; while a step of the worker runs, the oldest start (a hung call goes
+    stale: the model, or a post-processing the model then waits on)."""
 
     def probe() -> float:
         busy = worker.stats.busy_since

@@ -269,17 +269,48 @@ def test_without_overlap_one_thread_runs_the_steps_in_turn(tmp_path):
         assert run.prepared == [20, 21]
 
 
-def test_overlap_reports_inference_busy_only_while_the_model_runs(tmp_path):
+def test_overlap_reports_busy_only_while_a_step_runs(tmp_path):
     """The watchdog's probe: busy_since set during the model call, cleared after (issue 4)."""
     with GatedRun(tmp_path) as run:
         stats = run.worker.stats
         assert stats.busy_since is None
         run.slot.put(frame("cam", 0))
         assert run.backend.entered.wait(5)
-        assert stats.busy_since is not None
+        assert stats.busy_since is not None and stats.step_started["inference"] is not None
         run.backend.gate.set()
         wait_until(lambda: stats.batches == 1)
         assert stats.busy_since is None
+
+
+def test_a_hung_post_processing_shows_as_busy_while_the_model_waits_on_it(tmp_path):
+    """With overlap a post-processing that never returns stalls the model behind it: the
+    watchdog's probe must see it (it would only watch the model call otherwise)."""
+    task = real_task(tmp_path)
+    release = threading.Event()
+    original = task.postprocess
+
+    def hung_postprocess(outputs, size):
+        release.wait(10)
+        return original(outputs, size)
+
+    task.postprocess = hung_postprocess
+    stop = threading.Event()
+    worker = InferenceWorker("m", task, lambda r: None, stop)
+    slot = worker.attach("cam")
+    worker.start()
+    try:
+        slot.put(frame("cam", 0))
+        wait_until(lambda: worker.stats.step_started["postprocess"] is not None)
+        stuck_since = worker.stats.busy_since
+        for seq in range(1, 4):  # the model finishes these, then waits for the hung step
+            slot.put(frame("cam", seq))
+            time.sleep(0.05)
+        assert worker.stats.busy_since == stuck_since  # stale: the watchdog fires on it
+        assert worker.stats.step_started["inference"] is None
+    finally:
+        release.set()
+        stop.set()
+    assert worker.join(5)
 
 
 def test_a_failing_step_is_counted_on_each_thread_and_the_worker_goes_on(tmp_path):

@@ -275,7 +275,8 @@ class DaemonCollector:
             )
             batches.add_metric([name], worker.stats.batches)
             errors.add_metric([name], worker.stats.errors)
-            busy.add_metric([name], 0 if worker.stats.busy_since is None else 1)
+            running = worker.stats.step_started.get("inference") is not None
+            busy.add_metric([name], 1 if running else 0)
         return iter([info, batches, errors, busy])
 
     def _results(self) -> Iterator[Metric]:

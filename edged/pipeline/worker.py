@@ -37,6 +37,9 @@ T = TypeVar("T")
 WAIT_S = 0.2
 
 
+STEPS = ("preprocess", "inference", "postprocess")
+
+
 class Batch:
     """Frames on their way through the steps, with the step times (the worker's clock)."""
 
@@ -61,8 +64,17 @@ class WorkerStats:
         self.batches = 0
         self.errors = 0
         self.last_progress = time.monotonic()  # last completed inference (or start)
-        self.busy_since = None  # type: Optional[float]  # inference in progress since
         self.last_latency_ms = {}  # type: Dict[str, float]
+        # when the running call of each step began (None: not running); with overlap the
+        # three run at once, and a hang in any of them stalls the others behind it
+        self.step_started = dict.fromkeys(STEPS)  # type: Dict[str, Optional[float]]
+
+    @property
+    def busy_since(self) -> Optional[float]:
+        """Start of the oldest step call still running, or None when idle: the watchdog's
+        probe (a hung model call, or a hung post-processing that the model then waits on)."""
+        started = [t for t in list(self.step_started.values()) if t is not None]
+        return min(started) if started else None
 
 
 class InferenceWorker:
@@ -237,23 +249,34 @@ class InferenceWorker:
 
     def _prepare(self, frames: List[Frame]) -> Batch:
         batch = Batch(frames, self._clock())
-        batch.tensors = [self.task.preprocess(f.image) for f in frames]
+        self.stats.step_started["preprocess"] = batch.started
+        try:
+            batch.tensors = [self.task.preprocess(f.image) for f in frames]
+        finally:
+            self.stats.step_started["preprocess"] = None
         batch.preprocessed = self._clock()
         return batch
 
     def _infer(self, batch: Batch) -> Batch:
-        batch.infer_start = self.stats.busy_since = self._clock()
+        batch.infer_start = self._clock()
+        self.stats.step_started["inference"] = batch.infer_start
         try:
             batch.outputs = self.task.infer(batch.tensors)
         finally:
-            self.stats.busy_since = None
+            self.stats.step_started["inference"] = None
         batch.inferred = self._clock()
         batch.tensors = []  # the input buffers can go before post-processing
         return batch
 
     def _finish(self, batch: Batch) -> List[InferenceResult]:
+        try:
+            return self._post(batch)
+        finally:
+            self.stats.step_started["postprocess"] = None
+
+    def _post(self, batch: Batch) -> List[InferenceResult]:
         frames = batch.frames
-        post_start = self._clock()
+        post_start = self.stats.step_started["postprocess"] = self._clock()
         items = [self.task.postprocess(o, f.source_size) for o, f in zip(batch.outputs, frames)]
         done = self._clock()
         n = float(len(frames))
