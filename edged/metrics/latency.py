@@ -36,8 +36,8 @@ class LatencyHistograms:
 
     name = "edged_inference_stage_seconds"
     documentation = (
-        "Time per pipeline stage of one frame: queue (capture to inference start), "
-        "preprocess, inference, postprocess, total (capture to result)."
+        "Time per pipeline stage of one frame: queue (waiting in the frame slot and between "
+        "the steps), preprocess, inference, postprocess, total (capture to result)."
     )
     labels = ("stream", "model", "stage")
 

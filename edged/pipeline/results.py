@@ -10,8 +10,8 @@ class InferenceResult:
 
     ``seq`` is the frame's per-stream sequence number from capture, so gaps show
     frames dropped before inference; ``latency_ms`` has one entry per stage
-    (``queue``: capture to inference start, ``preprocess``, ``inference``,
-    ``postprocess``) and ``total`` from capture to result.
+    (``queue``: waiting in the frame slot and between the steps, ``preprocess``,
+    ``inference``, ``postprocess``; they add up to) ``total`` from capture to result.
     """
 
     stream_id: str
