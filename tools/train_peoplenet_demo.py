@@ -92,17 +92,13 @@ def fetch_video() -> str:
 
 
 def read_frames(path: str) -> Tuple[np.ndarray, float]:
+    """Every frame of ``path`` (the evaluator's reader) and its frame rate."""
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise SystemExit(f"cannot open video {path}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
     cap.release()
+    frames = ev.read_clip(path)
     if not frames:
         raise SystemExit(f"no frames decoded from {path}")
     return np.stack(frames), fps

@@ -88,12 +88,13 @@ def _one_line(problem: Any) -> str:
     return " ".join(str(problem).split())
 
 
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+
+
 def _children(node: Any) -> List[Any]:
-    if isinstance(node, dict):
-        return list(node.values())
-    if isinstance(node, (list, tuple, set, frozenset)):
-        return list(node)
-    return []
+    """The containers directly inside ``node`` (scalars need no visit: the parent counts them)."""
+    values = node.values() if isinstance(node, dict) else node
+    return [v for v in values if isinstance(v, _CONTAINERS)]
 
 
 def check_extent(data: Any) -> None:
@@ -102,21 +103,20 @@ def check_extent(data: Any) -> None:
     Iterative, and each shared (aliased) node is measured once, so a bomb is refused in
     time proportional to its text, not to its expansion.
     """
+    if not isinstance(data, _CONTAINERS):
+        return
     measured = {}  # type: Dict[int, Tuple[int, int]]  # id -> (values, depth) expanded
-    visiting = set()  # ids on the current path: a cycle would never end
+    visiting = set()  # type: Set[int]  # ids on the current path: a cycle would never end
     stack = [(data, False)]  # type: List[Tuple[Any, bool]]
-    keep = []  # type: List[Any]  # keeps measured nodes alive so their ids stay unique
     while stack:
         node, children_done = stack.pop()
-        children = _children(node)
-        if not children and not isinstance(node, (dict, list, tuple, set, frozenset)):
-            continue  # a scalar: counted by its parent
         key = id(node)
         if children_done:
             visiting.discard(key)
-            values, depth = 1, 1
-            for child in children:
-                child_values, child_depth = measured.get(id(child), (1, 0))
+            scalars = len(node) - len(_children(node))
+            values, depth = 1 + scalars, 1
+            for child in _children(node):
+                child_values, child_depth = measured[id(child)]
                 values += child_values
                 depth = max(depth, child_depth + 1)
             if depth > MAX_DEPTH:
@@ -126,14 +126,9 @@ def check_extent(data: Any) -> None:
                     f"expands to more than {MAX_VALUES} values (YAML aliases used many times?)"
                 )
             measured[key] = (values, depth)
-            keep.append(node)
-            continue
-        if key in measured:
-            continue
-        if key in visiting:
-            raise ConfigError("a value contains itself (a YAML alias to its own anchor)")
-        visiting.add(key)
-        stack.append((node, True))
-        for child in children:
-            if isinstance(child, (dict, list, tuple, set, frozenset)) and id(child) not in measured:
-                stack.append((child, False))
+        elif key not in measured:
+            if key in visiting:
+                raise ConfigError("a value contains itself (a YAML alias to its own anchor)")
+            visiting.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node) if id(child) not in measured)

@@ -170,6 +170,10 @@ class Outbox:
         for statement in _SCHEMA:
             db.execute(statement)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._read_counters(db)
+
+    def _read_counters(self, db: sqlite3.Connection) -> None:
+        """Message count, bytes, newest id and per-stream seqs as they are on disk."""
         count, total, newest = db.execute(
             "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(id), 0) FROM messages"
         ).fetchone()
@@ -232,13 +236,7 @@ class Outbox:
             except sqlite3.Error:
                 pass  # SQLite may have rolled back already
             self._in_tx = False
-        db = self._conn()
-        count, total, newest = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(id), 0) FROM messages"
-        ).fetchone()
-        self._count, self._bytes = int(count), int(total)
-        self._last_id = self._committed_id = int(newest)
-        self._seqs = {str(s): int(n) for s, n in db.execute("SELECT stream, seq FROM sequences")}
+        self._read_counters(self._conn())
         lost = max(0, before - self._count)
         self.dropped += lost  # never published: only committed messages are handed out
         logger.error(

@@ -63,8 +63,6 @@ class WorkerStats:
         self.frames = {}  # type: Dict[str, int]  # per stream
         self.batches = 0
         self.errors = 0
-        self.last_progress = time.monotonic()  # last completed inference (or start)
-        self.last_latency_ms = {}  # type: Dict[str, float]
         # when the running call of each step began (None: not running); with overlap the
         # three run at once, and a hang in any of them stalls the others behind it
         self.step_started = dict.fromkeys(STEPS)  # type: Dict[str, Optional[float]]
@@ -190,10 +188,8 @@ class InferenceWorker:
     def _run(self) -> None:
         while not self._stopping():
             frames = self._collect()
-            if not frames:
-                self.stats.last_progress = self._clock()  # idle is not hung
-                continue
-            self._guarded(self.process, frames)
+            if frames:
+                self._guarded(self.process, frames)
         logger.info("inference worker for model %s stopped", self.model_name)
 
     def process(self, frames: List[Frame]) -> List[InferenceResult]:
@@ -209,7 +205,6 @@ class InferenceWorker:
                 continue
             frames = self._collect()
             if not frames:
-                self.stats.last_progress = self._clock()  # idle is not hung
                 continue
             batch = self._guarded(self._prepare, frames)
             if batch is not None:
@@ -269,15 +264,12 @@ class InferenceWorker:
         return batch
 
     def _finish(self, batch: Batch) -> List[InferenceResult]:
-        try:
-            return self._post(batch)
-        finally:
-            self.stats.step_started["postprocess"] = None
-
-    def _post(self, batch: Batch) -> List[InferenceResult]:
         frames = batch.frames
         post_start = self.stats.step_started["postprocess"] = self._clock()
-        items = [self.task.postprocess(o, f.source_size) for o, f in zip(batch.outputs, frames)]
+        try:
+            items = [self.task.postprocess(o, f.source_size) for o, f in zip(batch.outputs, frames)]
+        finally:
+            self.stats.step_started["postprocess"] = None
         done = self._clock()
         n = float(len(frames))
         steps = {
@@ -303,7 +295,6 @@ class InferenceWorker:
                 items=found,
                 latency_ms=latency,
             )
-            self.stats.last_latency_ms = latency
             results.append(result)
             # a stream detached while its frame was in flight is not brought back
             if frame.stream_id in self._slots:
@@ -311,5 +302,4 @@ class InferenceWorker:
                 self.latest[frame.stream_id] = (frame, result)  # one reference per stream
             self._emit(result)
         self.stats.batches += 1
-        self.stats.last_progress = done
         return results
