@@ -46,15 +46,15 @@ class InputContract:
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_METHODS:
-            raise ValueError("resize must be one of %s, not %r" % (RESIZE_METHODS, self.resize))
+            raise ValueError(f"resize must be one of {RESIZE_METHODS}, not {self.resize!r}")
         if self.channel_order not in CHANNEL_ORDERS:
-            raise ValueError("channel_order must be rgb or bgr, not %r" % (self.channel_order,))
+            raise ValueError(f"channel_order must be rgb or bgr, not {self.channel_order!r}")
         if self.layout not in LAYOUTS:
-            raise ValueError("layout must be one of %s, not %r" % (LAYOUTS, self.layout))
+            raise ValueError(f"layout must be one of {LAYOUTS}, not {self.layout!r}")
         if self.dtype not in DTYPES:
-            raise ValueError("dtype must be one of %s, not %r" % (DTYPES, self.dtype))
+            raise ValueError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
         if self.width <= 0 or self.height <= 0:
-            raise ValueError("input size must be positive, not %dx%d" % (self.width, self.height))
+            raise ValueError(f"input size must be positive, not {self.width}x{self.height}")
 
     @property
     def rgb(self) -> bool:
