@@ -256,6 +256,7 @@ def test_seed_command_writes_the_engine_and_its_manifest_then_hits_the_cache(tmp
     # raises; what is checked is the bytes it was handed: the cached engine's)
     cached = os.path.join(manifest_entry(first.stdout, tmp_path), "model.engine")
     assert open(cached, "rb").read() == data
+    assert "-d" not in first.stdout  # 3,544,960 is the demo model's own input
     before = (os.stat(str(engine)).st_mtime_ns, os.stat(str(engine)).st_ino)
     second = run_convert(tmp_path, *SEED, DEMO_ETLT)
     assert second.returncode == 0, second.stderr
@@ -301,3 +302,10 @@ def test_refusals_with_the_real_builder_are_one_line_exit_2(tmp_path, argv, expe
     assert r.returncode == 2 and len(lines) == 1 and expect in lines[0], r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "x.engine").exists()
     assert "s3cr3t-k3y" not in r.stdout + r.stderr
+
+
+@needs_rtx
+def test_d_that_disagrees_with_a_static_onnx_input_is_noted(tmp_path):
+    r = run_convert(tmp_path, "-k", "tlt_encode", "-d", "3,272,480", "-e", "p.engine", DEMO_ETLT)
+    assert r.returncode == 0, r.stderr
+    assert "note: -d 3,272,480: the model's input is 3,544,960" in r.stdout

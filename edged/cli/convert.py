@@ -189,6 +189,8 @@ def _same_bytes(path: str, data: bytes) -> bool:
 
 def _flag_notes(request: Any, model_format: str, manifest: Dict[str, Any]) -> List[str]:
     """Where the model itself disagrees with -d or -o (ONNX: the graph decides)."""
+    from ..engine.taoconvert import chw
+
     notes = []  # type: List[str]
     io = manifest.get("io") or []
     outputs = {t.get("name", "") for t in io if t.get("mode") == "output"}
@@ -199,6 +201,15 @@ def _flag_notes(request: Any, model_format: str, manifest: Dict[str, Any]) -> Li
             "-o {}: not outputs of this ONNX model (its outputs: {}); an ONNX model's outputs "
             "come from the graph".format(",".join(missing), ", ".join(sorted(outputs)) or "none")
         )
+    shape = chw(request)
+    inputs = [t for t in io if t.get("mode") == "input"]
+    if shape is not None and model_format != "uff" and len(inputs) == 1:
+        dims = list(inputs[0].get("shape") or [])[1:]
+        if len(dims) == 3 and all(d >= 0 for d in dims) and tuple(dims) != shape:
+            notes.append(
+                "-d {}: the model's input is {} (C,H,W); an ONNX model's static shape is "
+                "what is built".format(",".join(map(str, request.dims)), ",".join(map(str, dims)))
+            )
     return notes
 
 
