@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import build as build_cmd  # issue 6: edged build
     from . import cache as cache_cmd  # issue 6: edged cache list|verify|prune
     from . import check_config, infer, run_cmd, schema_cmd
+    from . import convert as convert_cmd  # tao-converter's command line
     from . import watch as watch_cmd  # issue 5: edged watch (MQTT live view)
 
     parser = argparse.ArgumentParser(
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for module in (run_cmd, infer, check_config, schema_cmd, build_cmd, cache_cmd, watch_cmd):
+    for module in (
+        run_cmd, infer, check_config, schema_cmd, build_cmd, convert_cmd, cache_cmd, watch_cmd
+    ):  # fmt: skip
         module.add_parser(commands)
     return parser
 

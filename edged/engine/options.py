@@ -46,6 +46,7 @@ class BuildOptions:
         "calibration_batch_size",
         "calibration_preprocess",
         "timing_cache",
+        "strict_types",
     )
 
     def __init__(
@@ -66,6 +67,7 @@ class BuildOptions:
         calibration_batch_size: int = 8,
         calibration_preprocess: Optional[Dict[str, Any]] = None,
         timing_cache: bool = True,
+        strict_types: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(
@@ -95,6 +97,9 @@ class BuildOptions:
             calibration_preprocess or default_preprocess("detection")
         )
         self.timing_cache = bool(timing_cache)
+        # layers keep the precision asked for (tao-converter -s; TensorRT's
+        # OBEY_PRECISION_CONSTRAINTS, STRICT_TYPES before 8.2)
+        self.strict_types = bool(strict_types)
 
     def to_dict(self) -> Dict[str, Any]:
         out = {name: getattr(self, name) for name in self.FIELDS}
@@ -123,6 +128,7 @@ class BuildOptions:
             "input_width": self.input_width,
             "input_height": self.input_height,
             "output_names": list(self.output_names),
+            "strict_types": self.strict_types,
         }
 
     def replace(self, **changes: Any) -> "BuildOptions":
@@ -204,4 +210,5 @@ def options_for_model(engine: Any, model: Any) -> BuildOptions:
         calibration_batch_size=own.calibration.batch_size,
         calibration_preprocess=preprocess,
         timing_cache=engine.timing_cache,
+        strict_types=pick("strict_types"),
     )
