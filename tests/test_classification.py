@@ -188,6 +188,13 @@ def test_nearest_preprocess_is_bit_identical_to_the_jetson_formula_on_odd_sizes(
         np.testing.assert_allclose(ours, rgb * a[:, None, None] + b[:, None, None], atol=1e-5)
 
 
+def test_nearest_resize_of_images_wider_than_opencv_maps_hold():
+    wide = np.random.RandomState(4).randint(0, 256, size=(3, 40000, 3)).astype(np.uint8)
+    expected = wide[np.array(jetson_nearest_reference(3, 5))[:, None],
+                    np.array(jetson_nearest_reference(40000, 7))]  # fmt: skip
+    assert np.array_equal(resize_nearest(wide, 7, 5), expected)
+
+
 def test_nearest_indices_are_computed_once_per_size_pair():
     assert nearest_indices(1920, 224) is nearest_indices(1920, 224)
     assert not nearest_indices(1920, 224).flags.writeable
