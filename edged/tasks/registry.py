@@ -12,24 +12,24 @@ A new task (say a YOLO decoder) is its own module, its config section in the sch
 one line here.
 """
 
-from typing import Any, Dict, List, Mapping, Sequence, Type
+from typing import Any, Dict, List, Mapping, Sequence, Tuple, Type
 
 import numpy as np
 
 from ..backends.base import TensorSpec
 from ..config import ModelConfig
 from ..config.model import InputConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelContractError
 from .base import ModelTensors, Task, Tensors
 from .classification import ClassificationTask
 from .contract import InputContract
 from .detectnet import DetectNetV2Task
 
 #: Registered tasks, most specific recogniser first.
-TASKS = (
+TASKS: Tuple[Type[Task], ...] = (
     DetectNetV2Task,
     ClassificationTask,
-)  # type: Tuple[Type[Task], ...]
+)
 
 AUTO = "auto"
 
@@ -65,8 +65,6 @@ def recognise(model: Tensors, config: ModelConfig) -> Type[Task]:
     for task in TASKS:
         if task.matches(model, config):
             return task
-    from ..errors import ModelContractError
-
     raise ModelContractError(f"{config.path}: no task recognises this model; set task")
 
 
