@@ -64,8 +64,13 @@ def expand_inputs(paths: List[str]) -> List[Tuple[str, str]]:
     return files
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: str, apply_exif: bool = True) -> np.ndarray:
     """Read an image as BGR uint8.
+
+    Args:
+        apply_exif: turn a JPEG by its EXIF orientation tag, as photo viewers show it
+            (OpenCV's ``IMREAD_COLOR`` does this); False reads the pixels as stored
+            (``IMREAD_IGNORE_ORIENTATION``), as jetson-inference's ``loadImage`` does.
 
     Raises:
         InputError: unreadable or not an image.
@@ -76,7 +81,8 @@ def read_image(path: str) -> np.ndarray:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from e
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    flags = cv2.IMREAD_COLOR if apply_exif else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise InputError(f"{path}: not a readable image")
     return image
@@ -107,12 +113,15 @@ def read_video(path: str, relname: str) -> Iterator[MediaFrame]:
         capture.release()
 
 
-def iterate_media(paths: List[str]) -> Iterator[MediaItem]:
-    """Every frame of every input, with failures reported in place."""
+def iterate_media(paths: List[str], apply_exif: bool = True) -> Iterator[MediaItem]:
+    """Every frame of every input, with failures reported in place.
+
+    ``apply_exif``: see :func:`read_image`.
+    """
     for path, relname in expand_inputs(paths):
         try:
             if is_image(path):
-                yield MediaFrame(path, relname, 0, False, read_image(path))
+                yield MediaFrame(path, relname, 0, False, read_image(path, apply_exif))
             else:
                 yield from read_video(path, relname)
         except InputError as e:

@@ -18,6 +18,7 @@ from typing import Any, List, Optional
 from ..config import ClassSettings, ModelConfig, build_config, load_config
 from ..errors import ConfigError, InputError
 from ..media import MediaFailure, MediaFrame, iterate_media
+from ..tasks.registry import AUTO, task_names
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +41,7 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
     key.add_argument("--model-key", metavar="KEY", help=".etlt model key (PeopleNet: tlt_encode)")
     key.add_argument("--model-key-file", metavar="PATH", help="file holding the .etlt model key")
     key.add_argument("--model-key-env", metavar="VAR", help="environment variable holding the key")
-    src.add_argument(
-        "--task", choices=["auto", "detection", "classification"], help="default: auto"
-    )
+    src.add_argument("--task", choices=[AUTO] + task_names(), help="default: auto")
     src.add_argument("--input-blob", metavar="NAME", help="input tensor name")
     src.add_argument("--output-blob", metavar="NAME", help="classifier output tensor name")
     src.add_argument("--threads", type=int, metavar="N", help="CPU threads (0: all cores)")
@@ -51,6 +50,12 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
     post.add_argument("--threshold", type=float, metavar="T",
                       help="minimum confidence (classification) or coverage (detection, "
                       "all classes)")  # fmt: skip
+    p.add_argument(
+        "--ignore-exif",
+        action="store_true",
+        help="read JPEG photos as stored, ignoring their EXIF orientation tag (as "
+        "jetson-inference does); by default the tag is applied, as photo viewers do",
+    )
     post.add_argument("--json", action="store_true", help="one JSON object per input/frame")
     post.add_argument("--output", "-o", metavar="DIR", help="write annotated copies here")
     p.set_defaults(run=run)
@@ -228,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     writer = AnnotatedWriter(args.output) if args.output else None
     failures = 0
     try:
-        for item in iterate_media(args.inputs):
+        for item in iterate_media(args.inputs, apply_exif=not args.ignore_exif):
             if isinstance(item, MediaFailure):
                 failures += 1
                 print(f"edged: error: {item.error}", file=sys.stderr)

@@ -68,7 +68,7 @@ class CalibrationInput(NamedTuple):
     """Calibration data the caller prepared: a cache's bytes, or image batches."""
 
     cache: Optional[bytes] = None
-    batches: Optional[Callable[[Sequence[int]], ImageBatches]] = None  # CHW -> batches
+    batches: Optional[Callable[[List[Dict[str, Any]]], ImageBatches]] = None  # io -> batches
     upload: Optional[Upload] = None
     write_cache: Optional[Callable[[bytes], None]] = None
 
@@ -492,9 +492,8 @@ class EngineBuilder:
         inputs = [t for t in io if t["mode"] == "input"]
         if len(inputs) != 1 or calibration.batches is None or calibration.upload is None:
             raise EngineError("INT8 calibration from images needs a model with one image input")
-        chw = [d for d in inputs[0]["shape"]][-3:]
         write = calibration.write_cache or (lambda data: None)
-        return make_image_calibrator(self.trt, calibration.batches(chw), calibration.upload, write)
+        return make_image_calibrator(self.trt, calibration.batches(io), calibration.upload, write)
 
     def _build(
         self, builder: Any, network: Any, config: Any, tracker: ProgressTracker, path: str
