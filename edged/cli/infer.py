@@ -52,7 +52,9 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
                       help="minimum confidence (classification) or coverage (detection, "
                       "all classes)")  # fmt: skip
     post.add_argument("--json", action="store_true", help="one JSON object per input/frame")
-    post.add_argument("--output", "-o", metavar="DIR", help="write annotated copies here")
+    post.add_argument("--output", "-o", metavar="DIR",
+                      help="write annotated copies here, in the inputs' folder layout (videos as "
+                      ".mp4 at the source's frame rate)")  # fmt: skip
     p.set_defaults(run=run)
 
 
