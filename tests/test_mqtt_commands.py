@@ -176,3 +176,46 @@ mqtt: {host: h, username: u, password: s3cret}
     assert redacted["mqtt"]["password"] == "***" and redacted["models"]["m"]["key"] == "***"
     assert redacted["mqtt"]["username"] == "u"
     assert "rtsp://admin:***@10.0.0.5/stream" in text
+
+
+NOW_S = 1705314600.0
+
+
+@pytest.mark.parametrize(
+    "issued_at_ms, require, result, error",
+    [
+        (int(NOW_S * 1000) - 61000, False, "stale", "stale: issued 61 s ago (max age 60 s)"),
+        (int(NOW_S * 1000) + 61000, False, "stale", "stale: issued 61 s ahead of edged's clock"),
+        ("2024-01-15", False, "error", "issued_at_ms must be an integer"),
+        (True, False, "error", "issued_at_ms must be an integer"),
+        (None, True, "error", "issued_at_ms required: on MQTT 3.1.1"),
+    ],
+)
+def test_a_command_out_of_its_time_is_refused_and_does_not_run(
+    issued_at_ms, require, result, error
+):
+    daemon = StandInDaemon()
+    processor = CommandProcessor(
+        daemon, "b" * 32, max_age_s=60, require_issue_time=require, wall_clock=lambda: NOW_S
+    )
+    body = {"request_id": "r"}
+    if issued_at_ms is not None:
+        body["issued_at_ms"] = issued_at_ms
+    label, got, reply = run(processor, "reload", body)
+    assert (label, got) == ("reload", result) and reply["request_id"] == "r"
+    assert reply["ok"] is False and reply["error"].startswith(error)
+    assert daemon.reloads == 0
+
+
+@pytest.mark.parametrize("require", [False, True])
+def test_a_command_issued_within_the_max_age_runs(require):
+    daemon = StandInDaemon()
+    processor = CommandProcessor(
+        daemon, "b" * 32, max_age_s=60, require_issue_time=require, wall_clock=lambda: NOW_S
+    )
+    body = {"request_id": "r", "issued_at_ms": int(NOW_S * 1000) - 59000}
+    assert run(processor, "reload", body)[1] == "ok" and daemon.reloads == 1
+
+
+def test_a_command_without_issue_time_runs_where_the_retain_flag_is_trusted(processor):
+    assert run(processor, "ping", {"request_id": "r"})[1] == "ok"  # MQTT 5, not retained
