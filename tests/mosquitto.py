@@ -147,6 +147,7 @@ class Mosquitto:
         persistence: bool = False,
         acl_file: Optional[str] = None,
         allow_anonymous: Optional[bool] = None,
+        extra_conf: Optional[List[str]] = None,
     ) -> None:
         self.binary = require_tool("mosquitto")
         self.dir = directory
@@ -176,6 +177,7 @@ class Mosquitto:
             lines.append(f"password_file {passwd}")
         if acl_file:
             lines.append(f"acl_file {acl_file}")
+        lines += extra_conf or []
         if tls:
             lines += [
                 f"cafile {tls.ca_cert}",

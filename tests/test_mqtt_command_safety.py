@@ -1,7 +1,8 @@
 """Commands against a REAL Mosquitto: stale and retained commands never run (MQTT 3.1.1 and 5),
 an oversized command never reaches edged's memory (MQTT 5 Maximum Packet Size), a burst of
 commands gets one reply each (ok or busy), and the shipped ACL (docs/mosquitto/acl) keeps
-devices and anonymous clients from commanding a device."""
+devices and anonymous clients from commanding a device. Also on MQTT 5: edged keeps within the
+broker's Receive Maximum."""
 
 import collections
 import json
@@ -250,3 +251,23 @@ def test_the_shipped_acl_lets_only_the_operator_command_a_device(tmp_path):
     assert other.received() == [] and anonymous.received() == []  # they read nothing of cam1
     log = broker.log_text()
     assert "Denied PUBLISH from cam2-spy" in log and "Denied PUBLISH from anon" in log
+
+
+def test_mqtt5_in_flight_messages_stay_within_the_brokers_receive_maximum(tmp_path):
+    broker = Mosquitto(str(tmp_path / "broker"), extra_conf=["max_inflight_messages 5"]).start()
+    service = make_service(broker, tmp_path)  # max_inflight 20 (+ headroom for replies)
+    operator = Subscriber(broker, ["edged/dev1/cmd/+/reply"], client_id="operator")
+    operator.wait_subscribed()
+    service.start()
+    try:
+        wait_for(lambda: service.connected, 10, "edged connected")
+        # the CONNACK says Receive Maximum 5; paho (1.6 and 2.x) would not apply it by itself
+        assert service.link.current().client._max_inflight_messages == 5
+        time.sleep(0.5)  # the command subscription follows the CONNACK
+        for i in range(20):
+            operator.client.publish("edged/dev1/cmd/ping", json.dumps({"request_id": i}), qos=1)
+        wait_for(lambda: len(operator.json("/reply")) >= 20, 30, "20 replies")
+    finally:
+        service.stop()
+        operator.close()
+    assert sorted(r["request_id"] for r in operator.json("/reply")) == list(range(20))

@@ -122,6 +122,16 @@ def subscribe(client: "mqtt.Client", protocol: str, topic_filter: str) -> None:
     client.subscribe(topic_filter, options=SubscribeOptions(qos=1, retainAsPublished=True))
 
 
+def limit_inflight(client: "mqtt.Client", limit: int) -> None:
+    """Lower paho's in-flight limit right after CONNACK, before anything is published.
+
+    paho 2.x refuses ``max_inflight_messages_set`` on an open connection (its changes
+    between 0 and a positive limit are untested); nothing is in flight yet here and the
+    limit stays positive, so the attribute both lines keep is set directly.
+    """
+    client._max_inflight_messages = max(1, int(limit))
+
+
 class Callbacks:
     """paho callbacks of one connection; each only appends to a queue and sets an event.
 
@@ -137,6 +147,7 @@ class Callbacks:
     ) -> None:
         self.events = collections.deque()  # type: Deque[Tuple[str, Any]]
         self.acks = collections.deque()  # type: Deque[int]
+        self.receive_maximum = None  # type: Optional[int]
         self._wake = wake
         self._on_message = on_message
 
@@ -148,6 +159,10 @@ class Callbacks:
         client.on_message = self.on_message
 
     def on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
+        # MQTT 5 CONNACK: the broker's Receive Maximum (MQTT 5.0 section 3.2.2.3.3), which
+        # paho (1.6 and 2.x) does not apply to its own in-flight limit
+        properties = rest[0] if rest else None
+        self.receive_maximum = getattr(properties, "ReceiveMaximum", None)
         self.events.append(("connack", code_value(rc)))
 
     def on_disconnect(self, client: Any, userdata: Any, *rest: Any) -> None:

@@ -277,6 +277,11 @@ class BrokerLink:
                 auth = code in compat.AUTH_FAILURE_CODES
                 self._failed(f"broker refused: {compat.describe_connack(code)}", auth=auth)
             return None
+        if callbacks.receive_maximum:  # never more unacknowledged messages than the broker takes
+            compat.limit_inflight(
+                client,
+                min(self.config.max_inflight + INFLIGHT_HEADROOM, int(callbacks.receive_maximum)),
+            )
         compat.subscribe(client, self.config.protocol, self.topics.command_filter)
         client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
         connection = self._set_connection(client, callbacks)
