@@ -15,7 +15,8 @@ import time
 import pytest
 
 from edged.config import parse_config
-from edged.mqtt import inbox
+from edged.errors import ConfigError
+from edged.mqtt import compat, inbox
 from edged.mqtt.control import DaemonControl
 from edged.mqtt.service import MqttService
 from edged.pipeline.results import InferenceResult
@@ -271,3 +272,16 @@ def test_mqtt5_in_flight_messages_stay_within_the_brokers_receive_maximum(tmp_pa
         service.stop()
         operator.close()
     assert sorted(r["request_id"] for r in operator.json("/reply")) == list(range(20))
+
+
+def test_mqtt5_with_a_paho_that_lacks_it_is_a_one_line_config_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(compat, "HAS_MQTT5", False)  # as paho < 1.5 (constraints/ pin 1.6.1+)
+    config = parse_config(f"mqtt: {{host: 127.0.0.1, outbox: {{path: {tmp_path / 'o.db'}}}}}")
+    service = MqttService(config.mqtt, "dev1", ReloadCounter(), threading.Event())
+    with pytest.raises(ConfigError) as error:
+        service.start()
+    assert str(error.value) == (
+        f"mqtt.protocol: MQTT 5 needs paho-mqtt >= 1.5 (installed: {compat.PAHO_VERSION}); "
+        "set protocol: 3.1.1"
+    )
+    assert not (tmp_path / "o.db").exists()  # refused before anything was opened

@@ -76,7 +76,7 @@ def protocol_problem(protocol: str) -> Optional[str]:
     return None
 
 
-def new_client(client_id: str, connect_timeout_s: float, protocol: str = MQTT5) -> "mqtt.Client":
+def new_client(client_id: str, connect_timeout_s: float, protocol: str = MQTT311) -> "mqtt.Client":
     """A fresh client (edged keeps its own outbox): a clean session on 3.1.1; on MQTT 5 the
     clean start is asked for in :func:`connect`."""
     kwargs = {"client_id": client_id, "protocol": PROTOCOLS[protocol]}  # type: dict
