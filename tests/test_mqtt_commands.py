@@ -2,6 +2,8 @@
 
 import base64
 import json
+import threading
+import time
 
 import cv2
 import jsonschema
@@ -11,7 +13,9 @@ import pytest
 from edged.config import parse_config
 from edged.mqtt.commands import CommandProcessor
 from edged.mqtt.control import DaemonControl, redact_config
+from edged.mqtt.inbox import CommandInbox
 from edged.mqtt.payloads import load_schema
+from edged.mqtt.topics import Topics
 from edged.pipeline.results import InferenceResult
 from edged.tasks.detection import Detection
 
@@ -219,3 +223,37 @@ def test_a_command_issued_within_the_max_age_runs(require):
 
 def test_a_command_without_issue_time_runs_where_the_retain_flag_is_trusted(processor):
     assert run(processor, "ping", {"request_id": "r"})[1] == "ok"  # MQTT 5, not retained
+
+
+def test_commands_beyond_the_queue_get_a_busy_reply_and_are_counted():
+    """The broker test (tests/test_mqtt_command_safety.py) bursts 1000; here each path once."""
+    sent = []
+    stop = threading.Event()
+    box = CommandInbox(
+        CommandProcessor(StandInDaemon(), "b" * 32),
+        Topics("edged", "d"),
+        lambda topic, payload: sent.append((topic, json.loads(payload.decode()))) or True,
+        stop.is_set,
+        queue_size=1,
+        busy_queue_size=2,
+    )
+    topic = "edged/d/cmd/ping"
+    box.on_message(topic, b'{"request_id": "queued"}', False)  # fills the command queue
+    box.on_message(topic, b'{"request_id": "b1"}', False)
+    box.on_message(topic, b'{"request_id": "big", "pad": "' + b"x" * 5000 + b'"}', False)
+    box.on_message(topic, b'{"request_id": "b3"}', False)  # the busy queue is full too
+    replies = threading.Thread(target=dict(box.threads())["mqtt-replies"], name="test-replies")
+    replies.start()
+    deadline = time.monotonic() + 10
+    while len(sent) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    replies.join(10)
+    for _, reply in sent:
+        REPLY.validate(reply)
+    assert [(t, r["request_id"], r["ok"]) for t, r in sent] == [
+        (topic + "/reply", "b1", False),
+        (topic + "/reply", None, False),  # over 4 KiB: its request_id was not kept
+    ]
+    assert sent[0][1]["error"] == "busy: 1 commands are waiting; send it again later"
+    assert box.counts() == {("ping", "busy"): 2, ("ping", "busy_unsent"): 1}

@@ -27,7 +27,11 @@ logger = logging.getLogger(__name__)
 #: Received commands waiting for the commands thread; beyond this they get ``busy``.
 COMMAND_QUEUE = 32
 #: Commands waiting for their ``busy`` reply; beyond this they are only counted.
-BUSY_QUEUE = 4096
+BUSY_QUEUE = 1024
+#: A busy command's payload is kept (to read its ``request_id``) up to this size, so the
+#: waiting busy replies hold at most BUSY_QUEUE x 4 KiB; a larger one is answered with
+#: ``request_id`` null.
+BUSY_PAYLOAD_BYTES = 4096
 #: How long the threads wait for work before looking at the stop flag again.
 POLL_S = 0.2
 BUSY_UNSENT = "busy_unsent"
@@ -86,6 +90,8 @@ class CommandInbox:
             return
         except queue.Full:
             pass
+        if len(payload) > BUSY_PAYLOAD_BYTES:
+            payload = b""  # its request_id is not read: the reply says null
         try:
             self._busy.put_nowait((topic, payload, retain))
         except queue.Full:
