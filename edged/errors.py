@@ -67,3 +67,8 @@ class PublishError(EdgedError):
 
 class EngineError(EdgedError):
     """A TensorRT engine cannot be built, loaded or cached."""
+
+
+class UpdateError(EdgedError):
+    """A model update is refused or failed: bad signature, stale or replayed manifest, caps,
+    a transfer or a canary that went wrong."""

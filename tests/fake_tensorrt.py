@@ -165,6 +165,8 @@ def make_trt(
     trt.MemoryPoolType = _enum("MemoryPoolType", ["WORKSPACE"])
     trt.DeviceType = _enum("DeviceType", ["GPU", "DLA"])
     builder_flags = ["GPU_FALLBACK"] + (["FP16"] if fp16 else []) + (["INT8"] if int8 else [])
+    if fp16:  # renamed in 8.2 (TensorRT 8.2 release notes); strongly typed builders have neither
+        builder_flags.append("STRICT_TYPES" if version < "8.2" else "OBEY_PRECISION_CONSTRAINTS")
     trt.BuilderFlag = _enum("BuilderFlag", builder_flags)
     trt.NetworkDefinitionCreationFlag = _enum(
         "NetworkDefinitionCreationFlag", ["EXPLICIT_BATCH"] if explicit_flag else ["STRONGLY_TYPED"]

@@ -1,5 +1,7 @@
 """Classification: the numpy reference pre-processing, softmax/top-k, labels, and a real ORT run."""
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -13,9 +15,10 @@ from edged.tasks.classification import (
     softmax,
     top_k,
 )
+from edged.tasks.contract import InputContract
 from edged.tasks.labels import load_labels, parse_labels
 from edged.tasks.loader import load_task
-from edged.tasks.preprocess import normalisation_terms, preprocess_image
+from edged.tasks.preprocess import nearest_indices, preprocess_image, resize_nearest
 
 from . import onnx_models
 
@@ -37,8 +40,8 @@ def reference_preprocess(bgr, width, height, mean, std):
 def test_preprocess_matches_the_per_pixel_formula():
     rng = np.random.RandomState(0)
     bgr = rng.randint(0, 256, size=(20, 30, 3)).astype(np.uint8)
-    a, b = normalisation_terms(1 / 255.0, IMAGENET_MEAN, IMAGENET_STD)
-    ours = preprocess_image(bgr, 60, 40, True, a, b, "nearest")  # exact 2x upscale
+    contract = InputContract(60, 40, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="nearest")
+    ours = preprocess_image(bgr, contract)  # exact 2x upscale
     ref = reference_preprocess(bgr, 60, 40, IMAGENET_MEAN, IMAGENET_STD)
     assert ours.shape == (3, 40, 60) and ours.dtype == np.float32 and ours.flags.c_contiguous
     np.testing.assert_allclose(ours, ref, atol=1e-5)
@@ -47,8 +50,7 @@ def test_preprocess_matches_the_per_pixel_formula():
 def test_preprocess_is_a_whole_frame_stretch_not_a_crop():
     bgr = np.zeros((100, 400, 3), np.uint8)
     bgr[:, :100] = (0, 0, 255)  # left quarter red (BGR)
-    a, b = normalisation_terms(1 / 255.0, (0, 0, 0), (1, 1, 1))
-    out = preprocess_image(bgr, 224, 224, True, a, b, "nearest")
+    out = preprocess_image(bgr, InputContract(224, 224, resize="nearest"))
     assert np.allclose(out[0, :, :56], 1.0)  # red channel first (RGB), the left quarter
     assert np.allclose(out[0, :, 56:], 0.0)
 
@@ -56,17 +58,15 @@ def test_preprocess_is_a_whole_frame_stretch_not_a_crop():
 def test_bgr_models_keep_opencv_channel_order():
     bgr = np.zeros((8, 8, 3), np.uint8)
     bgr[..., 0] = 255  # blue
-    a, b = normalisation_terms(1 / 255.0, (0, 0, 0), (1, 1, 1))
-    out = preprocess_image(bgr, 8, 8, False, a, b, "nearest")
+    out = preprocess_image(bgr, InputContract(8, 8, channel_order="bgr", resize="nearest"))
     assert np.allclose(out[0], 1.0) and np.allclose(out[2], 0.0)
 
 
 def test_grayscale_and_bgra_inputs_are_accepted():
-    a, b = normalisation_terms(1.0, (0, 0, 0), (1, 1, 1))
     gray = np.full((4, 4), 7, np.uint8)
-    assert np.allclose(preprocess_image(gray, 4, 4, True, a, b, "nearest"), 7)
+    assert np.allclose(preprocess_image(gray, InputContract(4, 4, scale=1.0, resize="nearest")), 7)
     bgra = np.full((4, 4, 4), 9, np.uint8)
-    assert preprocess_image(bgra, 4, 4, True, a, b, "linear").shape == (3, 4, 4)
+    assert preprocess_image(bgra, InputContract(4, 4)).shape == (3, 4, 4)
 
 
 def test_probabilities_are_recognised():
@@ -104,15 +104,100 @@ def test_top_k_orders_and_thresholds():
 
 
 def test_labels_follow_jetson_inference_synset_rule(tmp_path):
-    assert parse_labels("n01440764 tench, Tinca tinca\ncat\n\n") == ["tench, Tinca tinca", "cat"]
+    assert parse_labels("n01440764 tench, Tinca tinca\ncat\n") == ["tench, Tinca tinca", "cat"]
     path = tmp_path / "labels.txt"
     path.write_text("zero\none\n")
     assert load_labels(str(path)) == ["zero", "one"]
     with pytest.raises(ModelError, match="labels file not found"):
         load_labels(str(tmp_path / "missing.txt"))
-    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ModelError, match="has no labels"):
         load_labels(str(tmp_path / "empty.txt"))
+
+
+def test_labels_count_blank_lines_as_classes_like_jetson_inference():
+    # imageNet::LoadClassInfo: every line is a class, a blank one included; 'n' + any 8
+    # characters + a space at index 9 is a synset whose description follows; no trimming
+    text = "n01440764 tench\n\nnot-a-synset line\nn0144076 short id\nnabcdefgh x\n  padded \n\n"
+    assert parse_labels(text) == [
+        "tench", "", "not-a-synset line", "n0144076 short id", "x", "  padded ", "",
+    ]  # fmt: skip
+    assert parse_labels("n01440764 \n") == [""]  # a synset line with an empty description
+    assert parse_labels("n01440764\n") == ["n01440764"]  # no space at index 9: a plain label
+    assert parse_labels("a\r\nb\r\n") == ["a", "b"]  # a file written on Windows
+    assert parse_labels("a\nb") == ["a", "b"]  # no line break after the last line
+
+
+def test_a_blank_line_that_makes_the_count_wrong_is_named(tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("zero\none\n\n")  # 3 classes for jetson-inference, the model has 2
+    with pytest.raises(ModelContractError, match=r"2 classes but 3 labels were given \(1 of them"):
+        load_task(model_config(tmp_path, onnx_models.classifier(2), labels=str(labels)))
+
+
+def jetson_nearest_reference(src, dst):
+    """jetson-inference's source index per output index, in float32 via struct (not numpy)."""
+
+    def f32(value):
+        return struct.unpack("f", struct.pack("f", value))[0]
+
+    scale = f32(f32(src) / f32(dst))  # exact quotient of two float32s, rounded once
+    return [int(f32(f32(i) * scale)) for i in range(dst)]  # product rounded once, truncated
+
+
+def test_nearest_indices_are_jetson_inference_rounding_on_many_size_pairs():
+    rng = np.random.RandomState(15)
+    pairs = [(s, d) for s in range(1, 40) for d in range(1, 40)]
+    pairs += [(1920, 224), (1080, 224), (1280, 224), (720, 224), (224, 224), (640, 299)]
+    pairs += [(3840, 960), (2160, 544), (4095, 4097), (7, 4096), (65535, 257), (999, 1001)]
+    pairs += [tuple(int(v) for v in rng.randint(1, 5000, 2)) for _ in range(300)]
+    for src, dst in pairs:
+        ref = jetson_nearest_reference(src, dst)
+        assert max(ref) < src, (src, dst)  # the formula itself stays inside the image
+        assert nearest_indices(src, dst).tolist() == ref, (src, dst)
+
+
+def test_nearest_resize_differs_from_opencv_where_jetson_inference_does():
+    # the rows/columns where OpenCV's INTER_NEAREST picks a neighbouring pixel are exactly
+    # where this resize must not follow it
+    import cv2
+
+    rng = np.random.RandomState(2)
+    src = rng.randint(0, 256, size=(1080, 1920, 3)).astype(np.uint8)
+    ours = resize_nearest(src, 224, 224)
+    expected = src[np.array(jetson_nearest_reference(1080, 224))[:, None],
+                   np.array(jetson_nearest_reference(1920, 224))]  # fmt: skip
+    assert np.array_equal(ours, expected)
+    opencv = cv2.resize(src, (224, 224), interpolation=cv2.INTER_NEAREST)
+    assert not np.array_equal(opencv, expected)
+
+
+def test_nearest_preprocess_is_bit_identical_to_the_jetson_formula_on_odd_sizes():
+    rng = np.random.RandomState(3)
+    for (src_w, src_h), (w, h) in [((641, 479), (224, 224)), ((33, 17), (61, 13)),
+                                   ((1919, 1081), (299, 227))]:  # fmt: skip
+        bgr = rng.randint(0, 256, size=(src_h, src_w, 3)).astype(np.uint8)
+        contract = InputContract(w, h, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="nearest")
+        ours = preprocess_image(bgr, contract)
+        rows = np.array(jetson_nearest_reference(src_h, h))
+        cols = np.array(jetson_nearest_reference(src_w, w))
+        picked = np.ascontiguousarray(bgr[rows[:, None], cols])  # already the network size
+        assert np.array_equal(ours, preprocess_image(picked, contract))  # same normalisation
+        a, b = contract.affine()
+        rgb = picked[..., ::-1].transpose(2, 0, 1).astype(np.float64)
+        np.testing.assert_allclose(ours, rgb * a[:, None, None] + b[:, None, None], atol=1e-5)
+
+
+def test_nearest_resize_of_images_wider_than_opencv_maps_hold():
+    wide = np.random.RandomState(4).randint(0, 256, size=(3, 40000, 3)).astype(np.uint8)
+    expected = wide[np.array(jetson_nearest_reference(3, 5))[:, None],
+                    np.array(jetson_nearest_reference(40000, 7))]  # fmt: skip
+    assert np.array_equal(resize_nearest(wide, 7, 5), expected)
+
+
+def test_nearest_indices_are_computed_once_per_size_pair():
+    assert nearest_indices(1920, 224) is nearest_indices(1920, 224)
+    assert not nearest_indices(1920, 224).flags.writeable
 
 
 def model_config(tmp_path, data, **extra):

@@ -301,10 +301,10 @@ def test_every_alias_family_resolves_to_its_role(names):
 
 
 def preprocess_detectnet(frame, width, height, interpolation):
-    from edged.tasks.preprocess import normalisation_terms, preprocess_image
+    from edged.tasks.contract import InputContract
+    from edged.tasks.preprocess import preprocess_image
 
-    a, b = normalisation_terms(1 / 255.0, (0, 0, 0), (1, 1, 1))
-    return preprocess_image(frame, width, height, True, a, b, interpolation)
+    return preprocess_image(frame, InputContract(width, height, resize=interpolation))
 
 
 def test_preprocess_is_stretch_resize_rgb_over_255_chw():

@@ -249,23 +249,16 @@ def test_image_calibrator_feeds_preprocessed_batches_and_saves_the_cache(tmp_pat
     import numpy as np
 
     from edged.engine.calibration import ImageBatches
+    from edged.tasks.contract import InputContract
 
     images = ["a.png", "b.png", "c.png", "d.png", "e.png"]
     uploaded, saved = [], []
 
-    def batches(chw):
+    def batches(io):
+        (inp,) = [t for t in io if t["mode"] == "input"]
+        contract = InputContract(inp["shape"][3], inp["shape"][2], scale=1 / 255.0)
         return ImageBatches(
-            images,
-            chw,
-            2,
-            {
-                "color": "rgb",
-                "scale": 1 / 255.0,
-                "mean": [0, 0, 0],
-                "std": [1, 1, 1],
-                "resize": "linear",
-            },
-            read_image=lambda p: np.full((4, 6, 3), 255, np.uint8),
+            images, contract, 2, read_image=lambda p: np.full((4, 6, 3), 255, np.uint8)
         )
 
     def upload(batch):

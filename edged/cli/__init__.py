@@ -21,7 +21,14 @@ EXIT_USAGE = 2  # bad config, model, key or input: the user can fix it
 def build_parser() -> argparse.ArgumentParser:
     from . import build as build_cmd  # issue 6: edged build
     from . import cache as cache_cmd  # issue 6: edged cache list|verify|prune
-    from . import check_config, infer, run_cmd, schema_cmd
+    from . import (
+        check_config,
+        infer,
+        keys_cmd,  # keygen, keys, sign: the operator's side of model updates
+        run_cmd,
+        schema_cmd,
+    )
+    from . import convert as convert_cmd  # tao-converter's command line
     from . import watch as watch_cmd  # issue 5: edged watch (MQTT live view)
 
     parser = argparse.ArgumentParser(
@@ -34,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for module in (run_cmd, infer, check_config, schema_cmd, build_cmd, cache_cmd, watch_cmd):
+    for module in (
+        run_cmd, infer, check_config, schema_cmd, build_cmd, convert_cmd, cache_cmd, watch_cmd,
+        keys_cmd,
+    ):  # fmt: skip
         module.add_parser(commands)
     return parser
 

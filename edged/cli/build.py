@@ -168,11 +168,12 @@ def _override(args: argparse.Namespace, model: Any) -> Any:
     return dataclasses.replace(model, **key_changes) if key_changes else model
 
 
-def _renderer(args: argparse.Namespace, label: str) -> Optional[Any]:
+def progress_renderer(mode: str, json_output: bool, label: str) -> Optional[Any]:
+    """The progress display for ``--progress MODE``: a bar on a terminal, lines otherwise,
+    nothing when asked or when stdout carries JSON (``auto``)."""
     from ..engine.progress import PlainLines, TerminalBar
 
-    mode = args.progress
-    if mode == "none" or (args.json and mode == "auto"):
+    if mode == "none" or (json_output and mode == "auto"):
         return None
     if mode == "bar" or (mode == "auto" and sys.stderr.isatty()):
         return TerminalBar(label, sys.stderr)
@@ -195,7 +196,7 @@ def _build_one(args: argparse.Namespace, engine: Any, model: Any) -> None:
     artifact = load_model_artifact(model.path, key)
     trt = import_tensorrt(engine.tensorrt_module)
     cache = EngineCache(engine.cache_dir or default_cache_dir(), int(engine.cache_max_mb) << 20)
-    render = _renderer(args, model.name)
+    render = progress_renderer(args.progress, args.json, model.name)
     tracker = ProgressTracker(render)
 
     def waiting(path: str) -> None:

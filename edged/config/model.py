@@ -87,6 +87,7 @@ class ModelEngineConfig:
     workspace_mb: Optional[int] = None
     dla_core: Optional[int] = None  # -1: GPU even when the top level names a DLA core
     gpu_fallback: Optional[bool] = None
+    strict_types: Optional[bool] = None
     max_batch: int = 1
     profiles: Dict[str, ProfileConfig] = field(default_factory=dict)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
@@ -106,6 +107,7 @@ class EngineConfig:
     workspace_mb: int = 256
     dla_core: Optional[int] = None
     gpu_fallback: bool = True
+    strict_types: bool = False
 
 
 @dataclass(frozen=True)

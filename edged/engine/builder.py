@@ -68,7 +68,7 @@ class CalibrationInput(NamedTuple):
     """Calibration data the caller prepared: a cache's bytes, or image batches."""
 
     cache: Optional[bytes] = None
-    batches: Optional[Callable[[Sequence[int]], ImageBatches]] = None  # CHW -> batches
+    batches: Optional[Callable[[List[Dict[str, Any]]], ImageBatches]] = None  # io -> batches
     upload: Optional[Upload] = None
     write_cache: Optional[Callable[[bytes], None]] = None
 
@@ -239,6 +239,22 @@ def _spatial(axis: int, rank: int, options: BuildOptions) -> Optional[int]:
     return None
 
 
+def strict_types_flag(trt: Any) -> str:
+    """The BuilderFlag that makes layers keep their requested precision.
+
+    TensorRT 8.2 renamed STRICT_TYPES to OBEY_PRECISION_CONSTRAINTS (TensorRT 8.2 release
+    notes, "Deprecated API"); a strongly typed builder (TensorRT-RTX) needs neither.
+
+    Raises:
+        EngineBuildError: this TensorRT has neither flag.
+    """
+    flags = getattr(trt, "BuilderFlag", None)
+    for name in ("OBEY_PRECISION_CONSTRAINTS", "STRICT_TYPES"):
+        if hasattr(flags, name):
+            return name
+    raise EngineBuildError("this TensorRT has no strict-types builder flag")
+
+
 # -- the builder ------------------------------------------------------------------------------
 
 
@@ -310,6 +326,8 @@ class EngineBuilder:
             options.dla_core, options.gpu_fallback, self.features, caps, precision.obtained
         )
         flags = list(precision.flags) + list(device.flags)
+        if options.strict_types and not self.features.strongly_typed:
+            flags.append(strict_types_flag(trt))
         for flag in flags:
             config.set_flag(getattr(trt.BuilderFlag, flag))
         if precision.obtained == "int8":
@@ -474,9 +492,8 @@ class EngineBuilder:
         inputs = [t for t in io if t["mode"] == "input"]
         if len(inputs) != 1 or calibration.batches is None or calibration.upload is None:
             raise EngineError("INT8 calibration from images needs a model with one image input")
-        chw = [d for d in inputs[0]["shape"]][-3:]
         write = calibration.write_cache or (lambda data: None)
-        return make_image_calibrator(self.trt, calibration.batches(chw), calibration.upload, write)
+        return make_image_calibrator(self.trt, calibration.batches(io), calibration.upload, write)
 
     def _build(
         self, builder: Any, network: Any, config: Any, tracker: ProgressTracker, path: str

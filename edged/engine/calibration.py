@@ -5,7 +5,8 @@ calibrator returns the cache's bytes from ``read_calibration_cache()`` and
 ``None`` from ``get_batch()`` -- TensorRT then calibrates from the cache
 alone (NVIDIA's ``resnet34_peoplenet_int8.txt``, TAO's ``cal.bin``). Without
 a cache, :class:`ImageBatches` pre-processes a folder of images exactly like
-inference does (stretch resize, channel order, ``(x*scale-mean)/std``) and the
+inference does (the model's :class:`~edged.tasks.contract.InputContract`, resolved by
+the task registry from the parsed network: ``edged.tasks.registry``) and the
 calibrator feeds the batches through GPU memory; the cache TensorRT writes
 back is kept in the engine cache under the images' hash, so the next build
 with the same images calibrates from it without touching the GPU for data.
@@ -16,11 +17,13 @@ classes are created at build time from the installed module.
 
 import logging
 import os
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import EngineError
+from ..tasks.contract import InputContract
+from ..tasks.preprocess import preprocess_image
 from .fingerprint import calibration_images
 
 logger = logging.getLogger(__name__)
@@ -29,46 +32,27 @@ Upload = Callable[[np.ndarray], int]  # host batch -> device pointer (valid unti
 
 
 class ImageBatches:
-    """Calibration batches (float32 N x C x H x W) from images, pre-processed like inference."""
+    """Calibration batches (float32 N x 3 x H x W) from images, pre-processed like inference."""
 
     def __init__(
         self,
         paths: Sequence[str],
-        shape_chw: Sequence[int],
+        contract: InputContract,
         batch_size: int,
-        preprocess: Dict[str, Any],
         read_image: Optional[Callable[[str], np.ndarray]] = None,
     ) -> None:
-        if len(shape_chw) != 3 or shape_chw[0] != 3:
-            raise EngineError(
-                f"INT8 calibration needs a 3 x H x W image input, the model has {list(shape_chw)}"
-            )
         self.paths = list(paths)
-        self.shape = tuple(int(d) for d in shape_chw)
+        self.contract = contract
+        self.shape = (3, contract.height, contract.width)
         self.batch_size = int(batch_size)
-        self._preprocess = preprocess
         self._read_image = read_image
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        from ..tasks.preprocess import normalisation_terms, preprocess_image
-
-        a, b = normalisation_terms(
-            self._preprocess["scale"], self._preprocess["mean"], self._preprocess["std"]
-        )
         read = self._read_image or _read_image
-        _, height, width = self.shape
         for start in range(0, len(self.paths) - self.batch_size + 1, self.batch_size):
             batch = np.empty((self.batch_size,) + self.shape, dtype=np.float32)
             for i, path in enumerate(self.paths[start : start + self.batch_size]):
-                batch[i] = preprocess_image(
-                    read(path),
-                    width,
-                    height,
-                    self._preprocess["color"] == "rgb",
-                    a,
-                    b,
-                    self._preprocess["resize"],
-                )
+                batch[i] = preprocess_image(read(path), self.contract)
             yield batch
 
 

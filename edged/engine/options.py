@@ -10,7 +10,9 @@ for the 4 GB Nano: FP16 with a fallback, 256 MiB workspace (tao-tensorrt.md 7,
 
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from ..config import ModelConfig
 from ..errors import ConfigError
+from ..tasks.registry import calibration_request
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MIB = 1 << 20
@@ -20,10 +22,6 @@ Profile = Tuple[Dims, Dims, Dims]  # min, opt, max
 
 #: DetectNet_v2 outputs a UFF parse registers when the config names none (tao-tensorrt.md 1.3).
 UFF_DEFAULT_OUTPUTS = ("output_cov/Sigmoid", "output_bbox/BiasAdd")
-#: Calibration pre-processing defaults by task (edged.tasks: PeopleNet x/255, ImageNet for
-#: the jetson-inference ResNet-18 contract).
-_DETECTION_NORM = (1.0 / 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "linear")
-_CLASSIFICATION_NORM = (1.0 / 255.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "nearest")
 
 
 class BuildOptions:
@@ -46,6 +44,7 @@ class BuildOptions:
         "calibration_batch_size",
         "calibration_preprocess",
         "timing_cache",
+        "strict_types",
     )
 
     def __init__(
@@ -66,6 +65,7 @@ class BuildOptions:
         calibration_batch_size: int = 8,
         calibration_preprocess: Optional[Dict[str, Any]] = None,
         timing_cache: bool = True,
+        strict_types: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ConfigError(
@@ -91,10 +91,15 @@ class BuildOptions:
         self.calibration_images = calibration_images
         self.calibration_max_images = int(calibration_max_images)
         self.calibration_batch_size = int(calibration_batch_size)
+        # not a contract yet: under ``task: auto`` the task, and so its contract, is known
+        # only once the network is parsed (edged.tasks.registry.calibration_contract)
         self.calibration_preprocess = dict(
-            calibration_preprocess or default_preprocess("detection")
+            calibration_preprocess or calibration_request(ModelConfig(name="", path=""))
         )
         self.timing_cache = bool(timing_cache)
+        # layers keep the precision asked for (tao-converter -s; TensorRT's
+        # OBEY_PRECISION_CONSTRAINTS, STRICT_TYPES before 8.2)
+        self.strict_types = bool(strict_types)
 
     def to_dict(self) -> Dict[str, Any]:
         out = {name: getattr(self, name) for name in self.FIELDS}
@@ -123,6 +128,7 @@ class BuildOptions:
             "input_width": self.input_width,
             "input_height": self.input_height,
             "output_names": list(self.output_names),
+            "strict_types": self.strict_types,
         }
 
     def replace(self, **changes: Any) -> "BuildOptions":
@@ -154,11 +160,6 @@ def _profile(name: str, value: Any) -> Profile:
     return lo, opt, hi
 
 
-def default_preprocess(task: str) -> Dict[str, Any]:
-    scale, mean, std, resize = _CLASSIFICATION_NORM if task == "classification" else _DETECTION_NORM
-    return {"color": "rgb", "scale": scale, "mean": list(mean), "std": list(std), "resize": resize}
-
-
 def options_for_model(engine: Any, model: Any) -> BuildOptions:
     """Merge the top-level ``engine`` section with ``models.NAME.engine`` and ``input``.
 
@@ -172,17 +173,7 @@ def options_for_model(engine: Any, model: Any) -> BuildOptions:
         value = getattr(own, name)
         return getattr(engine, name) if value is None else value
 
-    preprocess = default_preprocess(model.task)
     inp = model.input
-    preprocess["color"] = inp.color
-    if inp.scale is not None:
-        preprocess["scale"] = inp.scale
-    if inp.mean is not None:
-        preprocess["mean"] = list(inp.mean)
-    if inp.std is not None:
-        preprocess["std"] = list(inp.std)
-    if inp.resize is not None:
-        preprocess["resize"] = inp.resize
     det = model.detection
     outputs = ()  # type: Tuple[str, ...]
     if det.coverage_output or det.bbox_output:
@@ -202,6 +193,7 @@ def options_for_model(engine: Any, model: Any) -> BuildOptions:
         calibration_images=own.calibration.images,
         calibration_max_images=own.calibration.max_images,
         calibration_batch_size=own.calibration.batch_size,
-        calibration_preprocess=preprocess,
+        calibration_preprocess=calibration_request(model),
         timing_cache=engine.timing_cache,
+        strict_types=pick("strict_types"),
     )

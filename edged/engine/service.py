@@ -16,10 +16,11 @@ import re
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from .. import __version__
 from ..errors import EngineError
+from ..tasks.registry import calibration_contract
 from .builder import BuildResult, CalibrationInput, EngineBuilder
 from .cache import MANIFEST_VERSION, CacheEntry, EngineCache
 from .calibration import ImageBatches, image_paths, pycuda_uploader
@@ -119,7 +120,7 @@ def get_or_build(
                 return Outcome(HIT, entry, bool(waited), 0.0, None)
         timing_key = timing_cache_key(platform)
         timing = cache.read_blob("timing", timing_key) if options.timing_cache else None
-        calibration = prepare_calibration(options, cache, target.inputs)
+        calibration = prepare_calibration(options, cache, target.inputs, artifact.path)
         result = builder.build(artifact, options, tracker, timing, calibration, clock=clock)
         manifest = make_manifest(target, artifact, options, result, model_name)
         entry = cache.publish(target.name, target.fingerprint, result.engine, manifest)
@@ -131,12 +132,14 @@ def get_or_build(
 
 
 def prepare_calibration(
-    options: BuildOptions, cache: EngineCache, inputs: Dict[str, Any]
+    options: BuildOptions, cache: EngineCache, inputs: Dict[str, Any], model_path: str = ""
 ) -> CalibrationInput:
     """The calibration data for an INT8 request (tao-tensorrt.md 7), if any.
 
     A given cache file is used as is; images are calibrated once and the
     cache TensorRT writes is kept under their hash, so the next build replays it.
+    Images are pre-processed in the input contract of the task the registry recognises
+    in the parsed network (``task: auto`` included), as inference will.
     """
     calib = inputs["build"].get("calibration") or {}
     kind = calib.get("kind")
@@ -154,10 +157,11 @@ def prepare_calibration(
                 f"one batch of {options.calibration_batch_size}"
             )
 
-        def batches(chw: Any) -> ImageBatches:
-            return ImageBatches(
-                paths, chw, options.calibration_batch_size, options.calibration_preprocess
-            )
+        def batches(io: List[Dict[str, Any]]) -> ImageBatches:
+            request = options.calibration_preprocess
+            contract = calibration_contract(request, io, model_path)
+            logger.info("INT8 calibration pre-processing: %s", contract)
+            return ImageBatches(paths, contract, options.calibration_batch_size)
 
         def write(data: bytes) -> None:
             cache.write_blob("calibration", calib["sha256"], data)

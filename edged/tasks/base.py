@@ -8,30 +8,50 @@ streams and time each stage. Results are task-specific lists with a
 """
 
 import abc
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..backends.base import Backend, TensorSpec, find_tensor
 from ..config import ModelConfig
 from ..errors import ModelContractError
-from .preprocess import INTERPOLATIONS, normalisation_terms, preprocess_image
+from .contract import InputContract, InputDefaults
+from .preprocess import preprocess_image
 
 Size = Tuple[int, int]  # (width, height)
 
 
-class Task(abc.ABC):
-    """A model plus the pre- and post-processing its contract needs."""
+class ModelTensors(NamedTuple):
+    """A model's input and output tensors: what recognises its task (a Backend has the same)."""
 
-    #: "detection" or "classification"
+    inputs: List[TensorSpec]
+    outputs: List[TensorSpec]
+
+
+#: what :meth:`Task.matches` looks at: a loaded backend, or the tensors of a parsed network
+Tensors = Union[Backend, ModelTensors]
+
+
+class Task(abc.ABC):
+    """A model plus the pre- and post-processing its contract needs.
+
+    A task class declares, and :mod:`edged.tasks.registry` reads: its ``kind`` (the name
+    in ``models.NAME.task``), its ``config_section`` (the section of the model's config
+    holding its settings), its ``input_defaults`` (the input contract unless the model's
+    ``input`` config says else) and :meth:`matches` (does ``task: auto`` pick it).
+    """
+
+    #: the task's name in ``models.NAME.task`` ("detection", "classification")
     kind = ""
+    #: the section of ``models.NAME`` holding this task's settings
+    config_section = ""
+    #: the input contract without its size (the model's `input` config overrides it)
+    input_defaults = InputDefaults()
     #: input tensor names to look for when the config names none
     input_aliases = ()  # type: Tuple[str, ...]
-    #: task defaults for the pre-processing (overridden by the model's `input` config)
-    default_scale = 1.0 / 255.0
-    default_mean = (0.0, 0.0, 0.0)
-    default_std = (1.0, 1.0, 1.0)
-    default_resize = "linear"
+    #: the keys of ``config_section`` that :meth:`matches` reads (INT8 calibration sends them
+    #: to the build process, which recognises the task from the parsed network)
+    recognition_keys = ()  # type: Tuple[str, ...]
     #: sha256 of the loaded model's plain bytes (set by the loader)
     model_sha256 = ""
 
@@ -39,54 +59,58 @@ class Task(abc.ABC):
         self.backend = backend
         self.config = config
         self.model = config.path
-        self.input = self._find_input()
+        self.input = self.find_input(backend, config)
         self.batch_dim = self.input.shape[0]  # None when the model has a dynamic batch
-        self.width, self.height = self._input_size()
-        cfg = config.input
-        self.rgb = cfg.color == "rgb"
-        self.resize = cfg.resize or self.default_resize
-        assert self.resize in INTERPOLATIONS
-        self._a, self._b = normalisation_terms(
-            self.default_scale if cfg.scale is None else cfg.scale,
-            cfg.mean or self.default_mean,
-            cfg.std or self.default_std,
-        )
+        self.contract = self.input_contract(config, self.input)
+        self.width, self.height = self.contract.size
         self.labels = list(labels)
 
     # -- model contract -------------------------------------------------------------------
 
-    def _find_input(self) -> TensorSpec:
-        inputs = self.backend.inputs
-        name = self.config.input.name
+    @classmethod
+    def matches(cls, model: Tensors, config: ModelConfig) -> bool:
+        """True when ``task: auto`` should pick this task for ``model``'s tensors."""
+        return False
+
+    @classmethod
+    def find_input(cls, model: Tensors, config: ModelConfig) -> TensorSpec:
+        """The image input: the configured name, the only input, or one of the aliases."""
+        inputs = model.inputs
+        name = config.input.name
         if name:
-            return find_tensor(inputs, [name], "input", self.model)
+            return find_tensor(inputs, [name], "input", config.path)
         if len(inputs) == 1:
             return inputs[0]
-        return find_tensor(inputs, self.input_aliases, "input", self.model)
+        return find_tensor(inputs, cls.input_aliases, "input", config.path)
 
-    def _input_size(self) -> Size:
-        shape = self.input.shape
+    @classmethod
+    def input_contract(cls, config: ModelConfig, spec: TensorSpec) -> InputContract:
+        """The task's defaults, the model's ``input`` config and ``spec``'s size, resolved.
+
+        Raises:
+            ModelContractError: the input is not N x 3 x H x W, or its size is dynamic and
+                not configured.
+        """
+        shape = spec.shape
         if len(shape) != 4 or shape[1] not in (3, None):
             raise ModelContractError(
-                f"{self.model}: input {self.input.name!r} has shape {_dims(shape)}; "
+                f"{config.path}: input {spec.name!r} has shape {_dims(shape)}; "
                 "expected N x 3 x H x W (NCHW, 3 channels)"
             )
-        width = self.config.input.width or shape[3]
-        height = self.config.input.height or shape[2]
+        width = config.input.width or shape[3]
+        height = config.input.height or shape[2]
         if not width or not height:
             raise ModelContractError(
-                f"{self.model}: input {self.input.name!r} has a dynamic size {_dims(shape)}; "
+                f"{config.path}: input {spec.name!r} has a dynamic size {_dims(shape)}; "
                 "set input.width and input.height"
             )
-        return int(width), int(height)
+        return cls.input_defaults.resolve(int(width), int(height), config.input)
 
     # -- running --------------------------------------------------------------------------
 
     def preprocess(self, frame_bgr: np.ndarray) -> np.ndarray:
         """One BGR frame -> the model's 3 x H x W float32 input."""
-        return preprocess_image(
-            frame_bgr, self.width, self.height, self.rgb, self._a, self._b, self.resize
-        )
+        return preprocess_image(frame_bgr, self.contract)
 
     def infer(self, tensors: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
         """Run pre-processed tensors; one dict of outputs (batch dim removed) per tensor.

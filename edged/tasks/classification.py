@@ -14,7 +14,8 @@ import numpy as np
 
 from ..backends.base import Backend, TensorSpec, find_tensor
 from ..config import ModelConfig
-from .base import Size, Task
+from .base import Size, Task, Tensors
+from .contract import InputDefaults
 from .labels import check_label_count
 
 OUTPUT_ALIASES = ("output_0",)
@@ -77,10 +78,18 @@ def classify(
 
 class ClassificationTask(Task):
     kind = "classification"
+    config_section = "classification"
+    # jetson-inference's imageNet::PreProcess for ONNX models: RGB, x/255, ImageNet mean/std,
+    # nearest-neighbour stretch (c/tensorConvert.cu, gpuTensorNormMean)
+    input_defaults = InputDefaults(
+        scale=1.0 / 255.0, mean=IMAGENET_MEAN, std=IMAGENET_STD, resize="nearest"
+    )
     input_aliases = INPUT_ALIASES
-    default_mean = IMAGENET_MEAN
-    default_std = IMAGENET_STD
-    default_resize = "nearest"  # jetson-inference's tensorConvert.cu is nearest-neighbour
+
+    @classmethod
+    def matches(cls, model: Tensors, config: ModelConfig) -> bool:
+        """Any model: classification is what ``task: auto`` falls back to (registered last)."""
+        return True
 
     def __init__(self, backend: Backend, config: ModelConfig, labels: Any) -> None:
         self.output = _find_output(backend, config)

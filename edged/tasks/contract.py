@@ -7,7 +7,7 @@ reference, the CUDA kernel, INT8 calibration, ``edged infer``), so none of them 
 """
 
 from dataclasses import dataclass, replace
-from typing import Tuple
+from typing import Any, Tuple
 
 import numpy as np
 
@@ -46,15 +46,15 @@ class InputContract:
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_METHODS:
-            raise ValueError("resize must be one of %s, not %r" % (RESIZE_METHODS, self.resize))
+            raise ValueError(f"resize must be one of {RESIZE_METHODS}, not {self.resize!r}")
         if self.channel_order not in CHANNEL_ORDERS:
-            raise ValueError("channel_order must be rgb or bgr, not %r" % (self.channel_order,))
+            raise ValueError(f"channel_order must be rgb or bgr, not {self.channel_order!r}")
         if self.layout not in LAYOUTS:
-            raise ValueError("layout must be one of %s, not %r" % (LAYOUTS, self.layout))
+            raise ValueError(f"layout must be one of {LAYOUTS}, not {self.layout!r}")
         if self.dtype not in DTYPES:
-            raise ValueError("dtype must be one of %s, not %r" % (DTYPES, self.dtype))
+            raise ValueError(f"dtype must be one of {DTYPES}, not {self.dtype!r}")
         if self.width <= 0 or self.height <= 0:
-            raise ValueError("input size must be positive, not %dx%d" % (self.width, self.height))
+            raise ValueError(f"input size must be positive, not {self.width}x{self.height}")
 
     @property
     def rgb(self) -> bool:
@@ -78,3 +78,52 @@ class InputContract:
 
     def with_size(self, width: int, height: int) -> "InputContract":
         return replace(self, width=int(width), height=int(height))
+
+
+@dataclass(frozen=True)
+class InputDefaults:
+    """A task's input contract without the size: what holds unless the model's config says else.
+
+    A task declares one of these; :meth:`resolve` combines it with the model's ``input``
+    config section (any of ``color``, ``scale``, ``mean``, ``std``, ``resize`` set there
+    wins) and the input tensor's size into the :class:`InputContract` every pre-processor
+    reads.
+    """
+
+    channel_order: str = "rgb"
+    scale: float = 1.0 / 255.0
+    mean: Triple = (0.0, 0.0, 0.0)
+    std: Triple = (1.0, 1.0, 1.0)
+    resize: str = "linear"
+    layout: str = "nchw"
+    dtype: str = "float32"
+
+    def resolve(self, width: int, height: int, overrides: Any = None) -> InputContract:
+        """The contract for a ``width`` x ``height`` input.
+
+        Args:
+            overrides: an object with optional ``color``, ``scale``, ``mean``, ``std`` and
+                ``resize`` attributes (the config's ``InputConfig``); None values keep the
+                default.
+        """
+
+        def pick(name: str, default: Any) -> Any:
+            value = getattr(overrides, name, None)
+            return default if value is None else value
+
+        return InputContract(
+            width=int(width),
+            height=int(height),
+            channel_order=pick("color", self.channel_order),
+            scale=float(pick("scale", self.scale)),
+            mean=_triple(pick("mean", self.mean)),
+            std=_triple(pick("std", self.std)),
+            resize=pick("resize", self.resize),
+            layout=self.layout,
+            dtype=self.dtype,
+        )
+
+
+def _triple(values: Any) -> Triple:
+    a, b, c = (float(v) for v in values)
+    return a, b, c

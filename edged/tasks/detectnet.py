@@ -15,8 +15,9 @@ import numpy as np
 
 from ..backends.base import Backend, TensorSpec, find_tensor
 from ..config import ClassSettings, ModelConfig
-from ..errors import ConfigError
-from .base import Size, Task
+from ..errors import ConfigError, ModelContractError
+from .base import Size, Task, Tensors
+from .contract import InputDefaults
 from .detection import (
     BBOX_ALIASES,
     COVERAGE_ALIASES,
@@ -99,14 +100,28 @@ def _cluster_params(s: ClassSettings) -> ClusterParams:
     )
 
 
-def _output(backend: Backend, name: Optional[str], aliases: Sequence[str], role: str,
+def _output(backend: Tensors, name: Optional[str], aliases: Sequence[str], role: str,
             model: str) -> TensorSpec:  # fmt: skip
     return find_tensor(backend.outputs, [name] if name else aliases, role, model)
 
 
 class DetectNetV2Task(Task):
     kind = "detection"
+    config_section = "detection"
+    input_defaults = InputDefaults(scale=1.0 / 255.0, resize="linear")  # RGB, x/255, stretch
     input_aliases = INPUT_ALIASES
+    recognition_keys = ("coverage_output", "bbox_output")
+
+    @classmethod
+    def matches(cls, model: Tensors, config: ModelConfig) -> bool:
+        """A model with DetectNet_v2 coverage and bbox outputs (configured or alias names)."""
+        det = config.detection
+        try:
+            _output(model, det.coverage_output, COVERAGE_ALIASES, "coverage", config.path)
+            _output(model, det.bbox_output, BBOX_ALIASES, "bbox", config.path)
+        except ModelContractError:
+            return False
+        return True
 
     def __init__(self, backend: Backend, config: ModelConfig, labels: Any) -> None:
         det = config.detection

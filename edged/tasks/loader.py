@@ -1,9 +1,10 @@
 """From a model config to a ready task: key, artifact, backend, labels, task kind.
 
-``task: auto`` picks detection when the model has DetectNet_v2 coverage and
-bbox outputs (any of the alias names), classification otherwise -- so
-``edged infer --model peoplenet.etlt`` and ``--model resnet18.onnx`` both
-just work, like detectnet-console and imagenet-console in one command.
+``task: auto`` asks the task registry (:mod:`edged.tasks.registry`): detection when
+the model has DetectNet_v2 coverage and bbox outputs (any of the alias names),
+classification otherwise -- so ``edged infer --model peoplenet.etlt`` and
+``--model resnet18.onnx`` both just work, like detectnet-console and
+imagenet-console in one command.
 """
 
 import logging
@@ -11,12 +12,12 @@ import os
 from typing import Any, List, Optional
 
 from ..backends import create_backend
-from ..backends.base import Backend, find_tensor
 from ..config import ModelConfig
-from ..errors import ConfigError, ModelContractError
+from ..errors import ConfigError
 from ..modelfile import load_model_artifact
 from .base import Task
 from .labels import load_labels
+from .registry import recognise
 
 logger = logging.getLogger(__name__)
 
@@ -57,20 +58,6 @@ def _labels(config: ModelConfig) -> Optional[List[str]]:
     return None
 
 
-def _is_detector(backend: Backend, config: ModelConfig) -> bool:
-    from .detectnet import BBOX_ALIASES, COVERAGE_ALIASES
-
-    det = config.detection
-    try:
-        find_tensor(backend.outputs, [det.coverage_output] if det.coverage_output else
-                    COVERAGE_ALIASES, "coverage", config.path)  # fmt: skip
-        find_tensor(backend.outputs, [det.bbox_output] if det.bbox_output else
-                    BBOX_ALIASES, "bbox", config.path)  # fmt: skip
-    except ModelContractError:
-        return False
-    return True
-
-
 def load_task(config: ModelConfig, engines: Optional[Any] = None) -> Task:
     """Load the model in ``config`` and wrap it in its task.
 
@@ -94,24 +81,14 @@ def load_task(config: ModelConfig, engines: Optional[Any] = None) -> Task:
     else:
         backend = create_backend(config.backend, artifact, config.threads)
     try:
-        kind = config.task
-        if kind == "auto":
-            kind = "detection" if _is_detector(backend, config) else "classification"
-        if kind == "detection":
-            from .detectnet import DetectNetV2Task
-
-            task = DetectNetV2Task(backend, config, labels)  # type: Task
-        else:
-            from .classification import ClassificationTask
-
-            task = ClassificationTask(backend, config, labels)
+        task = recognise(backend, config)(backend, config, labels)
     except BaseException:
         backend.close()
         raise
     task.model_sha256 = artifact.sha256
     logger.info(
         "model %s loaded: %s, %s %dx%d, %d classes, backend %s, sha256 %s",
-        config.name, kind, task.input.name, task.width, task.height, len(task.labels),
+        config.name, task.kind, task.input.name, task.width, task.height, len(task.labels),
         backend.name, artifact.sha256[:12],
     )  # fmt: skip
     return task

@@ -23,12 +23,13 @@ if __name__ == "__main__":  # run as a script: make tools/ and the repo root imp
     _TOOLS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     sys.path[:0] = [_TOOLS, os.path.dirname(_TOOLS)]
 
+from edged.tasks.contract import InputContract  # noqa: E402
 from edged.tasks.detection import (  # noqa: E402
     Detection,
     DetectNetV2Postprocessor,
     peoplenet_defaults,
 )
-from edged.tasks.preprocess import normalisation_terms, preprocess_image  # noqa: E402
+from edged.tasks.preprocess import preprocess_image  # noqa: E402
 from peoplenet_demo.contract import (  # noqa: E402
     BBOX_NAME,
     CLASSES,
@@ -49,8 +50,8 @@ def make_postprocessor() -> DetectNetV2Postprocessor:
 
 def network_input(frame_bgr: np.ndarray) -> np.ndarray:
     """1x3x544x960 float32 exactly as edged feeds a DetectNet_v2 model."""
-    a, b = normalisation_terms(1.0 / 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    return preprocess_image(frame_bgr, NET_W, NET_H, True, a, b, "linear")[None]
+    contract = InputContract(NET_W, NET_H, "rgb", 1.0 / 255.0, resize="linear")
+    return preprocess_image(frame_bgr, contract)[None]
 
 
 def detect(

@@ -1,0 +1,13 @@
+"""Model updates over MQTT: signed manifests, chunked transfer, a journaled state machine.
+
+The rules are those of the update systems fleets trust (TUF, Mender, SWUpdate, RAUC): verify a
+signed manifest before touching the payload, refuse downgrades and replays, resume interrupted
+transfers, switch atomically as the very last step, roll back when the new version is unhealthy.
+docs/model-updates.md describes the protocol; the modules here:
+
+- :mod:`.canonical`: the one byte encoding that signatures cover;
+- :mod:`.keys`: Ed25519 keys, signatures, and the signed key list with threshold rotation;
+- :mod:`.manifest`: the manifest, its limits and its checks (before any model byte is parsed);
+- :mod:`.chunks`: the bitmap of received chunks;
+- :mod:`.journal`: the state machine, a pure transition function over the persisted journal.
+"""
