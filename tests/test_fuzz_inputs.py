@@ -7,6 +7,7 @@ payloads. ``EDGED_FUZZ_RUNS`` scales the random part (default 1500 per family; e
 for a long local run). A failure prints the seed and the input that broke it.
 """
 
+import copy
 import json
 import os
 import random
@@ -185,6 +186,12 @@ def _paths(node, path=()):
             yield from _paths(value, path + (i,))
 
 
+def _fresh(value):
+    # a copy: a later edit inside an inserted list or mapping must not change VALUES itself
+    # (an edit could then put a value inside itself: a cycle, and a RecursionError here)
+    return copy.deepcopy(value)
+
+
 def _mutate(data, rng):
     """One to three random edits: replace a value, delete a key, add an unknown key."""
     for _ in range(rng.randint(1, 3)):
@@ -195,11 +202,12 @@ def _mutate(data, rng):
             parent = parent[part]
         action = rng.random()
         if action < 0.6:
-            parent[path[-1]] = rng.choice(VALUES)
+            parent[path[-1]] = _fresh(rng.choice(VALUES))
         elif action < 0.8 and isinstance(parent, dict):
             del parent[path[-1]]
         elif isinstance(parent, dict):
-            parent[rng.choice(["bogus", "x" * 70, "1", "path", "model"])] = rng.choice(VALUES)
+            key = rng.choice(["bogus", "x" * 70, "1", "path", "model"])
+            parent[key] = _fresh(rng.choice(VALUES))
     return data
 
 
