@@ -29,8 +29,8 @@ from .conftest import REPO
 RUNS = int(os.environ.get("EDGED_FUZZ_RUNS", "1500"))
 REFERENCE = os.path.join(REPO, "configs", "edged.yaml")
 # No duration is asserted here (how fast each is refused: `python -m benchmarks --only config`);
-# a hang still ends the test at this generous safety timeout (pytest-timeout).
-pytestmark = pytest.mark.timeout(600)
+# a hang still ends a known-input test at this generous safety timeout (pytest-timeout).
+SAFETY_TIMEOUT = pytest.mark.timeout(300)
 
 
 def _bomb():
@@ -88,6 +88,7 @@ def parse_or_config_error(text):
     return outcome
 
 
+@SAFETY_TIMEOUT
 @pytest.mark.parametrize("name", sorted(KNOWN))
 def test_known_hostile_configs_are_refused_with_one_line(name):
     message = parse_or_config_error(hostile_configs()[name])
@@ -95,6 +96,7 @@ def test_known_hostile_configs_are_refused_with_one_line(name):
     assert len(message) < 400
 
 
+@SAFETY_TIMEOUT
 @pytest.mark.parametrize(
     "name, where",
     [("deep flow list", "line 1, column 40"), ("deep closed list", "line 1, column 40"),
