@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edged.errors import ConfigError
-from edged.tasks.clustering import ClusterParams, cluster_boxes, iou_matrix
+from edged.tasks.clustering import ClusterParams, cluster_boxes
 from edged.tasks.detection import DecodeParams, DetectNetV2Postprocessor
 
 # -- plain references -------------------------------------------------------------------------
@@ -51,16 +51,12 @@ def box(x1, y1, x2, y2):
 # -- IoU --------------------------------------------------------------------------------------
 
 
-def test_iou_matrix_matches_plain_iou():
-    a, _ = random_boxes(0, 12)
-    b, _ = random_boxes(1, 7)
-    expected = [[plain_iou(x.tolist(), y.tolist()) for y in b] for x in a]
-    np.testing.assert_allclose(iou_matrix(a, b), expected, rtol=1e-6)
-
-
-def test_iou_has_no_plus_one_and_zero_area_gives_zero():
-    assert iou_matrix([box(0, 0, 10, 10)], [box(5, 0, 15, 10)])[0, 0] == pytest.approx(50 / 150)
-    assert iou_matrix([box(0, 0, 0, 0)], [box(0, 0, 0, 0)])[0, 0] == 0.0
+def test_nms_iou_has_no_plus_one():
+    # IoU 50/150 = 0.333 without +1 (DeepStream); with +1 it would be 66/176 = 0.375
+    boxes = np.array([box(0, 0, 10, 10), box(5, 0, 15, 10)], np.float32)
+    scores = np.array([0.9, 0.8], np.float32)
+    assert len(cluster_boxes(boxes, scores, ClusterParams(iou_threshold=0.34))[0]) == 2
+    assert len(cluster_boxes(boxes, scores, ClusterParams(iou_threshold=0.33))[0]) == 1
 
 
 # -- NMS --------------------------------------------------------------------------------------
@@ -94,7 +90,7 @@ def _two_boxes_with_iou(iou):
     # [0,0,10,10] and the same box shifted right by d: IoU = (10-d)/(10+d)
     d = 10 * (1 - iou) / (1 + iou)
     boxes = np.array([box(0, 0, 10, 10), box(d, 0, 10 + d, 10)], np.float32)
-    assert iou_matrix(boxes[:1], boxes[1:])[0, 0] == pytest.approx(iou, abs=1e-5)
+    assert plain_iou(boxes[0].tolist(), boxes[1].tolist()) == pytest.approx(iou, abs=1e-5)
     return boxes, np.array([0.9, 0.8], np.float32)
 
 
@@ -164,8 +160,9 @@ def test_dbscan_a_seed_takes_only_its_direct_neighbours_like_deepstream():
     # IoU neighbours: 0-1 and 1-2 (0.54); 0-2 only 0.25 (distance 0.75 >= eps 0.7).
     # nvdsinfer_dbscan.cpp reads the seed's neighbour count before joinNeighbors grows the
     # list, so box 0's cluster takes box 1 but never reaches box 2, which seeds its own.
-    iou = iou_matrix(CHAIN, CHAIN)
-    assert iou[0, 1] > 0.3 and iou[1, 2] > 0.3 and iou[0, 2] < 0.3
+    chain = CHAIN.tolist()
+    assert plain_iou(chain[0], chain[1]) > 0.3 and plain_iou(chain[1], chain[2]) > 0.3
+    assert plain_iou(chain[0], chain[2]) < 0.3
     scores = np.array([0.5, 0.9, 0.6], np.float32)
 
     got, got_scores = cluster_boxes(CHAIN, scores, dbscan(eps=0.7, min_boxes=1))

@@ -55,25 +55,6 @@ class ClusterParams:
             raise ConfigError("clustering top_k must be -1 (keep all) or at least 1 (got 0)")
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in ``a`` [N, 4] with every box in ``b`` [M, 4] -> [N, M] float64.
-
-    Boxes are x1, y1, x2, y2 in continuous coordinates: width is ``x2 - x1``
-    (no ``+1``), as DeepStream's ``computeIoU``. An empty union gives 0.
-    """
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    inter_w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    inter_h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(inter_w, 0.0, None) * np.clip(inter_h, 0.0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    out = np.zeros_like(inter)
-    np.divide(inter, union, out=out, where=union > 0)
-    return out
-
-
 def cluster_boxes(boxes: np.ndarray, scores: np.ndarray, params: ClusterParams) -> Boxes:
     """Cluster ONE class's candidates as DeepStream does; returns (boxes, scores).
 

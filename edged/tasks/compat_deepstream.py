@@ -94,15 +94,20 @@ def _top_k(order: np.ndarray, scores: np.ndarray, top_k: int) -> np.ndarray:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, params) -> PerClass:
+    # nonMaximumSuppression tests each box against the boxes kept before it; removing, after
+    # each kept box, the later boxes it overlaps by more than the threshold is the same
+    # (the IoU is symmetric, bit for bit) and loops once per kept box, not per candidate.
     order = np.argsort(-scores, kind="stable")
-    threshold = F32(params.iou_threshold)
+    threshold, post = F32(params.iou_threshold), F32(params.post_threshold)
     kept = []  # type: List[int]
-    for idx in order:
-        if not kept or bool(np.all(iou_one_to_many(boxes[idx], boxes[kept]) <= threshold)):
-            kept.append(int(idx))
+    while order.size and scores[order[0]] > post:  # below it, no later box is output either
+        best = int(order[0])
+        kept.append(best)
+        if len(kept) == params.top_k:
+            break
+        rest = order[1:]
+        order = rest[iou_one_to_many(boxes[best], boxes[rest]) <= threshold]
     keep = np.asarray(kept, dtype=np.intp)
-    keep = keep[scores[keep] > F32(params.post_threshold)]
-    keep = _top_k(keep, scores, params.top_k)
     return boxes[keep], scores[keep]
 
 

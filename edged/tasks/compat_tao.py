@@ -87,6 +87,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, params) -> PerClass:
     cov = scores.copy()
     areas = (right - left + F32(1)) * (bottom - top + F32(1))
     limit = as_proto_float(params.iou_threshold)
+    post = F32(params.post_threshold)
     for i in range(count):
         pos = i + 1
         if i != count - 1:
@@ -94,6 +95,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, params) -> PerClass:
             if cov[i] < cov[best]:
                 for arr in (dets, index, cov, areas):
                     arr[[i, best]] = arr[[best, i]]
+        if not cov[i] > post:
+            break  # the best remaining coverage is too low: nothing from here on is kept
         w = np.maximum(0.0, np.minimum(dets[i, 3], dets[pos:, 3])
                        - np.maximum(dets[i, 1], dets[pos:, 1]) + 1)  # fmt: skip
         h = np.maximum(0.0, np.minimum(dets[i, 2], dets[pos:, 2])
@@ -103,7 +106,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, params) -> PerClass:
             overlap = inter / ((areas[i] + areas[pos:]).astype(np.float64) - inter)
         later = cov[pos:]
         later[overlap > limit] = F32(0)
-    kept = index[cov > F32(params.post_threshold)]
+    kept = index[cov > post]
     return boxes[kept], scores[kept]
 
 

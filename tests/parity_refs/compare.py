@@ -1,5 +1,9 @@
 """Frame-by-frame comparison of edged's detections with a reference's."""
 
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 BOX_TOLERANCE = 0.05  # source pixels
 CONFIDENCE_TOLERANCE = 1e-4
 
