@@ -354,3 +354,12 @@ def test_the_settings_in_docs_parity_md_are_the_ones_compared(compat, method):
         assert got.clustering == want["method"]
         for key in RELEVANT[(compat, method)]:
             assert getattr(got, key) == pytest.approx(want[key]), key
+
+
+def test_the_schema_offers_exactly_the_registered_references():
+    from edged.config import schema
+    from edged.tasks.compat import DEFAULT_COMPAT, names
+
+    compat = schema()["definitions"]["detection"]["properties"]["compat"]
+    assert sorted(compat["enum"]) == names() == ["deepstream", "tao"]
+    assert compat["default"] == DEFAULT_COMPAT

@@ -7,12 +7,16 @@ means that reference's algorithm exactly (docs/parity.md). The registry keeps
 the choice a lookup, not an if/else chain.
 """
 
-from typing import Dict, List, NamedTuple, Sequence, Tuple  # noqa: F401 (type comments)
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
 
 from ..config import ClassSettings
 from ..errors import ConfigError
+
+if TYPE_CHECKING:  # only for annotations: detection.py imports this module
+    from .clustering import ClusterParams
+    from .detection import DecodeParams
 
 DEFAULT_COMPAT = "deepstream"
 
@@ -40,14 +44,14 @@ class Compat:
 
     name = ""
     builtin_default = ClassSettings()
-    builtin_by_label = {}  # type: Dict[str, ClassSettings]
+    builtin_by_label: Dict[str, ClassSettings] = {}
 
     def postprocess(
         self,
         cov: np.ndarray,
         bbox: np.ndarray,
-        decode: "DecodeLike",
-        clustering: Sequence["ClusterLike"],
+        decode: "DecodeParams",
+        clustering: Sequence["ClusterParams"],
         net: Tuple[int, int],
         src: Tuple[int, int],
     ) -> Boxes:
@@ -59,12 +63,7 @@ class Compat:
         raise NotImplementedError
 
 
-# Duck types of edged.tasks.detection.DecodeParams and edged.tasks.clustering.ClusterParams
-# (named here without importing them, which would be circular).
-DecodeLike = object
-ClusterLike = object
-
-_REGISTRY = {}  # type: Dict[str, Compat]
+_REGISTRY: Dict[str, Compat] = {}
 
 
 def register(compat: Compat) -> Compat:

@@ -99,7 +99,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, params) -> PerClass:
     # (the IoU is symmetric, bit for bit) and loops once per kept box, not per candidate.
     order = np.argsort(-scores, kind="stable")
     threshold, post = F32(params.iou_threshold), F32(params.post_threshold)
-    kept = []  # type: List[int]
+    kept: List[int] = []
     while order.size and scores[order[0]] > post:  # below it, no later box is output either
         best = int(order[0])
         kept.append(best)
