@@ -7,6 +7,7 @@ payloads. ``EDGED_FUZZ_RUNS`` scales the random part (default 1500 per family; e
 for a long local run). A failure prints the seed and the input that broke it.
 """
 
+import copy
 import json
 import os
 import random
@@ -147,12 +148,14 @@ def _mutate(data, rng):
         for part in path[:-1]:
             parent = parent[part]
         action = rng.random()
+        # deep copies: a shared VALUES dict edited later could come to contain itself
         if action < 0.6:
-            parent[path[-1]] = rng.choice(VALUES)
+            parent[path[-1]] = copy.deepcopy(rng.choice(VALUES))
         elif action < 0.8 and isinstance(parent, dict):
             del parent[path[-1]]
         elif isinstance(parent, dict):
-            parent[rng.choice(["bogus", "x" * 70, "1", "path", "model"])] = rng.choice(VALUES)
+            key = rng.choice(["bogus", "x" * 70, "1", "path", "model"])
+            parent[key] = copy.deepcopy(rng.choice(VALUES))
     return data
 
 
