@@ -7,6 +7,7 @@ independently of edged's pre-processing (stretch resize, RGB, x/255, CHW), which
 is not what these tests are about.
 """
 
+import hashlib
 import os
 import subprocess
 
@@ -14,7 +15,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = os.path.join(REPO, "models", "peoplenet-demo", "peoplenet_demo.onnx")
-CACHE = os.path.join(REPO, ".cache", "parity", "vtest_peoplenet_demo_outputs.npz")
+CACHE_DIR = os.path.join(REPO, ".cache", "parity")
 NET_W, NET_H = 960, 544
 VTEST_FRAMES = 795
 
@@ -60,11 +61,14 @@ def _compute(path):
 
 def load():
     """(cov [F, 3, 34, 60], bbox [F, 12, 34, 60], source sizes [F, 2] as width, height)."""
-    if not os.path.exists(CACHE):
+    with open(MODEL, "rb") as f:
+        model_id = hashlib.sha256(f.read()).hexdigest()[:16]
+    cache = os.path.join(CACHE_DIR, f"vtest_outputs_{model_id}.npz")  # a new model, new outputs
+    if not os.path.exists(cache):
         cov, bbox, sizes = _compute(vtest_path())
-        os.makedirs(os.path.dirname(CACHE), exist_ok=True)
-        tmp = CACHE + ".tmp.npz"
+        os.makedirs(CACHE_DIR, exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}.tmp.npz"  # interpreters may fill the cache side by side
         np.savez(tmp, cov=cov, bbox=bbox, sizes=sizes)
-        os.replace(tmp, CACHE)
-    with np.load(CACHE) as data:
+        os.replace(tmp, cache)
+    with np.load(cache) as data:
         return data["cov"], data["bbox"], data["sizes"]
