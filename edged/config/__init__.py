@@ -302,6 +302,7 @@ def model_config_from_dict(name: str, raw: Mapping[str, Any], base_dir: str) -> 
             min_width=float(detection["min_width"]),
             min_height=float(detection["min_height"]),
             classes=classes,
+            compat=detection["compat"],
         ),
         engine=model_engine_config_from_dict(raw["engine"], base_dir),  # issue 6
     )
