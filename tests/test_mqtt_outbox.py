@@ -249,3 +249,26 @@ def test_a_full_disk_keeps_results_in_memory_leaves_gaps_for_losses_and_recovers
     assert [r.getMessage().split(": ", 1)[1].split(" ", 2)[:2] for r in lines] == [
         ["cannot", "write"], ["writing", "again"]]  # fmt: skip
     assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_disk_use_stays_within_max_bytes_while_the_outbox_fills_drops_and_empties(tmp_path):
+    disk = SmallDisk(str(tmp_path / "disk"), 2 << 20)  # a real 2 MiB tmpfs
+    try:
+        outbox = Outbox(os.path.join(disk.directory, "outbox.sqlite3"), max_bytes=1 << 20)
+        outbox.open()
+        peak = 0
+        for i in range(3000):  # 3 MB of results, none acknowledged: the oldest are dropped
+            size = 60000 if i % 100 == 99 else 600 + i % 400  # now and then a large one
+            add(outbox, "cam", 1, size=size)
+            if i % 7 == 0:
+                outbox.flush()
+            peak = max(peak, outbox.disk_bytes())
+        assert outbox.lost["outbox_full"] > 0 and outbox.durable
+        while outbox.messages:  # acknowledged, oldest first
+            outbox.remove([m.id for m in outbox.pending(0, 50)])
+            outbox.flush()
+            peak = max(peak, outbox.disk_bytes())
+        outbox.close()
+        assert peak <= outbox.max_bytes, peak
+    finally:
+        disk.unmount()
