@@ -233,7 +233,9 @@ class OutboxFile:
             db.execute("DELETE FROM messages WHERE id IN ({})".format(",".join("?" * len(found))),
                        found)  # fmt: skip
             self._tx_removed.extend(found)
-            self._uncommitted = [m for m in self._uncommitted if m.id not in set(found)]
+            if self._uncommitted and self._uncommitted[0].id <= max(found):
+                gone = set(found)
+                self._uncommitted = [m for m in self._uncommitted if m.id not in gone]
             self.count -= len(found)
             self.bytes -= sum(int(size) for _, size in rows)
             self.tx_writes += 1
