@@ -272,3 +272,37 @@ def test_disk_use_stays_within_max_bytes_while_the_outbox_fills_drops_and_emptie
         assert peak <= outbox.max_bytes, peak
     finally:
         disk.unmount()
+
+
+def test_edged_starting_on_a_full_disk_sends_from_memory_and_opens_the_file_when_room_returns(
+    tmp_path, caplog
+):
+    disk = SmallDisk(str(tmp_path / "disk"), 2 << 20)  # a real 2 MiB tmpfs
+    try:
+        path = os.path.join(disk.directory, "outbox.sqlite3")
+        first = Outbox(path)
+        first.open()
+        add(first, "cam", 10)  # seqs 0..9 wait on disk (the broker was away)
+        first.close()
+        disk.fill()
+        clock = FakeClock()
+        outbox = Outbox(path, clock=clock)
+        with caplog.at_level(logging.INFO, logger="edged.mqtt.outbox"):
+            outbox.open()  # the file cannot be written: its seqs are read, results go to memory
+            assert not outbox.durable
+            assert add(outbox, "cam", 3) == [10, 11, 12]  # seq goes on: no repeats
+            assert [int(m.payload[10:]) for m in outbox.pending(0, 10)] == [10, 11, 12]
+            disk.unfill()
+            clock.now += 1.0
+            outbox.flush_if_due()  # the probe opens the file
+            assert outbox.durable
+            assert add(outbox, "cam", 1) == [13]
+            outbox.flush()
+            waiting = [int(m.payload[10:]) for m in outbox.pending(0, 100)]
+            assert waiting == list(range(14))  # the backlog, then what memory holds, in order
+        outbox.close()
+    finally:
+        disk.unmount()
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "ERROR", "WARNING"]  # fmt: skip
+    assert outbox.lost["disk_full"] == 0

@@ -19,7 +19,8 @@ A full disk (or an I/O error) rolls the open transaction back; its messages and
 every later one are kept in memory (at most ``memory_max_bytes``) and sent from
 there, counted in :attr:`Outbox.not_durable`. Every ``probe_interval_s`` the
 file system is checked; once it has room and a write commits, messages go to
-disk again. A message kept nowhere is lost and counted by reason in
+disk again; the same when the file cannot be written at the start (see
+:meth:`.outboxfile.OutboxFile.read_only`). A message kept nowhere is lost and counted by reason in
 :attr:`Outbox.lost`; its ``seq`` stays used, so consumers see the gap
 (docs/mqtt.md). The log: :class:`~.diskspace.FullDiskLog`.
 
@@ -42,6 +43,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple  # noqa: F401
 
+from ..errors import PublishError
 from .diskspace import SUMMARY_INTERVAL_S, Budget, FullDiskLog, disk_bytes, free_bytes
 from .outboxfile import OutboxFile, OutboxMessage
 
@@ -54,6 +56,8 @@ DEFAULT_COMMIT_BATCH = 100
 MEMORY_MAX_BYTES = 4 << 20
 #: While the disk is full: how often the file system is checked for room.
 PROBE_INTERVAL_S = 1.0
+#: Free bytes on the file system after which writing is tried again (see _room_needed).
+RESUME_FREE_BYTES = 256 << 10
 
 #: Why messages were lost (the ``reason`` label of edged_mqtt_results_lost_total).
 OUTBOX_FULL = "outbox_full"  # the outbox reached max_bytes: the oldest were dropped
@@ -113,7 +117,12 @@ class Outbox:
             PublishError: see :func:`.outboxfile.open_file`.
         """
         with self._lock:
-            self._merge_seqs(self.file.open())
+            try:
+                seqs = self.file.open()
+            except PublishError as e:  # a full disk: start from memory if the seqs can be read
+                seqs = self.file.read_only(e)
+                self._disk_full(e.__cause__ or e)
+            self._merge_seqs(seqs)
             self._last_id = max(self._last_id, self.file.newest_id)
         logger.info(
             "MQTT outbox %s: %d messages (%d bytes) waiting", self.path, self.messages, self.bytes
@@ -127,8 +136,6 @@ class Outbox:
         """Commit what is pending (and what memory holds, if the disk has room now), close the
         file and release the lock."""
         with self._lock:
-            if not self.file.is_open:
-                return
             try:
                 self.flush()
                 self._save_memory()
@@ -259,15 +266,21 @@ class Outbox:
             except sqlite3.OperationalError:
                 self.file.rollback()
         else:
-            self._reason = DISK_FULL if "full" in str(error) else WRITE_ERROR
-            self.full.started(str(error), self.memory_max_bytes)
-            try:  # the WAL's frames into the database: its space can then be written again
-                self.file.checkpoint()
-            except sqlite3.OperationalError as e2:
-                logger.debug("MQTT outbox: checkpoint on a full disk failed: %s", e2)
-            self._next_probe = self._clock() + self.probe_interval_s
+            self._disk_full(error)
         for message in moved:
             self._keep_in_memory(message)
+
+    def _disk_full(self, error: BaseException) -> None:
+        # SQLite says "disk I/O error" when it cannot map its wal-index on a full disk
+        full = "full" in str(error) or free_bytes(self.path) < self._room_needed()
+        self._reason = DISK_FULL if full else WRITE_ERROR
+        self.full.started(str(error), self.memory_max_bytes)
+        self._next_probe = self._clock() + self.probe_interval_s
+        if self.file.is_open:
+            try:  # the WAL's frames into the database: its space can then be written again
+                self.file.checkpoint()
+            except sqlite3.OperationalError as e:
+                logger.debug("MQTT outbox: checkpoint on a full disk failed: %s", e)
 
     def _keep_in_memory(self, message: OutboxMessage) -> bool:
         if self._memory_bytes + message.size > self.memory_max_bytes:
@@ -298,7 +311,7 @@ class Outbox:
                     gone += 1
                 elif message_id not in self._unremoved:
                     wanted.append(message_id)
-            if not wanted:
+            if not wanted or not self.file.is_open:
                 return gone
             self._unremoved.update(i for i in wanted if i <= self.file.committed_id)
             try:
@@ -348,22 +361,29 @@ class Outbox:
         if now < self._next_probe:
             return
         self._next_probe = now + self.probe_interval_s
-        if free_bytes(self.path) < self.file.budget.wal_bytes:
+        if free_bytes(self.path) < self._room_needed():
             return  # still full: nothing is written
         try:
+            if not self.file.is_open:  # it could not be opened at the start
+                self._merge_seqs(self.file.open())
             self.file.checkpoint()
             self.file.touch()
             self._write_seqs()
             if self._unremoved:
                 self._unremoved.difference_update(self.file.delete(sorted(self._unremoved)))
             self.file.commit()
-        except sqlite3.OperationalError as e:
+        except (sqlite3.OperationalError, PublishError) as e:
             _, removed, streams = self.file.rollback()
             self._unremoved.update(removed)
             self._dirty_seqs.update(streams)
             logger.debug("MQTT outbox: still cannot write: %s", e)
             return
         self.full.ended()
+
+    def _room_needed(self) -> int:
+        """Free bytes that count as "the disk has room again": the WAL's share, at most
+        RESUME_FREE_BYTES (a small file system may never have the whole share free)."""
+        return min(self.file.budget.wal_bytes, RESUME_FREE_BYTES)
 
     def next_due_in(self) -> Optional[float]:
         """Seconds until :meth:`flush_if_due` has work (None: nothing pending)."""
@@ -380,7 +400,9 @@ class Outbox:
         """Up to ``limit`` messages with ids above ``after_id``, oldest first: COMMITTED ones
         and those kept in memory while the disk is full."""
         with self._lock:
-            rows = self.file.rows(after_id, int(limit) + len(self._unremoved))
+            rows = []  # type: List[OutboxMessage]
+            if self.file.is_open:
+                rows = self.file.rows(after_id, int(limit) + len(self._unremoved))
             found = [m for m in rows if m.id not in self._unremoved]
             if self._memory:
                 found.extend(m for m in self._memory.values() if m.id > after_id)
@@ -394,10 +416,6 @@ class Outbox:
     @property
     def budget(self) -> "Budget":
         return self.file.budget
-
-    @property
-    def commits(self) -> int:
-        return self.file.commits
 
     def seq(self, stream_id: str) -> Optional[int]:
         """The last ``seq`` given to ``stream_id`` (None: none yet)."""

@@ -2,8 +2,8 @@
 
 :class:`OutboxFile` does what the file holds and what SQLite says; where a message
 goes when the file cannot take it is :class:`~.outbox.Outbox`'s business.
-:func:`open_file` takes an exclusive ``flock`` on ``<path>.lock`` (one process per
-outbox file), opens the database in WAL mode with the pragmas of its
+:func:`take_lock` takes an exclusive ``flock`` on ``<path>.lock`` (one process per
+outbox file), :func:`open_database` opens the database in WAL mode with the pragmas of its
 :class:`~.diskspace.Budget`, and moves a damaged file aside (an unattended device
 must start; the file is kept for inspection). A file that cannot be written (a
 full disk, a read-only file system) is no damage and is left alone.
@@ -15,6 +15,7 @@ import logging
 import os
 import sqlite3
 import time
+import urllib.parse
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple  # noqa: F401
 
 from ..errors import PublishError
@@ -42,12 +43,11 @@ class OutboxMessage(NamedTuple):
     size: int
 
 
-def open_file(path: str, max_bytes: int, fsync: bool) -> Tuple[sqlite3.Connection, int, Budget]:
-    """(connection, lock file descriptor, budget) of the outbox at ``path``.
+def take_lock(path: str) -> int:
+    """Make the directory and take the one-process lock; returns its file descriptor.
 
     Raises:
-        PublishError: the directory cannot be made, the file is locked by another
-            process, or SQLite cannot open or write it.
+        PublishError: the directory cannot be made or another process holds the lock.
     """
     directory = os.path.dirname(os.path.abspath(path))
     try:
@@ -56,22 +56,25 @@ def open_file(path: str, max_bytes: int, fsync: bool) -> Tuple[sqlite3.Connectio
         raise PublishError(
             f"mqtt.outbox.path: cannot create directory {directory} ({e.strerror})"
         ) from e
-    lock_fd = _take_lock(path)
+    return _take_lock(path)
+
+
+def open_database(path: str, max_bytes: int, fsync: bool) -> Tuple[sqlite3.Connection, Budget]:
+    """(connection, budget) of the outbox at ``path``; a damaged file is moved aside.
+
+    Raises:
+        PublishError: SQLite cannot open or write it (its cause: the sqlite3 error).
+    """
     try:
+        return _connect(path, max_bytes, fsync)
+    except sqlite3.OperationalError as e:  # a full disk, a read-only file system
+        raise PublishError(f"mqtt.outbox.path: {path}: {e}") from e
+    except sqlite3.DatabaseError as e:
+        _move_aside(path, e)
         try:
-            db, budget = _connect(path, max_bytes, fsync)
-        except sqlite3.OperationalError as e:  # a full disk, a read-only file system
-            raise PublishError(f"mqtt.outbox.path: {path}: {e}") from e
-        except sqlite3.DatabaseError as e:
-            _move_aside(path, e)
-            try:
-                db, budget = _connect(path, max_bytes, fsync)
-            except sqlite3.DatabaseError as e2:
-                raise PublishError(f"mqtt.outbox.path: {path}: {e2}") from e2
-    except BaseException:
-        os.close(lock_fd)  # closing releases the flock
-        raise
-    return db, lock_fd, budget
+            return _connect(path, max_bytes, fsync)
+        except sqlite3.DatabaseError as e2:
+            raise PublishError(f"mqtt.outbox.path: {path}: {e2}") from e2
 
 
 def _move_aside(path: str, error: Exception) -> None:
@@ -156,9 +159,41 @@ class OutboxFile:
         self.commits = 0
 
     def open(self) -> Dict[str, int]:
-        """Open the file (see :func:`open_file`); returns the last seq of each stream."""
-        self._db, self._lock_fd, self.budget = open_file(self.path, self.max_bytes, self.fsync)
+        """Take the lock (once) and open the database; returns the last seq of each stream.
+
+        Raises:
+            PublishError: see :func:`take_lock` and :func:`open_database`.
+        """
+        if self._lock_fd is None:
+            self._lock_fd = take_lock(self.path)
+        self._db, self.budget = open_database(self.path, self.max_bytes, self.fsync)
         return self.read_counters()
+
+    def read_only(self, error: PublishError) -> Dict[str, int]:
+        """The last seqs of a file :meth:`open` could not write (a full disk), read without
+        writing (SQLite's ``immutable`` URI, https://sqlite.org/uri.html). Only a file closed
+        cleanly (no WAL left) is read so: a WAL may hold newer seqs. Raises ``error``
+        (and lets the lock go) otherwise."""
+        wal = self.path + "-wal"
+        try:
+            if self._lock_fd is None or not isinstance(error.__cause__, sqlite3.OperationalError):
+                raise error
+            if os.path.exists(wal) and os.path.getsize(wal) > 0:
+                raise error
+            if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+                return {}  # no outbox yet: seqs start at 0
+            uri = f"file:{urllib.parse.quote(os.path.abspath(self.path))}?immutable=1"
+            db = sqlite3.connect(uri, uri=True)
+            try:
+                (newest,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
+                seqs = {str(s): int(n) for s, n in db.execute("SELECT stream, seq FROM sequences")}
+            finally:
+                db.close()
+        except (PublishError, OSError, sqlite3.Error):
+            self.close()
+            raise error from error.__cause__
+        self.newest_id = max(self.newest_id, int(newest))
+        return seqs
 
     def close(self) -> None:
         if self._db is not None:
@@ -295,7 +330,8 @@ class OutboxFile:
         self._uncommitted, self._tx_removed = [], []
         self._tx_seqs.clear()
         try:
-            self.read_counters()
+            if self.is_open:
+                self.read_counters()
         except sqlite3.Error as e:
             logger.debug("MQTT outbox: counters not re-read: %s", e)
         return held

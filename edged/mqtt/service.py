@@ -223,6 +223,7 @@ class MqttService:
 
     def _drain(self) -> None:
         """Keep publishing until the outbox is empty, for at most the drain timeout."""
+
         def waiting() -> int:
             return self.outbox.messages + self.outbox.memory_messages
 
