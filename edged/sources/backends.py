@@ -42,8 +42,9 @@ import numpy as np
 
 from ..errors import SourceError
 from ..media import IMAGE_EXTENSIONS
+from ..redact import redact
 from .base import FrameSource
-from .uri import CSI, FILE, GSTREAMER, IMAGES, NETWORK, V4L2, SourceSpec, redact
+from .spec import CSI, FILE, GSTREAMER, NETWORK, V4L2, SourceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -468,23 +469,25 @@ class ImageDirectorySource(FrameSource):
         self._next = 0
 
 
-def build_source(
+# -- factories of the kinds table (kinds.py) ----------------------------------------------
+
+
+def open_file(
     spec: SourceSpec, cv2: Any = None, caps: Optional[OpenCvCapabilities] = None
 ) -> FrameSource:
-    """The :class:`FrameSource` for ``spec``, after the checks that cannot heal by retrying.
-
-    Raises:
-        SourceError: the OpenCV backend the source needs is missing, or a file /
-            image directory does not exist (devices and streams are NOT required
-            to be present: they are retried by the supervisor).
-    """
-    if spec.kind == IMAGES:
-        if not os.path.isdir(spec.location):
-            raise SourceError(f"image directory {spec.display} does not exist")
-        return ImageDirectorySource(spec, cv2)
-    if spec.kind == FILE and not os.path.isfile(spec.location):
+    """A video file, refused now when it does not exist (retrying cannot heal that)."""
+    if not os.path.isfile(spec.location):
         raise SourceError(f"video file {spec.display} does not exist")
     return OpenCvSource(spec, cv2, caps)
+
+
+def open_images(
+    spec: SourceSpec, cv2: Any = None, caps: Optional[OpenCvCapabilities] = None
+) -> FrameSource:
+    """A directory of images, refused now when it does not exist."""
+    if not os.path.isdir(spec.location):
+        raise SourceError(f"image directory {spec.display} does not exist")
+    return ImageDirectorySource(spec, cv2)
 
 
 def describe_plan(plan: CapturePlan) -> Dict[str, Any]:

@@ -46,11 +46,11 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 from ..errors import SourceError
+from ..redact import redact
 from .backoff import Backoff
 from .base import FrameSource
 from .frame import Frame
 from .slot import LatestSlot
-from .uri import redact
 
 logger = logging.getLogger(__name__)
 
