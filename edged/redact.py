@@ -24,8 +24,8 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
 _MISTYPED = re.compile(
     r"(?<![A-Za-z0-9+.\-])(?:rtsps?|rtmps?|rtp|https?|udp|srt)(?::/?|//)(?!/)", re.I
 )
-# No scheme at all: "user:" ("user:pw@host/x"), followed by a non-space except at the start.
-_BARE = re.compile(r"[^\s/@:'\"=]+:(?=\S)")
+# No scheme at all: "user:" ("user:pw@host/x"; the password may start with a space).
+_BARE = re.compile(r"[^\s/@:'\"=]+:")
 _BARE_AT_START = re.compile(r"^[^\s/@:'\"=]*:")
 # After "scheme://" with no "@" behind it: "host:" and a port that must be digits.
 _PORT = re.compile(

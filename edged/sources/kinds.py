@@ -7,6 +7,7 @@ source kind is its recogniser, its factory and one :func:`register` call here. N
 here imports OpenCV: the factories import it when a source is built.
 """
 
+import re
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 from ..errors import ConfigError
@@ -40,6 +41,7 @@ class SourceKind(NamedTuple):
     factory: Factory
 
 
+_PLAIN_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]{0,15}$")  # RFC 3986 section 3.1
 _TABLE = []  # type: List[SourceKind]
 _BY_NAME = {}  # type: Dict[str, SourceKind]
 
@@ -71,14 +73,11 @@ def classify(
         if target is not None:
             return kind.name, target
     scheme = source.split("://", 1)[0]  # only a URL of an unknown scheme is left unclaimed
+    named = f"scheme {scheme!r} in " if _PLAIN_SCHEME.match(scheme) else ""  # else: a password?
     raise ConfigError(
-        "{}: unsupported source scheme {!r} in {}; expected a file or directory path, "
-        "/dev/video*, {}, csi://N or {}<pipeline>".format(
-            key,
-            redact(scheme),
-            redact(source),
-            "://, ".join(NETWORK_SCHEMES) + "://",
-            GST_PREFIXES[0],
+        "{}: unsupported source {}{}; expected a file or directory path, /dev/video*, {}, "
+        "csi://N or {}<pipeline>".format(
+            key, named, redact(source), "://, ".join(NETWORK_SCHEMES) + "://", GST_PREFIXES[0]
         )
     )
 

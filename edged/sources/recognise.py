@@ -87,8 +87,10 @@ def recognise_network(source: str, key: str, base_dir: Optional[str]) -> Optiona
     if any(c.isspace() for c in source):
         raise ConfigError(f"{key}: URL contains whitespace: {shown}; {ENCODE_HINT}")
     parts = _split(source, key)
-    if "@" in parts.path + parts.query + parts.fragment and "@" not in parts.netloc:
-        # rtsp://user:pa/ss@host: the "/" (or "#", "?") ended the host part early
+    host_port = parts.netloc.rpartition("]")[2]  # after an IPv6 host's brackets
+    bad_port = ":" in host_port and not host_port.rpartition(":")[2].isdigit()
+    if bad_port and "@" not in parts.netloc and "@" in source:
+        # rtsp://user:pa/ss@host: the "/" (or "#", "?") ended the host part at "user:pa"
         raise ConfigError(
             f"{key}: in {shown} a '/', '#' or '?' ends the host part before the '@': {ENCODE_HINT}"
         )
@@ -137,9 +139,9 @@ def _path(source: str, key: str, base_dir: Optional[str]) -> Optional[str]:
     """The filesystem path ``source`` names, relative ones resolved against ``base_dir``."""
     if _scheme(source) == "file":
         return _file_url_path(source, key)
+    _refuse_url_typos(source, key)  # before a typo is taken for a file name or unknown scheme
     if "://" in source:
         return None
-    _refuse_url_typos(source, key)  # before a typo is taken for a relative file name
     path = os.path.expanduser(source)
     if base_dir is None or os.path.isabs(path):
         return path
@@ -161,7 +163,7 @@ def _refuse_url_typos(source: str, key: str) -> None:
         raise ConfigError(
             f"{key}: {redact(source)} is not a valid URL: write {scheme}:// (e.g. {example})"
         )
-    if _STARTS_WITH_USER_INFO.match(source):
+    if "://" not in source and _STARTS_WITH_USER_INFO.match(source):
         raise ConfigError(
             f"{key}: {redact(source)} looks like a URL without its scheme: write "
             "rtsp://user:pass@host/path (or the camera's scheme)"
