@@ -18,18 +18,21 @@ from typing import Any, Optional
 
 MASK = "***"
 
+# Every pattern that starts with a run of characters may only start where such a run starts
+# (the look-behinds): a long run is then scanned once, not once per character (quadratic).
 # "scheme://": the user information starts after it.
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+_SCHEME = re.compile(r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://")
 # A network scheme with a mistyped "://" ("rtsp//", "rtsp:/", "rtsp:"), at a word start.
 _MISTYPED = re.compile(
     r"(?<![A-Za-z0-9+.\-])(?:rtsps?|rtmps?|rtp|https?|udp|srt)(?::/?|//)(?!/)", re.I
 )
 # No scheme at all: "user:" ("user:pw@host/x"; the password may start with a space).
-_BARE = re.compile(r"[^\s/@:'\"=]+:")
+_BARE = re.compile(r"(?<![^\s/@:'\"=])[^\s/@:'\"=]+:")
 _BARE_AT_START = re.compile(r"^[^\s/@:'\"=]*:")
 # After "scheme://" with no "@" behind it: "host:" and a port that must be digits.
 _PORT = re.compile(
-    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://(?:\[[^\]\s/]*\]|[^\s/?#@:\[\]]*)):(?P<port>[^/]*)"
+    r"(?P<head>(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://"
+    r"(?:\[[^\]\s/]*\]|[^\s/?#@:\[\]]*)):(?P<port>[^/]*)"
 )
 _GOOD_PORT = re.compile(r"(\d+(\s|$)|$)")  # a number, then the end or more words of a message
 # GStreamer element properties (rtspsrc user-pw=...); not URL query parameters, handled below.

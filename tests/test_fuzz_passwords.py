@@ -118,6 +118,13 @@ def test_random_passwords_never_leak_from_the_config_loader_or_get_config():
     assert accepted > 0  # some hostile passwords are valid in a valid URL: both paths ran
 
 
+@pytest.mark.timeout(120)  # a safety net, not a measurement: quadratic patterns took hours
+def test_redact_scans_a_megabyte_of_hostile_text_in_one_pass():
+    for text in ("a" * 2**20, "rtsp://" + "a" * 2**20, "a:" * 2**19 + "@", "a/" * 2**19 + "@",
+                 "rtsp://a:b" * 2**17 + "@h", "rtsp:/" * 2**17):  # fmt: skip
+        assert len(redact(text)) <= len(text)
+
+
 def _config_texts(rng, count):
     """(text, secret): quoted as yaml.safe_dump writes it, or unquoted as a person types it
     (then "#" after a space starts a YAML comment and ": " breaks the mapping)."""
