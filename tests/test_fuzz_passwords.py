@@ -118,6 +118,27 @@ def test_random_passwords_never_leak_from_the_config_loader_or_get_config():
     assert accepted > 0  # some hostile passwords are valid in a valid URL: both paths ran
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "streams: {{a: {{source: [{url}], model: m}}}}",  # a list where a string belongs
+        "streams: {{a: {{source: {url}, model: m, transport: {url}}}}}",  # not one of tcp, udp
+        "streams: {{{url}: {{source: a.mp4, model: m}}}}",  # a URL as a stream id
+        "streams:\n  source: {url}\n",  # mis-indented: "source" became a stream id
+    ],
+)
+def test_schema_errors_that_show_a_value_never_show_its_password(template):
+    """The validator shows at most 60 characters of a bad value: cut before the "@", the
+    head of a long password used to be shown whole."""
+    secret = "zqjjjjj" + "x" * 80 + "zqkkkkk"
+    url = json.dumps(f"rtsp://admin:{secret}@cam/x")
+    with pytest.raises(ConfigError) as raised:
+        parse_config("models: {m: {path: m.onnx}}\n" + template.format(url=url))
+    assert "rtsp://admin:***@cam/x" in str(raised.value)
+    assert_no_leak(secret, str(raised.value), template)
+    assert "xxxxxxxxxx" not in str(raised.value)
+
+
 @pytest.mark.timeout(120)  # a safety net, not a measurement: quadratic patterns took hours
 def test_redact_scans_a_megabyte_of_hostile_text_in_one_pass():
     for text in ("a" * 2**20, "rtsp://" + "a" * 2**20, "a:" * 2**19 + "@", "a/" * 2**19 + "@",
