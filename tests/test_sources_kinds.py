@@ -114,3 +114,14 @@ def test_the_table_and_the_config_loader_import_without_opencv(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "/dev/video0"
+
+
+def test_the_sources_package_does_not_import_the_config_package():
+    """config -> sources only (the loader asks the table); the reverse would be a cycle."""
+    code = "import sys, edged.sources; print('edged.config' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
