@@ -151,6 +151,17 @@ def test_a_url_parser_message_is_never_repeated(source):
     assert "cam:***" in text
 
 
+@pytest.mark.parametrize("source", ["\u00b2", "csi://\u00b2", "v4l2://\u00b2", "9" * 5000])
+def test_digits_that_int_refuses_are_no_index_and_no_crash(source):
+    """ "²".isdigit() is true but int("²") raises, and so does int() of 5000 digits on 3.11:
+    both used to escape as a ValueError (a traceback from check-config)."""
+    try:
+        spec = parse_source(source)
+    except ConfigError:
+        return
+    assert spec.kind == FILE and spec.location == source
+
+
 @pytest.mark.parametrize(
     "path",
     ["rtsp.mp4", "https_cam.mp4", "videos/a:b.mp4", "/dev/v4l/by-id/usb-046d:0825-video-index0"],

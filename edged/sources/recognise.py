@@ -29,6 +29,9 @@ _MISTYPED_SCHEME = re.compile(
 )
 # "user:password@" with no scheme before it (the password may hold "/" or spaces)
 _STARTS_WITH_USER_INFO = re.compile(r"^[^\s/@:]+:.*@", re.S)
+# A device or sensor index: ASCII digits only ("²".isdigit() is true, int("²") fails), and
+# few of them (int() of thousands of digits is refused from Python 3.11 on).
+_INDEX = re.compile(r"[0-9]{1,6}\Z")
 _URL_EXAMPLES = {"csi": "csi://0", "file": "file:///videos/a.mp4", "v4l2": "v4l2:///dev/video0"}
 ENCODE_HINT = (
     "percent-encode special characters of the user name and password "
@@ -64,14 +67,14 @@ def recognise_gstreamer(source: str, key: str, base_dir: Optional[str]) -> Optio
 
 def recognise_v4l2(source: str, key: str, base_dir: Optional[str]) -> Optional[Target]:
     """``0`` (OpenCV's habit: a bare index means /dev/videoN), ``/dev/...``, ``v4l2://...``."""
-    if source.isdigit():
+    if _INDEX.match(source):
         return Target(f"/dev/video{int(source)}")
     if source.startswith("/dev/"):
         return Target(source)
     if not source.lower().startswith("v4l2://"):
         return None
     rest = source[len("v4l2://") :]
-    if rest.isdigit():
+    if _INDEX.match(rest):
         return Target(f"/dev/video{int(rest)}")
     path = unquote(_split(source, key).path) or ""
     if not path.startswith("/"):
@@ -113,7 +116,7 @@ def recognise_csi(source: str, key: str, base_dir: Optional[str]) -> Optional[Ta
     if _scheme(source) != "csi":
         return None
     rest = source.split("://", 1)[1].rstrip("/")
-    if not rest.isdigit() or int(rest) > MAX_SENSOR_ID:
+    if not _INDEX.match(rest) or int(rest) > MAX_SENSOR_ID:
         raise ConfigError(
             f"{key}: CSI source must be csi://N with sensor id 0..{MAX_SENSOR_ID}, "
             f"got {redact(source)}"
