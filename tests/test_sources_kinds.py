@@ -2,13 +2,16 @@
 by ``build_source`` alike, so a source string means the same thing in a config file and when
 it is opened (``source: "0"`` is /dev/video0 in both, not a file next to the config)."""
 
+import random
 import subprocess
 import sys
 
 import cv2
 import pytest
+import yaml
 
-from edged.config import load_config
+from edged.config import load_config, parse_config
+from edged.errors import ConfigError
 from edged.sources import (
     ImageDirectorySource,
     OpenCvSource,
@@ -125,3 +128,37 @@ def test_the_sources_package_does_not_import_the_config_package():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+PARTS = [
+    "rtsp://", "http://", "file://", "csi://", "v4l2://", "gst:", "/dev/video", "rtsp//", "rtsp:/",
+    "0", "7", "\u00b2", "\u0663", "a", "clip.avi", "frames/", "..", "/", ":", "@", "#", "?", "%",
+    " ", "[", "]", "u:p@h", "appsink", "\uff0f", "~",
+]  # fmt: skip
+
+
+def test_random_sources_get_one_meaning_in_a_config_file_and_in_parse_source(tmp_path):
+    """Seeded: whatever the string, the config loader and parse_source(base_dir=...) agree,
+    and a kind that is no path does not depend on the config file's directory at all."""
+    rng = random.Random(41)
+    for i in range(300):
+        source = "".join(rng.choice(PARTS) for _ in range(rng.randint(1, 5)))
+        text = yaml.safe_dump(
+            {
+                "models": {"m": {"path": "m.onnx"}},
+                "streams": {"a": {"source": source, "model": "m"}},
+            }
+        )
+        context = f"run {i} (seed 41): {source!r}"
+        try:
+            spec = parse_config(text, base_dir=str(tmp_path)).streams["a"].source
+        except ConfigError as e:
+            with pytest.raises(ConfigError):
+                parse_source(source, key="streams.a.source", base_dir=str(tmp_path))
+            assert "\n" not in str(e), context
+            continue
+        direct = parse_source(source, key="streams.a.source", base_dir=str(tmp_path))
+        assert (spec.kind, spec.location) == (direct.kind, direct.location), context
+        if spec.kind not in (FILE, IMAGES):
+            plain = parse_source(source)
+            assert (plain.kind, plain.location) == (spec.kind, spec.location), context
