@@ -7,10 +7,11 @@ and reads its head as the host or port; a pattern that stops at those characters
 tail. :func:`redact` therefore does not parse: the user information is everything from
 ``scheme://`` to the LAST ``@`` after it (a password never has to be guessed at, at
 worst a path's ``@`` hides a little more than needed), and a password is everything in it
-after the first ``:``. The same holds for the mistyped forms a config may hold
-(``rtsp//user:pw@host``, ``rtsp:/user:pw@host``, ``user:pw@host/x``), for a URL whose
-``#`` cut it short (``rtsp://user:pw`` leaves a "port" that is no number: masked too), for
-GStreamer properties (``user-pw=``) and for secret-looking query parameters.
+after the first ``:`` (without a ``:`` all of it is masked). The same holds for the
+mistyped forms a config may hold (``rtsp//user:pw@host``, ``rtsp:/user:pw@host``,
+``user:pw@host/x``), for a URL whose ``#`` cut it short (``rtsp://user:pw`` leaves a
+"port" that is no number: masked too), for GStreamer properties (``user-pw=``) and for
+secret-looking query parameters.
 """
 
 import re
@@ -87,7 +88,10 @@ def _mask_user_info(text: str) -> str:
         user_info = text[start:at]
         colon = user_info.find(":")
         if colon < 0:
-            out.append(text[pos : at + 1])  # a user name alone, or an "@" in a path
+            # no ":": a token used as the user name (https://TOKEN@host), or a password that
+            # made "user:" look like a scheme ("user://pw@host"): masked whole, as pip's
+            # redact_netloc (src/pip/_internal/utils/misc.py) does
+            out.append(text[pos:start] + MASK + "@")
         else:
             out.append(text[pos : start + colon] + ":" + MASK + "@")
         pos = at + 1

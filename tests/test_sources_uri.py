@@ -187,7 +187,8 @@ def test_spec_repr_and_display_are_redacted():
     [
         ("rtsp://user:pass@host/path", "rtsp://user:***@host/path"),
         ("rtsp://user:p@ss@host:554/path", "rtsp://user:***@host:554/path"),
-        ("rtsp://user@host/path", "rtsp://user@host/path"),
+        ("rtsp://user@host/path", "rtsp://***@host/path"),  # maybe a token: masked whole
+        ("admin://pw@cam:554/x", "admin://***@cam:554/x"),  # "admin:" + a password "//pw"
         ("rtsp://host:554/path", "rtsp://host:554/path"),
         (
             "http://cam/video.cgi?user=admin&password=hunter2&ch=1",
