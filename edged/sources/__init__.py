@@ -11,16 +11,15 @@ The pipeline's entry points::
 
 Modules: ``uri`` (parse_source), ``spec`` (SourceSpec, kind names), ``kinds`` (the table
 kind -> recogniser, factory; build_source), ``recognise`` (what each kind's string looks
-like), ``backends`` (OpenCV sources and backend choice), ``base`` (FrameSource), ``supervisor``
-(SourceSupervisor, SupervisionPolicy, SourceStatus), ``slot`` (LatestSlot),
-``frame`` (Frame), ``backoff`` (Backoff).
+like), ``backends`` (OpenCV sources and backend choice), ``images`` (image directories),
+``base`` (FrameSource), ``supervisor`` (SourceSupervisor, SupervisionPolicy, SourceStatus),
+``slot`` (LatestSlot), ``frame`` (Frame), ``backoff`` (Backoff).
 """
 
 import threading
 from typing import Optional
 
 from .backends import (
-    ImageDirectorySource,
     OpenCvCapabilities,
     OpenCvSource,
     capture_plan,
@@ -30,6 +29,7 @@ from .backends import (
 from .backoff import Backoff
 from .base import FrameSource
 from .frame import Frame
+from .images import ImageDirectorySource
 from .kinds import build_source, classify
 from .slot import LatestSlot
 from .supervisor import (

@@ -12,8 +12,9 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 from ..errors import ConfigError
 from ..redact import redact
-from .backends import OpenCvCapabilities, OpenCvSource, open_file, open_images
+from .backends import OpenCvCapabilities, OpenCvSource, open_file
 from .base import FrameSource
+from .images import open_images
 from .recognise import (
     GST_PREFIXES,
     NETWORK_SCHEMES,
