@@ -12,8 +12,9 @@ The pipeline's entry points::
 Modules: ``uri`` (parse_source), ``spec`` (SourceSpec, kind names), ``kinds`` (the table
 kind -> recogniser, factory; build_source), ``recognise`` (what each kind's string looks
 like), ``backends`` (OpenCV sources and backend choice), ``images`` (image directories),
-``base`` (FrameSource), ``supervisor`` (SourceSupervisor, SupervisionPolicy, SourceStatus),
-``slot`` (LatestSlot), ``frame`` (Frame), ``backoff`` (Backoff).
+``base`` (FrameSource), ``supervisor`` (SourceSupervisor), ``status`` (states,
+SupervisionPolicy, SourceStatus), ``slot`` (LatestSlot), ``frame`` (Frame), ``backoff``
+(Backoff).
 """
 
 import threading
