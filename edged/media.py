@@ -20,10 +20,11 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".m
 
 class MediaFrame(NamedTuple):
     path: str
-    relname: str  # path relative to the directory it was found in (for output files)
+    relname: str  # path relative to the common folder of all inputs (for output files)
     frame: int  # index within a video; 0 for an image
     is_video: bool
     image: np.ndarray  # BGR uint8
+    fps: float = 0.0  # a video's frame rate as its container states it; 0.0 if unknown or image
 
 
 class MediaFailure(NamedTuple):
@@ -42,10 +43,16 @@ def is_image(path: str) -> bool:
 def expand_inputs(paths: List[str]) -> List[Tuple[str, str]]:
     """``(file, relative name)`` for ``paths``; directories become their sorted media files.
 
+    The relative name is the file's path below the deepest folder holding every input (a
+    directory input counts as that folder, a file input as its parent), so output files
+    mirror the inputs' layout: ``a/x.png b/x.png`` give ``a/x.png`` and ``b/x.png``, one
+    directory ``images`` gives ``r/img.png`` for ``images/r/img.png``, one file its base name.
+
     Raises:
         InputError: a path does not exist, or a directory has no images or videos.
     """
-    files = []  # type: List[Tuple[str, str]]
+    files = []  # type: List[str]
+    roots = []  # type: List[str]
     for path in paths:
         if os.path.isdir(path):
             found = []
@@ -56,12 +63,17 @@ def expand_inputs(paths: List[str]) -> List[Tuple[str, str]]:
                         found.append(os.path.join(root, name))
             if not found:
                 raise InputError(f"{path}: directory has no images or videos")
-            files.extend((f, os.path.relpath(f, path)) for f in found)
+            files.extend(found)
+            roots.append(os.path.abspath(path))
         elif os.path.exists(path):
-            files.append((path, os.path.basename(path)))
+            files.append(path)
+            roots.append(os.path.dirname(os.path.abspath(path)))
         else:
             raise InputError(f"{path}: no such file or directory")
-    return files
+    if not files:
+        return []
+    common = os.path.commonpath(roots)
+    return [(f, os.path.relpath(os.path.abspath(f), common)) for f in files]
 
 
 def read_image(path: str, apply_exif: bool = True) -> np.ndarray:
@@ -100,12 +112,13 @@ def read_video(path: str, relname: str) -> Iterator[MediaFrame]:
     try:
         if not capture.isOpened():
             raise InputError(f"{path}: cannot open as a video (unknown format or damaged)")
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         index = 0
         while True:
             ok, image = capture.read()
             if not ok:
                 break
-            yield MediaFrame(path, relname, index, True, image)
+            yield MediaFrame(path, relname, index, True, image, fps)
             index += 1
         if index == 0:
             raise InputError(f"{path}: video has no decodable frames")

@@ -2,9 +2,13 @@
 
 import json
 import os
+import subprocess
 
 import cv2
 import numpy as np
+import pytest
+
+from edged.annotated_output import FALLBACK_FPS, output_fps
 
 from . import onnx_models
 from .conftest import run_cli
@@ -130,3 +134,97 @@ def test_model_from_config_file(tmp_path):
     assert result.returncode == 0, result.stderr
     first = json.loads(result.stdout.splitlines()[0])
     assert len(first["top"]) == 3 and first["top"][0]["label"] == "b"
+
+
+def make_clip(path, fps, frames=5, size=(64, 48), fourcc="MJPG"):
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), 40 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def ffprobe_rate(path):
+    """The video stream's frame rate as ffprobe reads it, e.g. 10.0."""
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "stream=r_frame_rate", "-of", "default=nokey=1:noprint_wrappers=1", path],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    num, _, den = probe.stdout.strip().partition("/")
+    return float(num) / float(den or 1)
+
+
+@pytest.mark.parametrize("fps", [10.0, 30.0])
+def test_annotated_video_keeps_the_source_frame_rate(tmp_path, fps):
+    path = make_clip(str(tmp_path / "clip.avi"), fps)
+    out = tmp_path / "out"
+    result = run_cli(["infer", "-o", str(out)] + classifier(tmp_path) + [path])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    annotated = cv2.VideoCapture(str(out / "clip.mp4"))
+    assert annotated.get(cv2.CAP_PROP_FPS) == pytest.approx(fps)
+    assert annotated.get(cv2.CAP_PROP_FRAME_COUNT) == 5
+    annotated.release()
+    # A second reader: ffprobe (ffmpeg, from tools/apt-packages.txt).
+    assert ffprobe_rate(str(out / "clip.mp4")) == pytest.approx(fps)
+
+
+def test_unknown_frame_rates_fall_back():
+    assert output_fps(29.97) == 29.97
+    for unusable in (0.0, -1.0, float("nan"), float("inf"), 90000.0):
+        assert output_fps(unusable) is None
+    assert FALLBACK_FPS == 25.0
+
+
+def test_inputs_sharing_a_base_name_get_their_own_outputs(tmp_path):
+    for folder, bgr in (("a", (0, 0, 255)), ("b", (255, 0, 0))):
+        os.makedirs(str(tmp_path / "in" / folder))
+        cv2.imwrite(str(tmp_path / "in" / folder / "x.png"), np.full((40, 60, 3), bgr, np.uint8))
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "in" / "a" / "x.png"), str(tmp_path / "in" / "b" / "x.png")]
+    result = run_cli(["infer", "-o", str(out)] + classifier(tmp_path) + inputs)
+    assert result.returncode == 0, result.stderr
+    written = sorted(os.path.relpath(os.path.join(r, n), str(out)) for r, _, ns in os.walk(str(out))
+                     for n in ns)  # fmt: skip
+    assert written == [os.path.join("a", "x.png"), os.path.join("b", "x.png")]
+    red = cv2.imread(str(out / "a" / "x.png"))
+    blue = cv2.imread(str(out / "b" / "x.png"))
+    assert red[-1, -1].tolist() == [0, 0, 255] and blue[-1, -1].tolist() == [255, 0, 0]
+    # Two directories: the same mirrored layout.
+    out2 = tmp_path / "out2"
+    dirs = [str(tmp_path / "in" / "a"), str(tmp_path / "in" / "b")]
+    result = run_cli(["infer", "-o", str(out2)] + classifier(tmp_path) + dirs)
+    assert result.returncode == 0, result.stderr
+    assert (out2 / "a" / "x.png").exists() and (out2 / "b" / "x.png").exists()
+
+
+def test_videos_that_would_share_an_output_name_are_kept_apart(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_clip(str(folder / "x.avi"), 10.0, frames=3)
+    make_clip(str(folder / "x.mp4"), 10.0, frames=4, fourcc="mp4v")
+    out = tmp_path / "out"
+    result = run_cli(["infer", "-o", str(out)] + classifier(tmp_path) + [str(folder)])
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(str(out))) == ["x-2.mp4", "x.mp4"]
+    counts = [cv2.VideoCapture(str(out / n)).get(cv2.CAP_PROP_FRAME_COUNT) for n in
+              ("x.mp4", "x-2.mp4")]  # fmt: skip
+    assert counts == [3, 4]  # x.avi first (sorted), then x.mp4
+
+
+def test_output_over_an_input_is_refused_and_the_inputs_are_kept(tmp_path):
+    images = make_images(str(tmp_path / "images"))
+    before = {label: (tmp_path / "images" / label / "img.png").read_bytes() for label in "rgb"}
+    result = run_cli(["infer", "-o", images] + classifier(tmp_path) + [images])
+    assert result.returncode == 2
+    target = os.path.join(images, "b", "img.png")
+    assert result.stderr.strip().splitlines() == [
+        f"edged: error: --output {images}: would overwrite the input {target}; "
+        "choose a directory outside the inputs"
+    ]
+    assert result.stdout == ""
+    for label in "rgb":
+        assert (tmp_path / "images" / label / "img.png").read_bytes() == before[label]

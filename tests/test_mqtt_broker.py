@@ -338,7 +338,7 @@ def test_commands_get_replies_and_a_retained_command_is_ignored(broker, tmp_path
             "the retained command to be ignored",
         )
         client.publish(f"edged/{DEVICE}/cmd/ping", {"request_id": "live"})
-        client.publish(f"edged/{DEVICE}/cmd/ping", b"x" * (300 * 1024))
+        client.publish(f"edged/{DEVICE}/cmd/ping", b"x" * (66 * 1024))  # < the packet limit
         client.publish(f"edged/{DEVICE}/cmd/ping", b"{oops")
         client.publish(f"edged/{DEVICE}/cmd/selfdestruct", {"request_id": "u"})
         wait_for(lambda: len(client.json("/reply")) >= 4, 10, "4 replies")
@@ -352,7 +352,7 @@ def test_commands_get_replies_and_a_retained_command_is_ignored(broker, tmp_path
         validator.validate(reply)
     assert [r["request_id"] for r in replies if r["ok"]] == ["live"]
     errors = sorted(r["error"] for r in replies if not r["ok"])
-    assert errors[0] == "command too large: 307200 bytes (limit 65536)"
+    assert errors[0] == "command too large: 67584 bytes (limit 65536)"
     assert errors[1].startswith("invalid JSON")
     assert errors[2].startswith("unknown command selfdestruct")
     assert "stale" not in [r["request_id"] for r in replies]

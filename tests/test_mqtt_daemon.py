@@ -199,7 +199,7 @@ def test_commands_on_a_running_daemon_and_bad_ones_leave_it_healthy(tmp_path):
         send(BASE + "/cmd/ping", {"request_id": "p1"})
         send(BASE + "/cmd/get_config", {"request_id": "g1"})
         send(BASE + "/cmd/snapshot", {"request_id": "s1", "stream": "cam"})
-        send(BASE + "/cmd/ping", b"{" + b" " * (300 * 1024) + b"}")  # 300 KB
+        send(BASE + "/cmd/ping", b"{" + b" " * (66 * 1024) + b"}")  # 66 KiB
         send(BASE + "/cmd/ping", b"not json at all")
         send(BASE + "/cmd/launch_missiles", {"request_id": "u1"})
         send(BASE + "/cmd/reload", {"request_id": "r1"})
@@ -249,7 +249,7 @@ def test_commands_on_a_running_daemon_and_bad_ones_leave_it_healthy(tmp_path):
     assert not reload_bad["ok"]
     assert reload_bad["error"].startswith("reload rejected, the running configuration is kept")
     errors = sorted(r["error"] for r in nameless)
-    assert errors[0].startswith("command too large: 307202 bytes") and "invalid JSON" in errors[1]
+    assert errors[0].startswith("command too large: 67586 bytes") and "invalid JSON" in errors[1]
     assert unknown["error"].startswith("unknown command launch_missiles")
     assert not any("Traceback" in line for line in edged.lines), "\n".join(edged.lines)
 

@@ -7,12 +7,15 @@
 #      constraints/pyXY.txt when there is one, as tools/test.sh does).
 #   2. A broker: --broker HOST:PORT, else a local mosquitto started on a free 127.0.0.1 port with
 #      a throw-away config (apt-get installs mosquitto first when it is missing and we are root).
-#   3. `edged run` on a copy of the demo config (default configs/demo.yaml) with the broker
-#      injected into its mqtt section and the outbox in a temporary directory. The copy sits next
-#      to the original (as .demo-run-PID.yaml) so relative model and video paths still resolve,
-#      and is removed on exit.
-#   4. `edged watch` in the foreground: person detections appear as they are published. The
-#      metrics URL is printed. Ctrl-C stops everything (edged gets SIGTERM and exits cleanly).
+#   3. `edged check-config` on the demo config (default configs/demo.yaml): a broken one stops
+#      the demo here, exit 2, with the error naming that file. Then `edged run` on a copy of it
+#      with the broker injected into its mqtt section, the outbox in a temporary directory and,
+#      when the configured metrics port is busy, a free one. The copy sits next to the original
+#      (as .demo-run-PID.yaml) so relative model and video paths still resolve, and is removed
+#      on exit; edged's log (its path is printed) is kept, naming the original file.
+#   4. `edged watch`: person detections appear as they are published. The metrics URL in use is
+#      printed. If edged exits, the demo stops at once with the end of its log and edged's exit
+#      code (1 if that was 0). Ctrl-C stops everything (edged gets SIGTERM and exits cleanly).
 #
 # Usage: tools/demo.sh [--config FILE] [--broker HOST:PORT] [--count N --timeout S]
 #   --count N --timeout S: exit 0 after N result messages, 1 if they did not come within S seconds
@@ -24,7 +27,7 @@ config="$repo/configs/demo.yaml"
 broker=""
 watch_args=()
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --config) config="$2"; shift 2 ;;
@@ -83,14 +86,35 @@ pick_python() {
 py="$(pick_python)"
 say "python: $py"
 
+# -- 3a. the config, checked as the user wrote it (errors name this file, not the copy) -------
+(cd "$repo" && "$py" -m edged check-config "$config" >/dev/null) || exit 2
+
 workdir="$(mktemp -d "${TMPDIR:-/tmp}/edged-demo.XXXXXX")"
 run_config="$(dirname "$config")/.demo-run-$$.yaml"
+# Outside $workdir: the log outlives the demo (a failed or interrupted run can be read later).
+log="${TMPDIR:-/tmp}/edged-demo-$$.log"
 edged_pid=""
 broker_pid=""
+watch_pid=""
+
+# name_user_config: the log names the user's config file, not the temporary copy edged ran.
+name_user_config() {
+    [[ -f "$log" ]] || return 0
+    "$py" -c 'import sys
+path, copy, original = sys.argv[1:]
+with open(path, errors="replace") as f:
+    text = f.read()
+if copy in text:
+    with open(path, "w") as f:
+        f.write(text.replace(copy, original))' "$log" "$run_config" "$config" 2>/dev/null || true
+}
 
 # shellcheck disable=SC2317  # called through the EXIT trap
 cleanup() {
     trap - EXIT INT TERM
+    if [[ -n "$watch_pid" ]]; then
+        kill -TERM "$watch_pid" 2>/dev/null || true
+    fi
     if [[ -n "$edged_pid" ]] && kill -0 "$edged_pid" 2>/dev/null; then
         say "stopping edged"
         kill -TERM "$edged_pid" 2>/dev/null || true
@@ -103,6 +127,8 @@ cleanup() {
     fi
     rm -f "$run_config"
     rm -rf "$workdir"
+    name_user_config
+    [[ -f "$log" ]] && say "edged log: $log (kept)"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -142,6 +168,7 @@ fi
 # -- 3. edged run ----------------------------------------------------------------------------
 read -r device metrics_url < <(
     "$py" - "$config" "$run_config" "$host" "$port" "$workdir/outbox.sqlite3" <<'EOF'
+import socket
 import sys
 
 import yaml
@@ -153,33 +180,71 @@ mqtt = dict(data.get("mqtt") or {})
 mqtt.update(host=host, port=int(port))
 mqtt["outbox"] = dict(mqtt.get("outbox") or {}, path=outbox)
 data["mqtt"] = mqtt
+
+
+def bind(address, port):
+    """The port bound on address (a free one for port 0), or None when it is taken."""
+    family = socket.getaddrinfo(address, port, 0, socket.SOCK_STREAM)[0][0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return None
+        return s.getsockname()[1]
+
+
+metrics = dict(data.get("metrics") or {})
+if metrics.get("enabled") is False:
+    url = "(metrics disabled in the config)"
+else:
+    # edged would refuse to start on a busy port (metrics.port: cannot listen ...): take a free
+    # one instead, and print the port in use (a configured 0 is resolved here for the same reason).
+    mhost, wanted = metrics.get("host", "127.0.0.1"), metrics.get("port", 9108)
+    note = ""
+    try:
+        if wanted == 0 or bind(mhost, wanted) is None:
+            metrics["port"] = bind(mhost, 0)
+            data["metrics"] = metrics
+            note = " ({} was busy)".format(wanted) if wanted else ""
+    except OSError:  # an unresolvable metrics.host: edged says so in its log
+        pass
+    shown = "[{}]".format(mhost) if ":" in mhost else mhost
+    url = "http://{}:{}/metrics{}".format(shown, metrics.get("port", wanted), note)
 with open(target, "w") as f:
     f.write("# generated by tools/demo.sh from {}; removed on exit\n".format(source))
     yaml.safe_dump(data, f, default_flow_style=False, sort_keys=False)
-metrics = data.get("metrics") or {}
-url = "http://{}:{}/metrics".format(metrics.get("host", "127.0.0.1"), metrics.get("port", 9108))
-if metrics.get("enabled") is False:
-    url = "(metrics disabled in the config)"
-elif metrics.get("port") == 0:
-    url = "(metrics on a free port: see the edged log)"
 print(data.get("device_id", "edged"), url)
 EOF
 ) || die "cannot write $run_config from $config"
-(cd "$repo" && exec "${detach[@]}" "$py" -m edged run -c "$run_config") >"$workdir/edged.log" 2>&1 &
+(cd "$repo" && exec "${detach[@]}" "$py" -m edged run -c "$run_config") >"$log" 2>&1 &
 edged_pid=$!
-say "edged run -c $(basename "$config") (pid $edged_pid, device $device); log: $workdir/edged.log"
+say "edged run -c $(basename "$config") (pid $edged_pid, device $device); log: $log"
 say "metrics: $metrics_url"
 say "results: mosquitto_sub -h $host -p $port -t 'edged/$device/#' -v   (Ctrl-C stops the demo)"
 
-# -- 4. edged watch --------------------------------------------------------------------------
-set +e
-(cd "$repo" && "$py" -m edged watch --host "$host" --port "$port" --device "$device" \
-    "${watch_args[@]}")
-code=$?
-set -e
+# -- 4. edged watch, while edged runs ---------------------------------------------------------
+# watch runs in the background so that edged is watched too: a demo whose edged has died stops
+# at once instead of showing nothing.
+(cd "$repo" && exec "$py" -m edged watch --host "$host" --port "$port" --device "$device" \
+    "${watch_args[@]}") &
+watch_pid=$!
+while kill -0 "$watch_pid" 2>/dev/null && kill -0 "$edged_pid" 2>/dev/null; do
+    sleep 0.2
+done
 if ! kill -0 "$edged_pid" 2>/dev/null; then
-    say "edged exited; its log:"
-    tail -n 40 "$workdir/edged.log" >&2
-    [[ $code -eq 0 ]] && code=1
+    code=0
+    wait "$edged_pid" || code=$?
+    edged_pid=""
+    kill -TERM "$watch_pid" 2>/dev/null || true
+    wait "$watch_pid" 2>/dev/null || true
+    watch_pid=""
+    name_user_config
+    say "edged exited with code $code; the end of its log ($log):"
+    tail -n 40 "$log" >&2
+    ((code != 0)) || code=1
+    exit "$code"
 fi
+code=0
+wait "$watch_pid" || code=$?
+watch_pid=""
 exit "$code"

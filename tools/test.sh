@@ -2,7 +2,9 @@
 # edged's test command (README "Quick start"; .ci/run runs exactly this). On a fresh Debian machine
 # it installs what the suite needs and runs it on every Python that Jetsons ship (issue 2 item 2):
 #
-#   1. Debian packages from tools/apt-packages.txt, if any is missing (needs root then).
+#   1. Debian packages from tools/apt-packages.txt, if any is missing (needs root then). When
+#      another apt or dpkg holds the dpkg lock (unattended-upgrades on a fresh machine), apt-get
+#      waits up to $APT_LOCK_TIMEOUT_S seconds for it; a failure here ends the run with the summary.
 #   2. Static checks, once, in .venv/lint (Python 3.11): vermin proves edged/ needs no more than
 #      Python 3.6; ruff check and ruff format --check on edged/, tests/ and tools/.
 #   3. For Python 3.6.15, 3.8.18 and 3.11.7 (from pyenv; a missing one FAILS, never skips): a
@@ -17,7 +19,9 @@
 #        tools/test.sh --refresh-constraints   re-resolve dependencies and rewrite constraints/*.txt
 #
 # Environment: PIP_CACHE_DIR (default <repo>/.cache/pip), PYENV_ROOT (default `pyenv root`,
-# else ~/.pyenv).
+# else ~/.pyenv), APT_LOCK_TIMEOUT_S (default 600), APT_PACKAGES_LIST (default
+# tools/apt-packages.txt), APT_OPTIONS (more apt-get options, e.g. -o Dir::State::status=...;
+# tests/test_test_script.py runs apt against a private dpkg directory with them).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +34,10 @@ readonly VENVS="$repo/.venv"
 readonly REPORTS="$repo/.cache/test-reports"
 # Bump to force every venv to be rebuilt when the recipe below changes.
 readonly VENV_RECIPE=1
+# apt-get's own wait for the dpkg lock (DPkg::Lock::Timeout, apt >= 1.9.11); without it apt-get
+# exits 100 at once while e.g. unattended-upgrades runs, as it does on a freshly booted machine.
+readonly APT_LOCK_TIMEOUT_S="${APT_LOCK_TIMEOUT_S:-600}"
+readonly APT_PACKAGES_LIST="${APT_PACKAGES_LIST:-$repo/tools/apt-packages.txt}"
 
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$repo/.cache/pip}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off
@@ -84,8 +92,15 @@ quiet_pip_noise() { grep -v -e 'is ignored: it is neither a file nor a directory
 # ---------------------------------------------------------------------------------------------
 is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
+apt_get() {
+    # shellcheck disable=SC2086 # APT_OPTIONS is a list of options
+    apt-get -o DPkg::Lock::Timeout="$APT_LOCK_TIMEOUT_S" -o Acquire::Retries=3 ${APT_OPTIONS:-} "$@"
+}
+
+# install_apt_packages: returns non-zero (after fail_step) when a package is missing and cannot
+# be installed; main then prints the summary and stops.
 install_apt_packages() {
-    local list="$repo/tools/apt-packages.txt" pkgs=() missing=() p
+    local list="$APT_PACKAGES_LIST" pkgs=() missing=() p rc
     log "Debian packages ($list)"
     mapfile -t pkgs < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$list" | grep -v '^$' || true)
     for p in "${pkgs[@]}"; do
@@ -98,16 +113,26 @@ install_apt_packages() {
     fi
     echo "missing: ${missing[*]}"
     if [[ "$(id -u)" != 0 ]]; then
-        warn "not root: cannot install ${missing[*]}"
         warn "run: sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}"
-        exit 1
+        fail_step "apt packages" "not root: cannot install ${missing[*]}"
+        return 1
     fi
-    apt-get update -o Acquire::Retries=3
-    apt-get install -y --no-install-recommends -o Acquire::Retries=3 "${missing[@]}"
+    echo "(apt-get waits up to ${APT_LOCK_TIMEOUT_S}s for another apt or dpkg to finish)"
+    rc=0
+    apt_get update || rc=$?
+    if ((rc != 0)); then
+        fail_step "apt packages" "apt-get update exit $rc"
+        return 1
+    fi
+    apt_get install -y --no-install-recommends "${missing[@]}" || rc=$?
+    if ((rc != 0)); then
+        fail_step "apt packages" "apt-get install ${missing[*]} exit $rc"
+        return 1
+    fi
     for p in "${missing[@]}"; do
         if ! is_installed "$p"; then
-            warn "apt-get did not install $p"
-            exit 1
+            fail_step "apt packages" "apt-get did not install $p"
+            return 1
         fi
     done
     summary+=("apt packages: installed ${missing[*]}")
@@ -355,13 +380,20 @@ main() {
         return 0
     fi
     log "edged tests in $repo (Pythons: ${PYTHONS[*]}; pip cache: $PIP_CACHE_DIR)"
-    install_apt_packages
+    if ! install_apt_packages; then
+        total_failed=$((total_failed + 1))
+        print_summary
+        return 1
+    fi
     static_checks
     local version
     for version in "${PYTHONS[@]}"; do
         test_interpreter "$version" "$@"
     done
+    print_summary
+}
 
+print_summary() {
     log "Summary ($((SECONDS - start_s))s)"
     local line
     for line in "${summary[@]}"; do

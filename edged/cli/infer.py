@@ -13,11 +13,11 @@ import json
 import logging
 import os
 import sys
-from typing import Any, List, Optional
+from typing import Any, List
 
 from ..config import ClassSettings, ModelConfig, build_config, load_config
-from ..errors import ConfigError, InputError
-from ..media import MediaFailure, MediaFrame, iterate_media
+from ..errors import ConfigError
+from ..media import MediaFailure, MediaFrame, expand_inputs, iterate_media
 from ..tasks.registry import AUTO, task_names
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,9 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
         "jetson-inference does); by default the tag is applied, as photo viewers do",
     )
     post.add_argument("--json", action="store_true", help="one JSON object per input/frame")
-    post.add_argument("--output", "-o", metavar="DIR", help="write annotated copies here")
+    post.add_argument("--output", "-o", metavar="DIR",
+                      help="write annotated copies here, in the inputs' folder layout (videos as "
+                      ".mp4 at the source's frame rate)")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -147,57 +149,6 @@ def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
     return dataclasses.replace(model, **changes)
 
 
-class AnnotatedWriter:
-    """Writes annotated images, and annotated videos frame by frame, under one directory."""
-
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
-        self._video = None  # type: Optional[Any]
-        self._video_path = ""
-        self.written = []  # type: List[str]
-
-    def _target(self, relname: str, extension: Optional[str] = None) -> str:
-        path = os.path.join(self.directory, relname)
-        if extension:
-            path = os.path.splitext(path)[0] + extension
-        folder = os.path.dirname(path)
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as e:
-            reason = e.strerror or e
-            raise InputError(f"{folder}: cannot create output directory ({reason})") from e
-        return path
-
-    def write(self, item: MediaFrame, image: Any) -> None:
-        import cv2
-
-        if not item.is_video:
-            self.close_video()
-            path = self._target(item.relname)
-            ok, data = cv2.imencode(os.path.splitext(path)[1] or ".png", image)
-            if not ok:
-                raise InputError(f"{path}: cannot encode the annotated image")
-            data.tofile(path)
-            self.written.append(path)
-            return
-        if item.frame == 0 or self._video is None:
-            self.close_video()
-            path = self._target(item.relname, ".mp4")
-            height, width = image.shape[:2]
-            self._video = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 25.0,
-                                          (width, height))  # fmt: skip
-            if not self._video.isOpened():
-                raise InputError(f"{path}: cannot write an annotated video")
-            self._video_path = path
-        self._video.write(image)
-
-    def close_video(self) -> None:
-        if self._video is not None:
-            self._video.release()
-            self.written.append(self._video_path)
-            self._video = None
-
-
 def _text_line(item: MediaFrame, results: List[Any], kind: str) -> str:
     where = item.path + (f" [frame {item.frame}]" if item.is_video else "")
     if kind == "classification":
@@ -224,13 +175,20 @@ def _json_line(item: MediaFrame, results: List[Any], kind: str) -> str:
     return json.dumps(record)
 
 
+def _warn(message: str) -> None:
+    print(f"edged: warning: {message}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..annotate import draw_classifications, draw_detections
+    from ..annotated_output import AnnotatedWriter, plan_outputs
     from ..tasks.loader import load_task
 
+    # Output names are settled before the model loads: a clash with an input fails fast.
+    plan = plan_outputs(expand_inputs(args.inputs), args.output) if args.output else None
     model = model_config_from_args(args)
     task = load_task(model)
-    writer = AnnotatedWriter(args.output) if args.output else None
+    writer = AnnotatedWriter(plan, _warn) if plan is not None else None
     failures = 0
     try:
         for item in iterate_media(args.inputs, apply_exif=not args.ignore_exif):

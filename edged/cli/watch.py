@@ -6,11 +6,16 @@ message: results with their labels, confidences and inference time; status
 (online, offline, stopped); per-stream capture states. It checks the result
 contract as a consumer should: a repeated ``seq`` is marked ``dup`` (QoS 1 is
 at least once) and a gap in ``seq`` says how many messages are missing.
+
+A broker that cannot be reached within ``--connect-timeout`` seconds, or that refuses the
+connection (e.g. bad credentials), is one line on stderr and exit code 2, like every other
+problem the user can fix (:mod:`edged.cli`).
 """
 
 import argparse
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -20,6 +25,10 @@ from ..mqtt.topics import parse_stream_topic
 
 EXIT_OK = 0
 EXIT_TIMEOUT = 1
+EXIT_USAGE = 2  # the broker cannot be reached or refuses us (edged.cli's convention)
+#: First and longest pause between connection attempts within --connect-timeout.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 5.0
 
 
 def add_parser(commands: "argparse._SubParsersAction") -> None:
@@ -55,6 +64,14 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
         default=0.0,
         metavar="S",
         help="with --count: give up after S seconds with exit code 1 (0: wait forever)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="keep trying to reach the broker for S seconds, then exit 2 saying why "
+        "(default 10; 0: one attempt)",
     )
     p.set_defaults(run=run)
 
@@ -176,6 +193,32 @@ def _subscriptions(prefix: str, device: str) -> List[str]:
     return [base + "/status", base + "/v1/streams/+/+"]
 
 
+def describe_connect_error(error: BaseException) -> str:
+    """Why a connection attempt failed, in words (no traceback)."""
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve the host name ({error.strerror or error})"
+    if isinstance(error, socket.timeout):
+        return "no answer (timed out)"
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+def connect(client: Any, host: str, port: int, timeout_s: float) -> Optional[str]:
+    """Connect ``client``, retrying with backoff for ``timeout_s``; None, or why it failed."""
+    deadline = time.monotonic() + timeout_s
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            client.connect(host, port, keepalive=30)
+            return None
+        except (OSError, ValueError) as e:  # socket, DNS and TLS errors; ValueError: bad host
+            reason = describe_connect_error(e)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return reason
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, RETRY_MAX_S)
+
+
 def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
@@ -193,6 +236,9 @@ def run(args: argparse.Namespace) -> int:
     port = args.port or (8883 if args.tls_ca else 1883)
     topics = _subscriptions(args.prefix, args.device)
 
+    done = threading.Event()  # --count results printed, or the broker refused us
+    refused = []  # type: List[str]
+
     def on_connect(c: Any, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
         code = compat.code_value(rc)
         if code == 0:
@@ -202,9 +248,8 @@ def run(args: argparse.Namespace) -> int:
                 flush=True,
             )
         else:
-            print(f"# broker refused: {compat.describe_connack(code)}", flush=True)
-
-    done = threading.Event()  # --count results printed
+            refused.append(compat.describe_connack(code))
+            done.set()
 
     def on_message(c: Any, userdata: Any, message: Any) -> None:
         if done.is_set():
@@ -222,7 +267,11 @@ def run(args: argparse.Namespace) -> int:
     if args.tls_ca:
         client.tls_set(ca_certs=args.tls_ca, certfile=args.tls_cert, keyfile=args.tls_key)
     client.reconnect_delay_set(1, 10)
-    client.connect_async(args.host, port, keepalive=30)
+    where = f"the MQTT broker at {args.host}:{port}"
+    why = connect(client, args.host, port, args.connect_timeout)
+    if why is not None:
+        print(f"edged: error: cannot connect to {where}: {why}", file=sys.stderr)
+        return EXIT_USAGE
     client.loop_start()
     deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
     try:
@@ -234,4 +283,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         client.loop_stop()
         client.disconnect()
+    if refused:
+        print(f"edged: error: {where} refused the connection: {refused[0]}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK

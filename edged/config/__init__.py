@@ -232,6 +232,8 @@ def mqtt_config_from_dict(
         backoff_max_s=float(raw["backoff_max_s"]),
         max_payload_bytes=int(raw["max_payload_bytes"]),
         max_command_bytes=int(raw["max_command_bytes"]),
+        protocol=raw["protocol"],
+        command_max_age_s=float(raw["command_max_age_s"]),
         publish=MqttPublishConfig(**publish),
         streams=per_stream,
     )

@@ -210,6 +210,8 @@ class MqttConfig:
     backoff_max_s: float = 60.0
     max_payload_bytes: int = 65536
     max_command_bytes: int = 65536
+    protocol: str = "5"  # "5" | "3.1.1"
+    command_max_age_s: float = 60.0
     publish: MqttPublishConfig = field(default_factory=MqttPublishConfig)
     streams: Dict[str, MqttPublishConfig] = field(default_factory=dict)
 

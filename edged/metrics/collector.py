@@ -320,7 +320,8 @@ class DaemonCollector:
             families.append(family)
         commands = _counter(
             "edged_mqtt_commands",
-            "Commands received over MQTT by command and result.",
+            "Commands received over MQTT by command and result (ok, error, ignored: retained, "
+            "stale: issued too long ago, busy: the queue was full, busy_unsent).",
             ["command", "result"],
         )
         for (command, result), n in sorted(stats["commands_total"].items()):
