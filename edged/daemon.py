@@ -1,11 +1,13 @@
-"""The edged daemon: config -> models -> inference workers -> streams, supervised (issue 4).
+"""The edged daemon: config -> models -> inference workers -> streams, supervised.
 
 Start-up runs :data:`STARTUP_STEPS` in order and shutdown undoes them in
 reverse. Signal handlers only set events: SIGTERM/SIGINT stop the daemon
 (capture stops, in-flight results drain within ``pipeline.drain_timeout_s``,
-exit 0); SIGHUP reloads the config on the main thread -- streams whose
-config or model changed restart, untouched ones keep running, and an invalid
-new config is rejected with one log line while the old one stays.
+exit 0); SIGHUP reloads the config on the main thread as
+:func:`~edged.reload_plan.plan_reload` says -- streams whose config changed
+restart, a changed model is replaced in its slot while its streams run on
+(:class:`~edged.pipeline.slots.ModelSlots`), an invalid new config is rejected
+with one log line while the old one stays. Other threads read :meth:`Daemon.snapshot`.
 
 systemd: ``READY=1`` once models are loaded and streams started;
 ``EXTEND_TIMEOUT_USEC`` while models load; ``STATUS=`` a person can read;
@@ -14,27 +16,31 @@ systemd: ``READY=1`` once models are loaded and streams started;
 """
 
 import logging
-import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import sdnotify
 from .config import Config, ModelConfig, StreamConfig, load_config
 from .daemon_models import ModelWorkers, load_tasks
 from .daemon_report import StreamSummaries, status_line
-from .daemon_services import start_metrics, start_mqtt
+from .daemon_services import make_engines, make_watchdog, start_metrics, start_mqtt
 from .daemon_streams import RunningStreams
 from .daemon_view import DaemonSnapshot, ModelView, take_snapshot
 from .errors import EdgedError
+from .metrics import MetricsService
 from .pipeline.sinks import LatestResults, ResultSink, SinkDispatcher
 from .pipeline.slots import ModelSlotError, ModelSlots
 from .reload_plan import ReloadPlan, models_needed, plan_reload
 from .sources import build_source
 from .tasks.base import Task
 from .tasks.loader import load_task
-from .watchdog import HEALTH_FILE_ENV, HealthFile, ProgressWatchdog
+from .watchdog import ProgressWatchdog
+
+if TYPE_CHECKING:  # imported when needed: engines at start-up, MQTT when configured
+    from .engine.manager import EngineManager
+    from .mqtt.service import MqttService
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +70,7 @@ class Daemon:
         stop_event: Optional[threading.Event] = None,
         sinks: Optional[List[ResultSink]] = None,
         task_loader: Optional[Callable[[ModelConfig], Task]] = None,
-        engines: Optional[Any] = None,
+        engines: "Optional[EngineManager]" = None,
         source_builder: Callable[[Any], Any] = build_source,
         watchdog_interval_s: Optional[float] = None,
         clock: Callable[[], float] = time.monotonic,
@@ -74,16 +80,16 @@ class Daemon:
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._reload = threading.Event()
         self._wake = threading.Event()
-        # default: load_task with this daemon's engine manager (TensorRT engines, issue 6)
+        # default: load_task with this daemon's engine manager (TensorRT engines)
         self._task_loader = task_loader or (lambda model: load_task(model, self.engines))
-        self.engines = engines  # type: Optional[Any]  # edged.engine.EngineManager; made at start
+        self.engines = engines  # made at start-up unless given
         self._watchdog_interval_s = (
             watchdog_interval_s if watchdog_interval_s is not None else sdnotify.watchdog_interval()
         )
         self._clock = clock
         self.latest = LatestResults()
         self._extra_sinks = list(sinks or [])
-        self.config = None  # type: Optional[Config]
+        self.config: Optional[Config] = None
         # held while the set of running streams and models changes; snapshot() reads under it
         self._state = threading.RLock()
         self.models = ModelSlots(self._state)  # replace(): reloads and model updates
@@ -91,13 +97,13 @@ class Daemon:
         self.streams = RunningStreams(self.stop_event, source_builder, clock, SHUTDOWN_JOIN_S,
                                       self._state)  # fmt: skip
         self._summaries = StreamSummaries()
-        self.dispatcher = None  # type: Optional[SinkDispatcher]
-        self.watchdog = None  # type: Optional[ProgressWatchdog]
-        self.metrics = None  # type: Optional[MetricsService]
-        self.mqtt = None  # type: Optional[Any]  # edged.mqtt.service.MqttService (issue 5)
-        self._undo = []  # type: List[Tuple[str, Callable[[], None]]]
+        self.dispatcher: Optional[SinkDispatcher] = None
+        self.watchdog: Optional[ProgressWatchdog] = None
+        self.metrics: Optional[MetricsService] = None
+        self.mqtt: Optional[MqttService] = None
+        self._undo: List[Tuple[str, Callable[[], None]]] = []
         self.reloads = {"applied": 0, "rejected": 0}
-        self.last_reload_error = None  # type: Optional[str]
+        self.last_reload_error: Optional[str] = None
 
     # -- signals (handlers only set events) ----------------------------------------------
 
@@ -164,21 +170,12 @@ class Daemon:
         if self.metrics is not None:
             self._undo.append(("stop metrics server", self.metrics.stop))
 
-        health_path = os.environ.get(HEALTH_FILE_ENV)  # containers: docker/healthcheck.py
-        self.watchdog = ProgressWatchdog(
-            self.notifier,
-            self.stop_event,
-            self._watchdog_interval_s,
-            status=self.status_line,
-            health_file=HealthFile(health_path) if health_path else None,
+        self.watchdog = make_watchdog(
+            self.notifier, self.stop_event, self._watchdog_interval_s, self.status_line
         )
         self.streams.watchdog = self.workers.watchdog = self.watchdog
-        from .engine import EngineManager  # local: the engine package is only needed here
-
         if self.engines is None:
-            self.engines = EngineManager(
-                self.config.engine, notifier=self.notifier, cancel=self.stop_event
-            )
+            self.engines = make_engines(self.config, self.notifier, self.stop_event)
         self._undo.append(("cancel engine builds", self.engines.cancel_all))
         self._undo.append(("stop inference workers", self.workers.stop_all))
         needed = models_needed(self.config)
@@ -223,15 +220,13 @@ class Daemon:
         if self.dispatcher is not None and self.config is not None:
             self.dispatcher.drain(self.config.pipeline.drain_timeout_s)
 
-    # -- models and workers ---------------------------------------------------------------
+    # -- models, workers and streams ------------------------------------------------------
 
     def replace_model(self, name: str, task: Task) -> Task:
         """Swap ``task`` into running model ``name`` (see :meth:`ModelSlots.replace`); the old
         task comes back for the caller to close, or to swap in again to roll back."""
         with self._state:  # not in the middle of a reload
             return self.models.replace(name, task)
-
-    # -- streams --------------------------------------------------------------------------
 
     def _start_worker(self, name: str, task: Task, model: ModelConfig) -> None:
         assert self.config is not None and self.dispatcher is not None

@@ -1,16 +1,21 @@
-"""The daemon's optional services, each started when its config section asks for it:
-MQTT (``edged.mqtt``) and the Prometheus metrics server (``edged.metrics``)."""
+"""The daemon's services besides its streams and models: MQTT (``edged.mqtt``) and the
+Prometheus metrics server (``edged.metrics``), each when its config section asks for it, and
+the progress watchdog (``edged.watchdog``)."""
 
 import logging
+import os
 import threading
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from .config import Config
 from .daemon_view import DaemonReader
 from .metrics import MetricsService
 from .pipeline.sinks import SinkDispatcher
+from .sdnotify import Notifier
+from .watchdog import HEALTH_FILE_ENV, HealthFile, ProgressWatchdog
 
-if TYPE_CHECKING:  # the MQTT package is imported only when MQTT is configured
+if TYPE_CHECKING:  # imported when needed: engines at start-up, MQTT when configured
+    from .engine.manager import EngineManager
     from .mqtt.service import MqttService
 
 logger = logging.getLogger("edged.daemon")
@@ -46,3 +51,27 @@ def start_metrics(
     dispatcher.add(metrics.sink)  # no results flow yet: no worker has started
     metrics.start()
     return metrics
+
+
+def make_watchdog(
+    notifier: Notifier,
+    stop_event: threading.Event,
+    interval_s: Optional[float],
+    status: Callable[[], str],
+) -> ProgressWatchdog:
+    """The watchdog (not started), writing the health file that ``EDGED_HEALTH_FILE`` names
+    (containers: docker/healthcheck.py reads it)."""
+    health_path = os.environ.get(HEALTH_FILE_ENV)
+    health_file = HealthFile(health_path) if health_path else None
+    return ProgressWatchdog(
+        notifier, stop_event, interval_s, status=status, health_file=health_file
+    )
+
+
+def make_engines(
+    config: Config, notifier: Notifier, stop_event: threading.Event
+) -> "EngineManager":
+    """The TensorRT engine manager (builds stop when ``stop_event`` is set)."""
+    from .engine import EngineManager  # local: the engine package is only needed here
+
+    return EngineManager(config.engine, notifier=notifier, cancel=stop_event)

@@ -108,8 +108,13 @@ class EngineStates(Protocol):
 class DaemonReader(Protocol):
     """What the metrics collector and the MQTT control use of a daemon."""
 
-    mqtt: Optional[StatsSource]  # None: MQTT is off
-    engines: Optional[EngineStates]  # None: before start-up made it
+    @property
+    def mqtt(self) -> Optional[StatsSource]:
+        """None while MQTT is off."""
+
+    @property
+    def engines(self) -> Optional[EngineStates]:
+        """None until start-up made the engine manager."""
 
     def snapshot(self) -> DaemonSnapshot: ...
 
