@@ -101,7 +101,7 @@ class Daemon:
         self.watchdog: Optional[ProgressWatchdog] = None
         self.metrics: Optional[MetricsService] = None
         self.mqtt: Optional[MqttService] = None
-        self._undo: List[Tuple[str, Callable[[], None]]] = []
+        self._undo: List[Tuple[str, Callable[[], object]]] = []
         self.reloads = {"applied": 0, "rejected": 0}
         self.last_reload_error: Optional[str] = None
 

@@ -46,7 +46,7 @@ class ModelWorkers:
         task: Task,
         model: ModelConfig,
         pipeline: PipelineConfig,
-        emit: Callable[[InferenceResult], None],
+        emit: Callable[[InferenceResult], object],
     ) -> InferenceWorker:
         worker = InferenceWorker(name, task, emit, self._stop_event, pipeline.max_batch,
                                  overlap=pipeline.overlap)  # fmt: skip

@@ -137,14 +137,14 @@ def take_snapshot(
     stream_views = {}  # type: Dict[str, StreamView]
     for stream_id, running in streams.items():
         worker = workers.get(running.model)
-        stats = worker.stats.frames if worker is not None else {}
+        frames = worker.stats.frames if worker is not None else {}
         held = worker.latest.get(stream_id) if worker is not None else None
         stream_views[stream_id] = StreamView(
             stream_id=stream_id,
             model=running.model,
             config=running.config,
             status=running.supervisor.status(),
-            inferred=stats.get(stream_id, 0),
+            inferred=frames.get(stream_id, 0),
             last_result=latest.get(stream_id) if latest is not None else None,
             last_inferred=held,
         )

@@ -30,7 +30,7 @@ Names and what they read:
 import functools
 import logging
 import platform
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -312,7 +312,7 @@ class DaemonCollector:
         mqtt = self._daemon.mqtt
         if mqtt is None:  # MQTT not configured: no edged_mqtt_* series at all
             return iter([])
-        stats = mqtt.stats()  # type: Dict[str, Any]
+        stats: Dict[str, Any] = mqtt.stats()
         families = []  # type: List[Metric]
         for key, name, kind, doc in MQTT_STATS:
             family = (_gauge if kind == "gauge" else _counter)(name, doc)
@@ -338,7 +338,7 @@ class DaemonCollector:
         engines = self._daemon.engines
         if engines is None:
             return iter([])
-        stats = engines.stats()  # type: Dict[str, Any]
+        stats: Dict[str, Any] = engines.stats()
         hits = _counter("edged_engine_cache_hits", "Engines loaded from the engine cache.")
         hits.add_metric([], stats["cache_hits"])
         misses = _counter("edged_engine_cache_misses", "Engine lookups that needed a build.")

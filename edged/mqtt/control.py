@@ -111,11 +111,11 @@ class DaemonAdapter(DaemonControl):
         snapshot = self._daemon.snapshot()
         engines = self._daemon.engines
         engine_states = engines.states() if engines is not None else {}
-        states = {}
-        for stream_id, stream in snapshot.streams.items():
-            status = stream.status.to_dict()
-            status["engine"] = _engine_state(engine_states.get(stream.model))
-            states[stream_id] = (status, stream.model)
+        states: Dict[str, Tuple[Dict[str, Any], Optional[str]]] = {}
+        for stream_id, view in snapshot.streams.items():
+            status: Dict[str, Any] = dict(view.status.to_dict())
+            status["engine"] = _engine_state(engine_states.get(view.model))
+            states[stream_id] = (status, view.model)
         config = snapshot.config
         for stream_id, stream in sorted(config.streams.items()) if config else ():
             engine = engine_states.get(stream.model, {})

@@ -30,7 +30,9 @@ before closing it.
 import logging
 import threading
 import time
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+
+import numpy as np
 
 from ..sources.frame import Frame
 from ..sources.slot import LatestSlot
@@ -57,8 +59,8 @@ class Batch:
     def __init__(self, frames: List[Frame], task: Task, started: float) -> None:
         self.frames = frames
         self.task = task  # all three steps of a batch run the same task
-        self.tensors = []  # type: List[np.ndarray]
-        self.outputs = []  # type: List[Dict[str, np.ndarray]]
+        self.tensors: List[np.ndarray] = []
+        self.outputs: List[Dict[str, np.ndarray]] = []
         self.started = started
         self.preprocessed = started
         self.infer_start = started
@@ -91,7 +93,7 @@ class InferenceWorker:
         self,
         model_name: str,
         task: Task,
-        emit: Callable[[InferenceResult], None],
+        emit: Callable[[InferenceResult], object],  # SinkDispatcher.offer (never blocks)
         stop: threading.Event,
         max_batch: int = 1,
         clock: Callable[[], float] = time.monotonic,
@@ -101,7 +103,7 @@ class InferenceWorker:
         self._task = task
         # guards _task and _in_flight; notified when a batch releases its task
         self._task_lock = threading.Condition()
-        self._in_flight = {}  # type: Dict[int, int]  # id(task) -> batches using it
+        self._in_flight: Dict[int, int] = {}  # id(task) -> batches using it
         self._emit = emit
         self._stop = stop  # the daemon's shared stop event
         self._local_stop = threading.Event()  # this worker alone (a model replaced by a reload)
@@ -118,8 +120,8 @@ class InferenceWorker:
         self._inferred = LatestSlot(1)  # type: LatestSlot[Batch]
         self._threads = []  # type: List[threading.Thread]
         self.stats = WorkerStats()
-        # newest (frame, result) per stream: the MQTT snapshot command draws one (issue 5)
-        self.latest = {}  # type: Dict[str, Tuple[Frame, InferenceResult]]
+        # newest (frame, result) per stream: the MQTT snapshot command draws one
+        self.latest: Dict[str, Tuple[Frame, InferenceResult]] = {}
 
     # -- the task ----------------------------------------------------------------------------
 
