@@ -72,6 +72,8 @@ class DaemonSnapshot(NamedTuple):
 
     config: Optional[Config]  # None before start-up loaded it
     streams: Mapping[str, StreamView]
+    # what runs: after a model update swapped a task in, models[name].config is the update's
+    # while config.models[name] is still the file's
     models: Mapping[str, ModelView]
     workers: Mapping[str, WorkerView]
     results: Optional[ResultQueueView]  # None before the sinks started

@@ -11,7 +11,9 @@ import pytest
 
 from edged.daemon import Daemon
 from edged.daemon_report import status_line
+from edged.pipeline.sinks import ResultSink
 
+from . import onnx_models
 from .conftest import REPO
 from .test_daemon import make_clip
 
@@ -145,3 +147,46 @@ def test_a_changed_model_is_replaced_in_its_slot_and_its_stream_keeps_running(da
     assert daemon.streams.get("cam").supervisor is running  # not restarted
     assert wait_until(lambda: daemon.snapshot().streams["cam"].inferred > inferred)
     assert snapshot.workers["digits"].errors == 0
+
+
+class Collected(ResultSink):
+    """Every result the daemon delivers, in order."""
+
+    name = "test-collected"
+
+    def __init__(self):
+        self.results = []
+
+    def handle(self, result):
+        self.results.append(result)
+
+
+def test_a_classifier_replaced_by_a_detector_turns_its_streams_results_into_detections(tmp_path):
+    clip = make_clip(str(tmp_path / "clip.avi"), frames=300)
+    detector = onnx_models.write(str(tmp_path / "d.onnx"), onnx_models.detectnet(3, 64, 32))
+    config = str(tmp_path / "edged.yaml")
+    write(config, clip, "1", second_stream=False)
+    collected = Collected()
+    daemon = Daemon(config, sinks=[collected])
+    daemon.start()
+    try:
+        assert wait_until(lambda: collected.results)
+        running = daemon.streams.get("cam").supervisor
+        with open(config) as f:
+            text = f.read()
+        digits = text.splitlines()[1]
+        with open(config, "w") as f:
+            f.write(text.replace(digits, f"  digits: {{path: {detector}, task: detection}}"))
+        assert daemon.reload()
+        assert daemon.snapshot().models["digits"].kind == "detection"
+        assert daemon.streams.get("cam").supervisor is running  # the stream ran on
+        assert wait_until(lambda: collected.results[-1].task == "detection")
+        kinds = [r.task for r in collected.results]
+        switched = kinds.index("detection")
+        # one switch, no interleaving: every batch ran one task
+        assert set(kinds[:switched]) == {"classification"} and set(kinds[switched:]) == {
+            "detection"
+        }
+        assert daemon.snapshot().workers["digits"].errors == 0
+    finally:
+        daemon.shutdown()
