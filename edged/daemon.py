@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import sdnotify
-from .config import Config, ModelConfig, StreamConfig, load_config
+from .config import Config, ModelConfig, StreamConfig, check_reloadable, load_config
 from .daemon_models import ModelWorkers, load_tasks
 from .daemon_report import StreamSummaries, status_line
 from .daemon_services import make_engines, make_watchdog, start_metrics, start_mqtt
@@ -272,6 +272,7 @@ class Daemon:
         self.notifier.reloading("reloading configuration")
         try:
             new = load_config(self.config_path)
+            check_reloadable(new, self.config_path)
             plan = plan_reload(self.config, new)
             tasks = load_tasks(self._task_loader, [new.models[n] for n in plan.load_models],
                                self.notifier)  # fmt: skip

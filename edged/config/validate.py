@@ -13,6 +13,7 @@ WHAT)``; a misspelt key gets a "did you mean" suggestion.
 
 import copy
 import difflib
+import math
 import re
 from typing import Any, List, Mapping, Optional, Sequence
 
@@ -135,6 +136,12 @@ class SchemaValidator:
     def _check(self, node: Mapping[str, Any], value: Any, path: List[Any], out: List[str]) -> None:
         node = self._resolve(node)
         where = format_path(path)
+        if isinstance(value, float) and not math.isfinite(value):
+            # YAML's .nan and .inf: every comparison with NaN is false, so a NaN passes any
+            # bound and disables a timeout or threshold; JSON (the schema's language) has
+            # neither, so no key of the schema can ask for them
+            out.append(f"{where}: got {_show(value)}; expected a finite number")
+            return
         types = node.get("type")
         if types is not None:
             names = [types] if isinstance(types, str) else list(types)
