@@ -222,6 +222,10 @@ class Daemon:
 
     # -- models, workers and streams ------------------------------------------------------
 
+    def load_model(self, model: ModelConfig) -> Task:
+        """Load ``model`` with this daemon's loader and engine manager; it serves nothing yet."""
+        return self._task_loader(model)
+
     def replace_model(self, name: str, task: Task) -> Task:
         """Swap ``task`` into running model ``name`` (see :meth:`ModelSlots.replace`); the old
         task comes back for the caller to close, or to swap in again to roll back."""

@@ -190,3 +190,23 @@ def test_a_classifier_replaced_by_a_detector_turns_its_streams_results_into_dete
         assert daemon.snapshot().workers["digits"].errors == 0
     finally:
         daemon.shutdown()
+
+
+def test_a_model_update_swaps_a_loaded_task_in_and_a_rollback_swaps_the_old_one_back(daemon):
+    """The seam model updates use: load, replace (old task back), roll back with the old task."""
+    running = daemon.streams.get("cam").supervisor
+    first = daemon.models.task("digits")
+    update = dataclasses.replace(daemon.config.models["digits"], version="7")
+    new = daemon.load_model(update)
+    assert daemon.snapshot().models["digits"].version == "1"  # loaded, not serving yet
+    assert daemon.replace_model("digits", new) is first
+    assert daemon.snapshot().models["digits"].version == "7"
+    inferred = daemon.snapshot().streams["cam"].inferred
+    assert wait_until(lambda: daemon.snapshot().streams["cam"].inferred > inferred)
+    assert daemon.replace_model("digits", first) is new  # probation failed: roll back
+    new.backend.close()
+    assert daemon.snapshot().models["digits"].version == "1"
+    inferred = daemon.snapshot().streams["cam"].inferred
+    assert wait_until(lambda: daemon.snapshot().streams["cam"].inferred > inferred)
+    assert daemon.streams.get("cam").supervisor is running
+    assert daemon.snapshot().workers["digits"].errors == 0
