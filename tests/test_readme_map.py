@@ -230,23 +230,27 @@ def test_thread_map_covers_every_worker_thread():
 def test_package_arrows_are_exactly_the_imports():
     lines = package_lines()
     leaves = next(p for p in lines if p.leaves)
+    problems = []  # type: List[str]  # all of them at once: one README edit, not one per run
     for line in lines:
         assert line.paths, f"README code map: no path on {line.line!r}"
-        for arrow in line.arrows:
-            assert arrow_module(arrow) in ALL_MODULES, f"README code map: no module {arrow!r}"
-        used = set()  # type: Set[str]
+        problems += [f"no module {a!r} ({line.paths})" for a in line.arrows
+                     if arrow_module(a) not in ALL_MODULES]  # fmt: skip
+        used, missing = set(), set()  # type: Set[str], Set[str]
         for path in line.files:
             for module in imports_of(path):
                 other = owner(lines, module)
                 if other is None or other is line or other is leaves:
                     continue  # a module the map does not name, its own line, or a leaf
                 hits = [a for a in line.arrows if reaches(module, a)]
-                assert hits, (
-                    f"README code map: {path} imports {module}; add its arrow to {line.line[:60]!r}"
-                )
+                if not hits:
+                    missing.add(f"{path} imports {module}")
                 used.update(hits)
+        if missing:
+            problems.append(f"{line.paths}: add arrows: " + "; ".join(sorted(missing)))
         unused = [a for a in line.arrows if a not in used]
-        assert not unused, f"README code map: nothing in {line.paths} imports {unused}: remove them"
+        if unused:
+            problems.append(f"{line.paths}: nothing there imports {unused}: remove them")
+    assert not problems, "README code map, package lines:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("title", [PACKAGES, THREADS, FRAME])
