@@ -253,6 +253,16 @@ def test_package_arrows_are_exactly_the_imports():
     assert not problems, "README code map, package lines:\n" + "\n".join(problems)
 
 
+def test_every_metric_named_is_exported():
+    source = "\n".join(open(os.path.join(REPO, f), encoding="utf-8").read() for f in ALL_FILES)
+    named = [t for t in ticked(readme_section().splitlines()) if t.startswith("edged_")]
+    assert len(named) >= 8
+    for token in named:
+        family = re.sub(r"_total$", "", token.split("{", 1)[0])  # prometheus_client adds _total
+        found = '"' + family + '"' in source
+        assert found, f"README code map: no metric {token} in edged/"
+
+
 @pytest.mark.parametrize("title", [PACKAGES, THREADS, FRAME])
 def test_each_part_is_about_one_screen(title):
     assert len([x for x in subsection(title) if x.strip()]) <= 30
