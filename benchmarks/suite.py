@@ -18,6 +18,8 @@ from .common import REPO, Broker, machine_info
 
 # memory first: RSS is the figure least disturbed by a machine still busy at the start
 BENCHMARKS = ("memory", "pipeline", "offload", "cost", "mqtt", "startup", "profile")
+#: Run only when named in --only: the README's table is the default run's (its test checks that).
+OPTIONAL = ("tracking",)
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results")
 
 #: (full, --quick) settings.
@@ -31,6 +33,7 @@ SETTINGS = {
     "memory_s": (600.0, 3.0),
     "memory_interval_s": (2.0, 0.25),
     "profile_s": (20.0, 1.0),
+    "tracking_frames": (3000, 100),
 }
 
 
@@ -48,7 +51,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         default=",".join(BENCHMARKS),
-        help="comma-separated subset of: " + ", ".join(BENCHMARKS),
+        help="comma-separated subset of: "
+        + ", ".join(BENCHMARKS + OPTIONAL)
+        + " ("
+        + ", ".join(OPTIONAL)
+        + " only when named)",
     )
     parser.add_argument("--out", default=DEFAULT_OUT, help="results folder (default: %(default)s)")
     parser.add_argument(
@@ -101,7 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     wanted = [b.strip() for b in args.only.split(",") if b.strip()]
-    unknown = sorted(set(wanted) - set(BENCHMARKS))
+    unknown = sorted(set(wanted) - set(BENCHMARKS + OPTIONAL))
     if unknown:
         sys.stderr.write("unknown benchmark(s): {}\n".format(", ".join(unknown)))
         return 2
@@ -122,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     workdir = tempfile.mkdtemp(prefix="edged-bench-")
     try:
         with Broker(os.path.join(workdir, "broker")) as broker:
-            for name in BENCHMARKS:
+            for name in BENCHMARKS + OPTIONAL:
                 if name not in wanted:
                     continue
                 _progress("running " + name)
@@ -146,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _run_one(name: str, results: Dict[str, Any], broker: Broker, workdir: str,
              s: Dict[str, Any], out_dir: str) -> None:  # fmt: skip
-    from . import mqtt_rate, pipeline, process
+    from . import mqtt_rate, pipeline, process, tracking_eval
 
     if name == "pipeline":
         results["pipeline"] = pipeline.run_pipeline(
@@ -172,6 +179,8 @@ def _run_one(name: str, results: Dict[str, Any], broker: Broker, workdir: str,
         results["profile"] = process.run_profile(
             broker, workdir, s["threads"], s["profile_s"], out_dir
         )
+    elif name == "tracking":
+        results["tracking"] = tracking_eval.run_tracking(s["tracking_frames"])
     elif name == "memory":
         results["model_share"] = process.model_share(s["threads"])
         results["memory"] = process.run_memory(

@@ -1,0 +1,8 @@
+"""Per-stream multi-object tracking and people counting (numpy only).
+
+- :mod:`.kalman`: a constant-velocity Kalman filter over many boxes at once.
+- :mod:`.assignment`: greedy IOU matching.
+- :mod:`.tracker`: the ByteTrack-style tracker that gives each detection a stable ``track_id``.
+- :mod:`.geometry`: anchors, point-in-polygon, segment crossing.
+- :mod:`.counting`: zones (occupancy, dwell) and directed lines (in/out totals).
+"""
