@@ -26,6 +26,8 @@ from .errors import EdgedError
 from .metrics import MetricsService
 from .pipeline.results import InferenceResult
 from .pipeline.sinks import ResultSink, SinkDispatcher
+from .pipeline.tracking import counts_store
+from .pipeline.tracking import stage_for as tracking_stage_for
 from .pipeline.worker import InferenceWorker
 from .sources import STREAMING, SourceSupervisor, SupervisionPolicy, build_source
 from .sources.supervisor import CONNECTING
@@ -120,6 +122,7 @@ class Daemon:
         self.watchdog = None  # type: Optional[ProgressWatchdog]
         self.metrics = None  # type: Optional[MetricsService]
         self.mqtt = None  # type: Optional[Any]  # edged.mqtt.service.MqttService (issue 5)
+        self.counts_store = None  # type: Optional[Any]  # edged.tracking.store.CountsStore
         self._undo = []  # type: List[Tuple[str, Callable[[], None]]]
         self.reloads = {"applied": 0, "rejected": 0}
         self.last_reload_error = None  # type: Optional[str]
@@ -283,6 +286,10 @@ class Daemon:
             name, task, self.dispatcher.offer, self.stop_event, pipeline.max_batch,
             overlap=pipeline.overlap,
         )  # fmt: skip
+        if self.config.models[name].tracking.enabled:  # edged/pipeline/tracking.py
+            if self.counts_store is None:
+                self.counts_store = counts_store(self.config)
+            worker.tracking = tracking_stage_for(self.config, name, task, self.counts_store)
         worker.start()
         self.workers[name] = worker
         self._worker_configs[name] = self.config.models[name]
@@ -310,6 +317,8 @@ class Daemon:
 
     def _start_stream(self, stream: StreamConfig) -> None:
         worker = self.workers[stream.model]
+        if worker.tracking is not None:
+            worker.tracking.add_stream(stream)
         policy = SupervisionPolicy(
             stall_timeout_s=stream.stall_timeout_s,
             frozen_timeout_s=stream.frozen_timeout_s,
@@ -346,6 +355,8 @@ class Daemon:
         worker = self.workers.get(stream.worker)
         if worker is not None:
             worker.detach(stream_id)
+            if worker.tracking is not None:
+                worker.tracking.remove_stream(stream_id)
         self._summary_counts.pop(stream_id, None)
 
     def _stop_all_streams(self) -> None:

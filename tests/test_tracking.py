@@ -223,3 +223,41 @@ def test_benchmark_entry_runs_on_a_short_scene():
     figures = run_tracking(frames=60, objects=20)
     assert set(figures) >= {"mota", "idf1", "id_switches", "cpu_ms_per_frame_mean"}
     assert len(bouncing_scene(3, 5, SIZE, 0)) == 5
+
+
+BASE = """
+models:
+  m: {path: /m.onnx, tracking: {enabled: %s}}
+streams:
+  s: {source: /tmp/clip.mp4, model: m, %s}
+"""
+
+
+@pytest.mark.parametrize(
+    "enabled, stream, message",
+    [
+        ("false", "lines: {d: {start: [0, 0], end: [9, 9]}}",
+         "streams.s.lines.d: model 'm' does not track"),
+        ("true", "zones: {q: {points: [[0, 0], [2, 0], [1, 1]], units: fraction}}",
+         "streams.s.zones.q: units is fraction but a point is outside 0..1"),
+        ("true", "lines: {d: {start: [5, 5], end: [5, 5]}}", "start and end are the same point"),
+        ("true", "zones: {q: {points: [[0, 0], [1, 1]]}}", "expected at least 3"),
+        ("true", "lines: {'a/b': {start: [0, 0], end: [1, 1]}}", "streams.s.lines: invalid name"),
+    ],
+)  # fmt: skip
+def test_counting_config_errors_name_the_key(enabled, stream, message):
+    from edged.config import parse_config
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config(BASE % (enabled, stream))
+
+
+def test_counting_config_is_frozen_in_dataclasses():
+    from edged.config import parse_config
+
+    config = parse_config(BASE % ("true", "lines: {d: {start: [0, 0.5], end: [1, 0.5], "
+                                          "units: fraction, labels: [person]}}"))  # fmt: skip
+    (line,) = config.streams["s"].lines
+    assert (line.name, line.start, line.end, line.units, line.labels, line.hysteresis) == (
+        "d", (0.0, 0.5), (1.0, 0.5), "fraction", ("person",), 4.0)  # fmt: skip
+    assert config.models["m"].tracking.min_hits == 3

@@ -108,6 +108,8 @@ class InferenceWorker:
         self.stats = WorkerStats()
         # newest (frame, result) per stream: the MQTT snapshot command draws one (issue 5)
         self.latest = {}  # type: Dict[str, Tuple[Frame, InferenceResult]]
+        # the model's TrackingStage (edged/pipeline/tracking.py) when it tracks
+        self.tracking = None  # type: Optional[Any]
 
     # -- streams --------------------------------------------------------------------------
 
@@ -295,6 +297,8 @@ class InferenceWorker:
                 items=found,
                 latency_ms=latency,
             )
+            if self.tracking is not None:
+                result = self.tracking.apply(frame, result)
             results.append(result)
             # a stream detached while its frame was in flight is not brought back
             if frame.stream_id in self._slots:
