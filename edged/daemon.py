@@ -271,6 +271,7 @@ class Daemon:
         self.mqtt.start()
         self._undo.append(("stop mqtt", self.mqtt.stop))
         self._extra_sinks.append(self.mqtt.sink)  # the dispatcher is made next, with it
+        self._extra_sinks.append(self.mqtt.counts.sink)  # counts and counting events
 
     # -- models and workers ---------------------------------------------------------------
 

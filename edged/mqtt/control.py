@@ -58,6 +58,10 @@ class DaemonControl:
         """The ``mqtt`` section of the running configuration (to notice changes)."""
         return None
 
+    def tracking_stages(self) -> List[Any]:
+        """The models' ``TrackingStage`` objects (edged/pipeline/tracking.py)."""
+        return []
+
 
 def redact_config(value: Any) -> Any:
     """A JSON-friendly copy of a config structure with secrets masked and URLs redacted."""
@@ -166,6 +170,10 @@ class DaemonAdapter(DaemonControl):
     def mqtt_config(self) -> Any:
         config = self._daemon.config
         return getattr(config, "mqtt", None) if config is not None else None
+
+    def tracking_stages(self) -> List[Any]:
+        workers = list(self._daemon.workers.values())
+        return [w.tracking for w in workers if getattr(w, "tracking", None) is not None]
 
 
 def _engine_state(state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:

@@ -41,6 +41,7 @@ from ..pipeline.sinks import ResultSink
 from . import compat
 from .commands import ERROR, IGNORED, UNKNOWN, CommandProcessor
 from .control import DaemonControl
+from .counting import CountsPublisher
 from .link import BrokerLink, Connection, resolve_password, tls_context
 from .outbox import Outbox
 from .payloads import result_payload, status_payload, stream_state_payload
@@ -137,6 +138,8 @@ class MqttService:
             clock,
         )
         self._commands = CommandProcessor(control, self.boot_id, config.max_command_bytes, clock)
+        self.counts = CountsPublisher(self)  # edged/mqtt/counting.py
+        self._commands.handlers["reset_counts"] = self.counts.reset_counts
         self._command_queue = queue.Queue(maxsize=COMMAND_QUEUE)  # type: queue.Queue
         self._wake = threading.Event()  # new outbox data, acks, connection changes
         self.link = BrokerLink(
@@ -427,6 +430,7 @@ class MqttService:
             self._published_states[stream_id] = (key, status, model)
         for stream_id in sorted(set(self._published_states) - set(states)):
             self._retire_state(connection, stream_id, now)
+        self.counts.poll(connection, force)
         birth = (
             tuple(str(sorted(m.items())) for m in self._control.models()),
             tuple(self._control.stream_ids()),
