@@ -6,6 +6,7 @@ persist in the counts file across a daemon restart."""
 
 import json
 import os
+import subprocess
 import threading
 import time
 
@@ -17,6 +18,7 @@ from edged.mqtt.payloads import load_schema, result_payload
 from edged.pipeline.sinks import CallbackSink
 
 from .conftest import REPO
+from .test_telemetry import promtool  # noqa: F401 - a fixture
 
 MODEL_DIR = os.path.join(REPO, "models", "peoplenet-demo")
 CLIP = os.path.join(REPO, "tests", "data", "vtest", "holdout.mp4")
@@ -43,15 +45,15 @@ def write_config(path, tracking="enabled: true, min_hits: 2"):
         "    tracking: {" + tracking + "}",
         "streams:",
         "  cam: " + json.dumps(stream),
-        "metrics: {enabled: false}",
+        "metrics: {port: 0}",
         "pipeline: {summary_interval_s: 60, drain_timeout_s: 5}",
     ])  # fmt: skip
     with open(path, "w") as f:
         f.write(text + "\n")
 
 
-def run_clip(config_path):
-    """Every result of one pass over the clip, in order."""
+def run_clip(config_path, scrapes=None):
+    """Every result of one pass over the clip, in order (and the metrics at its end)."""
     results = []
     done = threading.Event()
 
@@ -65,6 +67,8 @@ def run_clip(config_path):
         daemon.start()
         assert done.wait(240), "the clip's last frame did not come through"
         time.sleep(0.2)
+        if scrapes is not None:
+            scrapes.append(daemon.metrics.exposition().decode())
     finally:
         daemon.shutdown()
     return results
@@ -75,11 +79,12 @@ def totals(result):
     return line["in"], line["out"]
 
 
-def test_tracks_counts_schema_and_persistence(tmp_path, monkeypatch):
+def test_tracks_counts_schema_and_persistence(tmp_path, monkeypatch, promtool):  # noqa: F811
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
     config = str(tmp_path / "edged.yaml")
     write_config(config)
-    first = run_clip(config)
+    scrapes = []
+    first = run_clip(config, scrapes)
     assert [r.seq for r in first] == list(range(FRAMES))
     tracked = [d for r in first for d in r.items if d.track_id is not None]
     assert len(tracked) > FRAMES  # people are in every frame of the clip
@@ -98,6 +103,26 @@ def test_tracks_counts_schema_and_persistence(tmp_path, monkeypatch):
     crossings = sum(1 for r in first for e in r.tracking.events if e["event"] == "line_crossed")
     in_1, out_1 = totals(first[-1])
     assert in_1 + out_1 == crossings > 0, "someone crosses the middle of the clip"
+
+    # the metrics: every configured zone/line x model label from the start, totals as counted
+    metrics = scrapes[0]
+    line = 'edged_line_crossings_total{{direction="{}",label="person",line="middle",stream="cam"}}'
+    assert line.format("in") + " " + str(float(in_1)) in metrics
+    assert line.format("out") + " " + str(float(out_1)) in metrics
+    assert (
+        'edged_line_crossings_total{direction="in",label="face",line="middle",stream="cam"} 0.0'
+        in metrics
+    )
+    assert 'edged_zone_occupancy{label="bag",stream="cam",zone="lower_half"}' in metrics
+    check = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=metrics,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        universal_newlines=True,
+        timeout=60,
+    )
+    assert check.returncode == 0 and check.stdout.strip() == "", check.stdout
 
     saved = json.load(open(str(tmp_path / "state" / "counts-edged.json")))
     assert saved["streams"]["cam"]["lines"]["middle"]

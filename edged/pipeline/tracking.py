@@ -143,6 +143,15 @@ class TrackingStage:
         with self._lock:
             return {s: st.counter.counts() for s, st in self._streams.items()}
 
+    @property
+    def labels(self) -> Sequence[str]:
+        return self._labels
+
+    def layout(self) -> Dict[str, Any]:
+        """Stream -> (zones, lines) as configured: the metrics' bounded label sets."""
+        with self._lock:
+            return {s: (st.counter.zones, st.counter.lines) for s, st in self._streams.items()}
+
 
 def counts_store(config: Any) -> CountsStore:
     """The counts file of a :class:`~edged.config.Config`: beside the MQTT outbox (its
