@@ -131,3 +131,31 @@ def test_tracks_counts_schema_and_persistence(tmp_path, monkeypatch, promtool): 
     second = run_clip(config)
     assert totals(second[0]) == (in_1, out_1)
     assert totals(second[-1]) == (2 * in_1, 2 * out_1)
+
+
+def test_infer_tracks_videos_with_track_flag(tmp_path):
+    from .conftest import run_cli
+
+    args = ["infer", "--json", "--model", os.path.join(MODEL_DIR, "peoplenet_demo.onnx"),
+            "--labels", os.path.join(MODEL_DIR, "labels.txt")]  # fmt: skip
+    tracked = run_cli(args + ["--track", "--output", str(tmp_path / "out"), CLIP])
+    assert tracked.returncode == 0, tracked.stderr
+    frames = [json.loads(line) for line in tracked.stdout.splitlines()]
+    assert len(frames) == FRAMES
+    ids = [[d["track_id"] for d in f["detections"] if "track_id" in d] for f in frames]
+    assert all(len(i) == len(set(i)) for i in ids)  # one id per object in a frame
+    assert sum(map(len, ids)) > FRAMES
+    # ids are stable: most ids of a frame were there in the frame before
+    kept = sum(len(set(a) & set(b)) for a, b in zip(ids, ids[1:]))
+    assert kept >= 0.9 * sum(map(len, ids[1:]))
+    assert os.path.getsize(str(tmp_path / "out" / "holdout.mp4")) > 0
+    plain = run_cli(args + [CLIP])
+    assert "track_id" not in plain.stdout
+
+
+def test_annotated_labels_carry_the_track_id():
+    from edged.annotate import _detection_text
+    from edged.tasks.detection import Detection
+
+    assert _detection_text(Detection(0, "person", 0.91, (0, 0, 9, 9), 7)) == "#7 person 91%"
+    assert _detection_text(Detection(0, "person", 0.91, (0, 0, 9, 9))) == "person 91%"

@@ -57,6 +57,10 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
         "jetson-inference does); by default the tag is applied, as photo viewers do",
     )
     post.add_argument("--json", action="store_true", help="one JSON object per input/frame")
+    post.add_argument("--track", action="store_true",
+                      help="detectors on videos: give each detection a track_id (stable within "
+                      "the video); on by default with a --config model that has "
+                      "tracking.enabled")  # fmt: skip
     post.add_argument("--output", "-o", metavar="DIR",
                       help="write annotated copies here, in the inputs' folder layout (videos as "
                       ".mp4 at the source's frame rate)")  # fmt: skip
@@ -175,6 +179,28 @@ def _json_line(item: MediaFrame, results: List[Any], kind: str) -> str:
     return json.dumps(record)
 
 
+class _VideoTracks:
+    """One tracker per video, new at each video; images are never tracked."""
+
+    def __init__(self, config: Any) -> None:
+        from ..pipeline.tracking import tracker_params
+
+        self._params = tracker_params(config)
+        self._path = None  # type: Optional[str]
+        self._tracker = None  # type: Optional[Any]
+
+    def apply(self, item: MediaFrame, results: List[Any]) -> List[Any]:
+        from ..tracking.tracker import Tracker
+
+        if not item.is_video:
+            return results
+        if item.path != self._path or self._tracker is None:
+            self._path, self._tracker = item.path, Tracker(self._params)
+        ids = self._tracker.update([d.bbox for d in results], [d.confidence for d in results],
+                                   [d.class_id for d in results])  # fmt: skip
+        return [dataclasses.replace(d, track_id=i) for d, i in zip(results, ids)]
+
+
 def _warn(message: str) -> None:
     print(f"edged: warning: {message}", file=sys.stderr)
 
@@ -189,6 +215,11 @@ def run(args: argparse.Namespace) -> int:
     model = model_config_from_args(args)
     task = load_task(model)
     writer = AnnotatedWriter(plan, _warn) if plan is not None else None
+    tracks = None
+    if (args.track or model.tracking.enabled) and task.kind == "detection":
+        tracks = _VideoTracks(model.tracking)
+    elif args.track:
+        _warn(f"--track is for detectors; this model is a {task.kind} model: not tracked")
     failures = 0
     try:
         for item in iterate_media(args.inputs, apply_exif=not args.ignore_exif):
@@ -197,6 +228,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"edged: error: {item.error}", file=sys.stderr)
                 continue
             results = task.run([item.image])[0]
+            if tracks is not None:
+                results = tracks.apply(item, results)
             line = (_json_line if args.json else _text_line)(item, results, task.kind)
             print(line, flush=False)
             if writer:
