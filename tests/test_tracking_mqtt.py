@@ -99,6 +99,8 @@ def test_no_event_lost_through_a_broker_kill_and_seqs_go_on_after_a_restart(tmp_
         broker.stop()
     received = subscriber.json("/events")
     assert sorted({m["seq"] for m in received}) == list(range(210))  # none lost, none extra
+    for message in received:
+        jsonschema.validate(message, load_schema("event"))
     assert {m["track_id"] for m in received} == set(range(1, 211))
 
 
@@ -141,6 +143,11 @@ def test_the_daemon_publishes_its_counts_and_events_and_resets_them(tmp_path, mo
                                    and m["lines"]["middle"]["out"] == totals["out"]], 10,
                           "the retained totals")  # fmt: skip
         assert newest[-1]["stream_id"] == "cam"
+        for message in subscriber.json("/counts"):
+            jsonschema.validate(message, load_schema("counts"))
+        for message in events:
+            jsonschema.validate(message, load_schema("event"))
+        assert any(m["event"] == "zone_leave" and m["dwell_s"] > 0 for m in events)
         subscriber.publish(f"edged/{DEVICE}/cmd/reset_counts", {"request_id": "r1"})
         reply = wait_for(lambda: subscriber.json("/reset_counts/reply"), 10, "the reply")[0]
         assert reply["ok"] is True and reply["result"] == {"reset": ["cam"]}

@@ -31,7 +31,7 @@ from ..pipeline.results import InferenceResult
 SCHEMA_VERSION = 1
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
 #: The published schemas, by payload kind (file ``<kind>.v1.json``).
-SCHEMA_NAMES = ("result", "status", "stream-state", "command-reply")
+SCHEMA_NAMES = ("result", "status", "stream-state", "command-reply", "counts", "event")
 
 #: Why a result was published (publish modes, see :mod:`edged.mqtt.policy`).
 REASONS = ("frame", "change", "heartbeat")
