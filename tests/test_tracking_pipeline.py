@@ -35,7 +35,8 @@ def write_config(path, tracking="enabled: true, min_hits: 2"):
         "loop": False,
         "zones": {"lower_half": {"points": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]],
                                  "units": "fraction"}},
-        "lines": {"middle": {"start": [0, 0.5], "end": [1, 0.5], "units": "fraction"}},
+        "lines": {"middle": {"start": [0, 0.5], "end": [1, 0.5], "units": "fraction"},
+                  "grass": {"start": [0, 0.6], "end": [0.35, 0.6], "units": "fraction"}},
     }  # fmt: skip
     text = "\n".join([
         "models:",
@@ -100,7 +101,9 @@ def test_tracks_counts_schema_and_persistence(tmp_path, monkeypatch, promtool): 
     assert any("track_id" in d for r in first[-5:] for d in
                json.loads(result_payload(r, "dev", "0" * 32, 0, model, "frame", 65536))[
                    "detections"])  # fmt: skip
-    crossings = sum(1 for r in first for e in r.tracking.events if e["event"] == "line_crossed")
+    crossings = sum(
+        1 for r in first for e in r.tracking.events if e.get("line") == "middle"
+    )  # fmt: skip
     in_1, out_1 = totals(first[-1])
     assert in_1 + out_1 == crossings > 0, "someone crosses the middle of the clip"
 
@@ -123,6 +126,15 @@ def test_tracks_counts_schema_and_persistence(tmp_path, monkeypatch, promtool): 
         timeout=60,
     )
     assert check.returncode == 0 and check.stdout.strip() == "", check.stdout
+
+    # The hand count (made once, by eye, on contact sheets of every 6th frame of the clip with
+    # the line drawn): on the "grass" line (y = 0.6 of the height, x from 0 to 0.35 of the
+    # width) exactly one person crosses -- the woman in the black coat walking up the lawn,
+    # her feet passing the line between frames 78 and 84 -- upwards, i.e. to the left-hand
+    # side of the line drawn left to right: "out". The man in the red jacket at the end of
+    # the clip reaches y = 0.6 only right of x = 0.43, beyond the line's end.
+    grass = first[-1].tracking.counts["lines"]["grass"]
+    assert (grass["in"], grass["out"]) == (0, 1)
 
     saved = json.load(open(str(tmp_path / "state" / "counts-edged.json")))
     assert saved["streams"]["cam"]["lines"]["middle"]
