@@ -278,6 +278,7 @@ def mqtt_config_from_dict(
         max_command_bytes=int(raw["max_command_bytes"]),
         publish=MqttPublishConfig(**publish),
         streams=per_stream,
+        home_assistant=raw["home_assistant"],
     )
 
 

@@ -248,6 +248,7 @@ class MqttConfig:
     max_command_bytes: int = 65536
     publish: MqttPublishConfig = field(default_factory=MqttPublishConfig)
     streams: Dict[str, MqttPublishConfig] = field(default_factory=dict)
+    home_assistant: bool = False  # discovery of the counts (edged/mqtt/discovery.py)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ class CountsPublisher:
         self._lock = threading.Lock()  # the sinks thread offers, the publisher thread polls
         self._latest = {}  # type: Dict[str, Tuple[Dict[str, Any], float]]
         self._changed = set()  # type: set
+        self._announced = None  # type: Optional[List[Tuple[str, bytes]]]  # HA discovery
         self.events_queued = 0
         self.events_failed = 0
         self.sink = CountsSink(self)
@@ -105,6 +106,8 @@ class CountsPublisher:
 
     def poll(self, connection: Any, force: bool) -> None:
         """Send the changed counts (all of them when ``force``: a new connection), retained."""
+        if getattr(self._service.config, "home_assistant", False):
+            self._announce(connection, force)
         with self._lock:
             names = sorted(self._latest) if force else sorted(self._changed)
             todo = [(s, self._latest[s]) for s in names]
@@ -115,6 +118,22 @@ class CountsPublisher:
             if not self._service._publish(connection, topic, payload, True):
                 with self._lock:  # the connection is going: the next one sends them all
                     self._changed.add(stream_id)
+
+    def _announce(self, connection: Any, force: bool) -> None:
+        """Home Assistant discovery: on every connect and when the zones or lines changed."""
+        from .discovery import sensor_configs
+
+        layout = {}  # type: Dict[str, Any]
+        for stage in self._service._control.tracking_stages():
+            layout.update(stage.layout())
+        configs = sensor_configs(self._service.topics, self._service.device_id, layout)
+        if not force and configs == self._announced:
+            return
+        gone = {t for t, _ in self._announced or []} - {t for t, _ in configs}
+        for topic in sorted(gone):  # an empty retained config removes the sensor
+            self._service._publish(connection, topic, b"", True)
+        sent = all([self._service._publish(connection, t, p, True) for t, p in configs])
+        self._announced = configs if sent else None
 
     # -- the command ------------------------------------------------------------------------
 
