@@ -261,3 +261,44 @@ def test_counting_config_is_frozen_in_dataclasses():
     assert (line.name, line.start, line.end, line.units, line.labels, line.hysteresis) == (
         "d", (0.0, 0.5), (1.0, 0.5), "fraction", ("person",), 4.0)  # fmt: skip
     assert config.models["m"].tracking.min_hits == 3
+
+
+def test_overlay_draws_zones_lines_and_trails_and_the_snapshot_has_them():
+    import dataclasses as dc
+
+    import cv2
+    import numpy as np
+
+    from edged.mqtt.commands import annotated_jpeg
+    from edged.pipeline.results import InferenceResult
+    from edged.pipeline.tracking import TrackingUpdate
+    from edged.tasks.detection import Detection
+    from edged.tracking.draw import LINE_COLOUR, ZONE_COLOUR, draw_overlay
+
+    counter = StreamCounter(zones=[ZoneSpec("q", ((10, 10), (100, 10), (100, 100), (10, 100)))],
+                            lines=[LineSpec("d", (0, 200), (320, 200))])  # fmt: skip
+    tracker = Tracker(TrackerParams(min_hits=1))
+    for f in range(5):
+        tracker.update([[150 + 10 * f, 100, 190 + 10 * f, 180]], [0.9], [0])
+        counter.update(tracker.tracks(), (320, 240), f)
+    overlay = counter.overlay()
+    assert overlay["trails"][1][0] == (170.0, 180.0)  # bottom centre of the first box
+    image = draw_overlay(np.zeros((240, 320, 3), np.uint8), overlay)
+
+    def near(pixels, colour):  # anti-aliased lines: the strongest pixel, within a tolerance
+        best = pixels[pixels.astype(int).sum(axis=1).argmax()]
+        return all(abs(int(a) - b) <= 60 for a, b in zip(best, colour))
+
+    assert near(image[8:13, 50], ZONE_COLOUR)  # the zone's top edge
+    assert near(image[198:203, 20], LINE_COLOUR)
+    assert image[180, 175:205].any()  # the trail
+    result = InferenceResult("cam", 4, 0.0, 0.0, (320, 240), "m", "detection",
+                             [Detection(0, "person", 0.9, (190, 100, 230, 180), 1)], {},
+                             TrackingUpdate([], counter.counts(), False, overlay))  # fmt: skip
+    jpeg, size = annotated_jpeg(np.zeros((240, 320, 3), np.uint8), result, 1280, 95)
+    decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert size == (320, 240)
+    assert abs(int(decoded[200, 20][0]) - 255) < 40 and int(decoded[200, 20][1]) < 60  # magenta
+    plain = annotated_jpeg(np.zeros((240, 320, 3), np.uint8), dc.replace(result, tracking=None),
+                           1280, 95)[0]  # fmt: skip
+    assert cv2.imdecode(np.frombuffer(plain, np.uint8), cv2.IMREAD_COLOR)[200, 20].max() < 40

@@ -37,6 +37,7 @@ class TrackingUpdate(NamedTuple):
     events: List[Dict[str, Any]]
     counts: Dict[str, Any]
     counts_changed: bool
+    overlay: Optional[Dict[str, Any]] = None  # zones, lines, trails to draw (snapshot)
 
 
 class _StreamState:
@@ -116,11 +117,12 @@ class TrackingStage:
             events = state.counter.update(state.tracker.tracks(), result.frame_size,
                                           frame.captured_mono)  # fmt: skip
             counts = state.counter.counts()
+            overlay = state.counter.overlay()
             changed = counts != state.counts
             state.counts = counts
             if self._store is not None and state.counter.state() != before:
                 self._save_locked()
-        update = TrackingUpdate(events, counts, changed)
+        update = TrackingUpdate(events, counts, changed, overlay)
         return dataclasses.replace(result, items=tracked, tracking=update)
 
     def _save_locked(self) -> None:

@@ -17,6 +17,7 @@ Totals (line in/out and zone entries, per label) are the state that persists:
 dict. Occupancy is live and is rebuilt from the tracks.
 """
 
+import collections
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -33,6 +34,8 @@ from .geometry import (
 from .tracker import TrackView
 
 DIRECTIONS = ("in", "out")
+#: Anchor points kept per track for drawing its trail (snapshots, annotated videos).
+TRAIL_POINTS = 16
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,11 @@ def check_specs(zones: Sequence[ZoneSpec], lines: Sequence[LineSpec], anchor: st
 class _Track:
     """What the counters remember of one track."""
 
-    __slots__ = ("label", "zones", "sides", "refs")
+    __slots__ = ("label", "zones", "sides", "refs", "trail")
 
     def __init__(self, label: str) -> None:
         self.label = label
+        self.trail = collections.deque(maxlen=TRAIL_POINTS)  # type: Deque[Point]
         self.zones = {}  # type: Dict[str, float]  # zone -> entered at (monotonic s)
         self.sides = {}  # type: Dict[str, int]  # line -> -1 / +1 once taken
         self.refs = {}  # type: Dict[str, Point]  # line -> anchor when the side was taken
@@ -162,6 +166,7 @@ class StreamCounter:
             if track is None:
                 track = self._tracks[view.track_id] = _Track(self._label(view.class_id))
             point = self._anchor(view.box)
+            track.trail.append(point)
             self._zones(view.track_id, track, point, now, events)
             self._lines(view.track_id, track, point, events)
         for track_id in [t for t in self._tracks if t not in alive]:
@@ -228,6 +233,14 @@ class StreamCounter:
             for zone, entered in track.zones.items():
                 out[zone][track_id] = now - entered
         return out
+
+    def overlay(self) -> Dict[str, Any]:
+        """What to draw: zones and lines in source pixels, each track's recent anchor points."""
+        return {
+            "zones": dict(self._polygons),
+            "lines": dict(self._segments),
+            "trails": {i: list(t.trail) for i, t in self._tracks.items()},
+        }
 
     def counts(self) -> Dict[str, Any]:
         """Occupancy now and the running totals: the body of the retained counts message."""
