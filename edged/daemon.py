@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 from . import sdnotify
-from .config import Config, ModelConfig, StreamConfig, load_config
+from .config import Config, ModelConfig, StreamConfig, check_reloadable, load_config
 from .errors import EdgedError
 from .metrics import MetricsService
 from .pipeline.results import InferenceResult
@@ -388,6 +388,7 @@ class Daemon:
         self.notifier.reloading("reloading configuration")
         try:
             new = load_config(self.config_path)
+            check_reloadable(new, self.config_path)
             tasks = self._load_changed_models(new)
         except EdgedError as e:
             if self.stop_event.is_set():  # SIGTERM during the reload's engine build

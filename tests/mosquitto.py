@@ -145,6 +145,9 @@ class Mosquitto:
         tls: Optional[TestCA] = None,
         require_client_cert: bool = False,
         persistence: bool = False,
+        acl_file: Optional[str] = None,
+        allow_anonymous: Optional[bool] = None,
+        extra_conf: Optional[List[str]] = None,
     ) -> None:
         self.binary = require_tool("mosquitto")
         self.dir = directory
@@ -155,11 +158,12 @@ class Mosquitto:
         self.conf = os.path.join(directory, "mosquitto.conf")
         self.log = os.path.join(directory, "mosquitto.log")
         self.proc = None  # type: Optional[subprocess.Popen]
+        anonymous = not users if allow_anonymous is None else allow_anonymous
         lines = [
             f"listener {self.port} 127.0.0.1",
             # as root, stay root: the test's files are in a 0700 directory
             f"user {getpass.getuser()}",
-            f"allow_anonymous {'false' if users else 'true'}",
+            f"allow_anonymous {'true' if anonymous else 'false'}",
             "max_queued_messages 100000",
             "log_type all",
             "log_timestamp_format %H:%M:%S",
@@ -171,6 +175,9 @@ class Mosquitto:
             for user, password in users.items():
                 subprocess.check_call([tool, "-b", passwd, user, password])
             lines.append(f"password_file {passwd}")
+        if acl_file:
+            lines.append(f"acl_file {acl_file}")
+        lines += extra_conf or []
         if tls:
             lines += [
                 f"cafile {tls.ca_cert}",

@@ -2,6 +2,8 @@
 
 import base64
 import json
+import threading
+import time
 
 import cv2
 import jsonschema
@@ -11,7 +13,9 @@ import pytest
 from edged.config import parse_config
 from edged.mqtt.commands import CommandProcessor
 from edged.mqtt.control import DaemonControl, redact_config
+from edged.mqtt.inbox import CommandInbox
 from edged.mqtt.payloads import load_schema
+from edged.mqtt.topics import Topics
 from edged.pipeline.results import InferenceResult
 from edged.tasks.detection import Detection
 
@@ -176,3 +180,80 @@ mqtt: {host: h, username: u, password: s3cret}
     assert redacted["mqtt"]["password"] == "***" and redacted["models"]["m"]["key"] == "***"
     assert redacted["mqtt"]["username"] == "u"
     assert "rtsp://admin:***@10.0.0.5/stream" in text
+
+
+NOW_S = 1705314600.0
+
+
+@pytest.mark.parametrize(
+    "issued_at_ms, require, result, error",
+    [
+        (int(NOW_S * 1000) - 61000, False, "stale", "stale: issued 61 s ago (max age 60 s)"),
+        (int(NOW_S * 1000) + 61000, False, "stale", "stale: issued 61 s ahead of edged's clock"),
+        ("2024-01-15", False, "error", "issued_at_ms must be an integer"),
+        (True, False, "error", "issued_at_ms must be an integer"),
+        (None, True, "error", "issued_at_ms required: on MQTT 3.1.1"),
+    ],
+)
+def test_a_command_out_of_its_time_is_refused_and_does_not_run(
+    issued_at_ms, require, result, error
+):
+    daemon = StandInDaemon()
+    processor = CommandProcessor(
+        daemon, "b" * 32, max_age_s=60, require_issue_time=require, wall_clock=lambda: NOW_S
+    )
+    body = {"request_id": "r"}
+    if issued_at_ms is not None:
+        body["issued_at_ms"] = issued_at_ms
+    label, got, reply = run(processor, "reload", body)
+    assert (label, got) == ("reload", result) and reply["request_id"] == "r"
+    assert reply["ok"] is False and reply["error"].startswith(error)
+    assert daemon.reloads == 0
+
+
+@pytest.mark.parametrize("require", [False, True])
+def test_a_command_issued_within_the_max_age_runs(require):
+    daemon = StandInDaemon()
+    processor = CommandProcessor(
+        daemon, "b" * 32, max_age_s=60, require_issue_time=require, wall_clock=lambda: NOW_S
+    )
+    body = {"request_id": "r", "issued_at_ms": int(NOW_S * 1000) - 59000}
+    assert run(processor, "reload", body)[1] == "ok" and daemon.reloads == 1
+
+
+def test_a_command_without_issue_time_runs_where_the_retain_flag_is_trusted(processor):
+    assert run(processor, "ping", {"request_id": "r"})[1] == "ok"  # MQTT 5, not retained
+
+
+def test_commands_beyond_the_queue_get_a_busy_reply_and_are_counted():
+    """The broker test (tests/test_mqtt_command_safety.py) bursts 1000; here each path once."""
+    sent = []
+    stop = threading.Event()
+    box = CommandInbox(
+        CommandProcessor(StandInDaemon(), "b" * 32),
+        Topics("edged", "d"),
+        lambda topic, payload: sent.append((topic, json.loads(payload.decode()))) or True,
+        stop.is_set,
+        queue_size=1,
+        busy_queue_size=2,
+    )
+    topic = "edged/d/cmd/ping"
+    box.on_message(topic, b'{"request_id": "queued"}', False)  # fills the command queue
+    box.on_message(topic, b'{"request_id": "b1"}', False)
+    box.on_message(topic, b'{"request_id": "big", "pad": "' + b"x" * 5000 + b'"}', False)
+    box.on_message(topic, b'{"request_id": "b3"}', False)  # the busy queue is full too
+    replies = threading.Thread(target=dict(box.threads())["mqtt-replies"], name="test-replies")
+    replies.start()
+    deadline = time.monotonic() + 10
+    while len(sent) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    replies.join(10)
+    for _, reply in sent:
+        REPLY.validate(reply)
+    assert [(t, r["request_id"], r["ok"]) for t, r in sent] == [
+        (topic + "/reply", "b1", False),
+        (topic + "/reply", None, False),  # over 4 KiB: its request_id was not kept
+    ]
+    assert sent[0][1]["error"] == "busy: 1 commands are waiting; send it again later"
+    assert box.counts() == {("ping", "busy"): 2, ("ping", "busy_unsent"): 1}

@@ -174,7 +174,9 @@ def test_the_daemon_publishes_its_counts_and_events_and_resets_them(tmp_path, mo
             jsonschema.validate(message, load_schema("event"))
         assert any(m["event"] == "zone_leave" and m["dwell_s"] > 0 for m in events)
         check_home_assistant(subscriber, newest[-1])
-        subscriber.publish(f"edged/{DEVICE}/cmd/reset_counts", {"request_id": "r1"})
+        issued_at_ms = int(time.time() * 1000)  # commands carry their issue time (docs/mqtt.md)
+        subscriber.publish(f"edged/{DEVICE}/cmd/reset_counts",
+                           {"request_id": "r1", "issued_at_ms": issued_at_ms})  # fmt: skip
         reply = wait_for(lambda: subscriber.json("/reset_counts/reply"), 10, "the reply")[0]
         assert reply["ok"] is True and reply["result"] == {"reset": ["cam"]}
         jsonschema.validate(reply, load_schema("command-reply"))

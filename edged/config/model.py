@@ -44,6 +44,7 @@ class ClassSettings:
     min_boxes: Optional[int] = None
     min_score: Optional[float] = None
     post_threshold: Optional[float] = None
+    min_cluster_height: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class DetectionConfig:
     min_width: float = 4.0
     min_height: float = 4.0
     classes: Dict[str, ClassSettings] = field(default_factory=dict)
+    compat: str = "deepstream"  # edged/tasks/compat.py registry
 
 
 # -- tracking and counting (edged/tracking) ------------------------------------------------
@@ -246,6 +248,8 @@ class MqttConfig:
     backoff_max_s: float = 60.0
     max_payload_bytes: int = 65536
     max_command_bytes: int = 65536
+    protocol: str = "5"  # "5" | "3.1.1"
+    command_max_age_s: float = 60.0
     publish: MqttPublishConfig = field(default_factory=MqttPublishConfig)
     streams: Dict[str, MqttPublishConfig] = field(default_factory=dict)
     home_assistant: bool = False  # discovery of the counts (edged/mqtt/discovery.py)

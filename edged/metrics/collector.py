@@ -4,7 +4,7 @@ Nothing here runs per frame: the capture supervisors, inference workers, the
 sink dispatcher and the MQTT client already count what happens; a scrape
 copies those counters into metric families. Labels stay low-cardinality --
 ``stream``, ``model``, ``stage``, ``outcome``, ``result``, ``state``,
-``command``, ``sink`` -- never a pid, seq or request id (style.md 7.12).
+``command``, ``sink``, ``reason`` -- never a pid, seq or request id (style.md 7.12).
 
 Names and what they read:
 
@@ -65,6 +65,30 @@ MQTT_STATS = (
         "edged_mqtt_dropped",
         "counter",
         "Messages dropped: the outbox was full (oldest first) or a payload was too large.",
+    ),
+    (
+        "results_not_durable_total",
+        "edged_mqtt_results_not_durable",
+        "counter",
+        "Results sent to the broker from memory only: the disk was full (a crash loses them).",
+    ),
+    (
+        "outbox_durable",
+        "edged_mqtt_outbox_durable",
+        "gauge",
+        "0 while the outbox cannot write to disk (full): results are kept in memory.",
+    ),
+    (
+        "outbox_disk_bytes",
+        "edged_mqtt_outbox_disk_bytes",
+        "gauge",
+        "Disk space the outbox's files take (database, WAL, wal-index); at most max_bytes.",
+    ),
+    (
+        "outbox_memory_messages",
+        "edged_mqtt_outbox_memory_messages",
+        "gauge",
+        "Results held in memory only (the disk was full), waiting for the broker.",
     ),
     (
         "reconnects_total",
@@ -326,12 +350,23 @@ class DaemonCollector:
             families.append(family)
         commands = _counter(
             "edged_mqtt_commands",
-            "Commands received over MQTT by command and result.",
+            "Commands received over MQTT by command and result (ok, error, ignored: retained, "
+            "stale: issued too long ago, busy: the queue was full, busy_unsent).",
             ["command", "result"],
         )
         for (command, result), n in sorted(stats["commands_total"].items()):
             commands.add_metric([command, result], n)
         families.append(commands)
+        lost = _counter(
+            "edged_mqtt_results_lost",
+            "Results lost by reason (each leaves a gap in seq): outbox_full (the oldest "
+            "dropped), too_large, disk_full or write_error (the disk and the memory for "
+            "results were full), not_durable_at_exit (held in memory at the stop).",
+            ["reason"],
+        )
+        for reason, n in sorted(stats["results_lost_total"].items()):
+            lost.add_metric([reason], n)
+        families.append(lost)
         return iter(families)
 
     def _engines(self) -> Iterator[Metric]:

@@ -20,7 +20,16 @@ snapshot       ``stream`` (optional with one stream), ``max_width``     one anno
 Hostile input never reaches a handler (reliability.md 7, M7): a RETAINED command
 is ignored without a reply (a stale retained ``restart`` caused a restart loop in
 Frigate, frigate#4414); a payload over ``max_bytes``, invalid UTF-8 or JSON, a
-non-object, a missing ``request_id`` or an unknown name gets an error reply. A
+non-object, a missing ``request_id`` or an unknown name gets an error reply.
+
+The retain flag alone is not enough: a 3.1.1 broker clears it on a message it
+forwards to a client that is already subscribed (MQTT 3.1.1 section 3.3.1.3), so
+a retained command published while edged is connected looks fresh. Hence the
+issue time (schema ``command.v1.json``): a command with ``issued_at_ms`` further
+than ``max_age_s`` from edged's clock gets the error reply ``stale`` and does not
+run; without ``issued_at_ms`` it runs only where the retain flag can be trusted
+(MQTT 5 with Retain As Published, :func:`.compat.subscribe`), else it is refused
+(``require_issue_time``, edged's setting on MQTT 3.1.1). A
 repeated ``request_id`` (QoS 1 redelivery) gets the first reply again instead
 of running the command twice. Outcomes are counted per (command, result) with
 unknown names counted as ``unknown`` (no label explosion in the metrics).
@@ -53,7 +62,14 @@ SNAPSHOT_QUALITY = 80
 OK = "ok"
 ERROR = "error"
 IGNORED = "ignored"
+#: Refused for its issue time (too old, or too far ahead of edged's clock).
+STALE = "stale"
+#: Not queued: the command queue was full (:mod:`.inbox`).
+BUSY = "busy"
 UNKNOWN = "unknown"
+#: How long ago (at most) a command may have been issued, by default.
+DEFAULT_MAX_AGE_S = 60.0
+ISSUED_AT = "issued_at_ms"
 
 
 class CommandError(EdgedError):
@@ -73,8 +89,14 @@ class CommandProcessor:
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
         reload_timeout_s: float = RELOAD_TIMEOUT_S,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        require_issue_time: bool = False,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._control = control
+        self.max_age_s = float(max_age_s)
+        self.require_issue_time = require_issue_time
+        self._wall_clock = wall_clock
         self._boot_id = boot_id
         self.max_bytes = int(max_bytes)
         self._clock = clock
@@ -103,6 +125,10 @@ class CommandProcessor:
             logger.warning("command cmd/%s refused: %s", label, problem)
             return label, ERROR, reply_payload(None, False, error=problem)
         request_id = request["request_id"]
+        result, problem = self._check_issue_time(request)
+        if problem is not None:
+            logger.warning("command cmd/%s (request %s) refused: %s", label, request_id, problem)
+            return label, result, reply_payload(request_id, False, error=problem)
         if label == UNKNOWN:
             shown = name if name and COMMAND_NAME.match(name) else "(invalid name)"
             known = ", ".join(sorted(self.handlers))
@@ -118,6 +144,33 @@ class CommandProcessor:
         while len(self._replies) > REPLY_CACHE_SIZE:
             self._replies.popitem(last=False)
         return label, result, reply
+
+    def request_id(self, payload: bytes) -> Any:
+        """The ``request_id`` of a command payload, or None when it cannot be read."""
+        request, problem = self._parse(payload)
+        return None if problem is not None else request["request_id"]
+
+    def _check_issue_time(self, request: Dict[str, Any]) -> Tuple[str, Optional[str]]:
+        """``(OK, None)``, or ``(STALE or ERROR, why the command must not run)``."""
+        issued = request.get(ISSUED_AT)
+        if issued is None:
+            if self.require_issue_time:
+                return ERROR, (
+                    f"{ISSUED_AT} required: on MQTT 3.1.1 a retained command cannot be told "
+                    "from a fresh one (docs/mqtt.md)"
+                )
+            return OK, None
+        if isinstance(issued, bool) or not isinstance(issued, int):
+            return ERROR, f"{ISSUED_AT} must be an integer (Unix time in milliseconds)"
+        age_s = (self._wall_clock() * 1000.0 - issued) / 1000.0
+        if age_s > self.max_age_s:
+            return STALE, f"stale: issued {age_s:.0f} s ago (max age {self.max_age_s:g} s)"
+        if -age_s > self.max_age_s:
+            return STALE, (
+                f"stale: issued {-age_s:.0f} s ahead of edged's clock (max {self.max_age_s:g} s; "
+                "are the clocks synchronised?)"
+            )
+        return OK, None
 
     def _parse(self, payload: bytes) -> Tuple[Dict[str, Any], Optional[str]]:
         """``(request, None)`` or ``({}, why it is refused)``; the size is checked first."""

@@ -8,6 +8,9 @@ Differences handled here (reliability.md 3.1), detected by feature, not version:
   ``ReasonCode`` in 2.x VERSION2; ``on_publish``/``on_disconnect`` gain
   arguments): :class:`Callbacks` takes ``*args`` and normalises.
 * The connect timeout is a property in 2.x and a private attribute in 1.6.
+* MQTT 5 (both lines, paho >= 1.5): no ``clean_session`` argument (``clean_start``
+  in ``connect()`` instead), CONNECT properties and subscription options; a paho
+  without ``paho.mqtt.subscribeoptions`` cannot speak it (:data:`HAS_MQTT5`).
 
 The callbacks only ENQUEUE (paho#177, #354, #527: publishing or taking
 application locks inside a callback can deadlock against paho's own mutexes).
@@ -15,7 +18,7 @@ application locks inside a callback can deadlock against paho's own mutexes).
 
 import collections
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
@@ -38,6 +41,20 @@ CONNACK_MEANINGS = {
 PAHO_VERSION = str(paho.mqtt.__version__)
 HAS_CALLBACK_API_VERSION = hasattr(mqtt, "CallbackAPIVersion")
 
+try:  # paho >= 1.5 (1.6.1 on Python 3.6, 2.x): MQTT 5 properties and subscription options
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    HAS_MQTT5 = hasattr(mqtt, "MQTTv5")
+except ImportError:  # pragma: no cover - paho < 1.5 is not in constraints/
+    HAS_MQTT5 = False
+
+MQTT5 = "5"
+MQTT311 = "3.1.1"
+#: ``mqtt.protocol`` values and paho's protocol constants.
+PROTOCOLS = {MQTT311: mqtt.MQTTv311, MQTT5: getattr(mqtt, "MQTTv5", None)}
+
 
 def code_value(rc: Any) -> int:
     """An int from a 1.6 ``rc`` or a 2.x ``ReasonCode``."""
@@ -52,9 +69,19 @@ def describe_connack(code: int) -> str:
     return CONNACK_MEANINGS.get(code, f"refused with code {code}")
 
 
-def new_client(client_id: str, connect_timeout_s: float) -> "mqtt.Client":
-    """A fresh MQTT 3.1.1 client with a clean session (edged keeps its own outbox)."""
-    kwargs = {"client_id": client_id, "clean_session": True, "protocol": mqtt.MQTTv311}
+def protocol_problem(protocol: str) -> Optional[str]:
+    """Why ``mqtt.protocol`` cannot be used with the installed paho, or None."""
+    if protocol == MQTT5 and not HAS_MQTT5:
+        return f"MQTT 5 needs paho-mqtt >= 1.5 (installed: {PAHO_VERSION}); set protocol: 3.1.1"
+    return None
+
+
+def new_client(client_id: str, connect_timeout_s: float, protocol: str = MQTT311) -> "mqtt.Client":
+    """A fresh client (edged keeps its own outbox): a clean session on 3.1.1; on MQTT 5 the
+    clean start is asked for in :func:`connect`."""
+    kwargs = {"client_id": client_id, "protocol": PROTOCOLS[protocol]}  # type: dict
+    if protocol != MQTT5:  # paho refuses clean_session for MQTT 5
+        kwargs["clean_session"] = True
     if HAS_CALLBACK_API_VERSION:
         kwargs["callback_api_version"] = mqtt.CallbackAPIVersion.VERSION2
     client = mqtt.Client(**kwargs)
@@ -63,6 +90,46 @@ def new_client(client_id: str, connect_timeout_s: float) -> "mqtt.Client":
     else:  # paho 1.6.1: only the attribute (socket.create_connection's timeout)
         client._connect_timeout = connect_timeout_s
     return client
+
+
+def connect(
+    client: "mqtt.Client",
+    protocol: str,
+    host: str,
+    port: int,
+    keepalive: int,
+    max_packet_bytes: int,
+) -> None:
+    """``client.connect``; on MQTT 5 with a clean start, no session kept after the connection
+    (Session Expiry Interval 0) and the Maximum Packet Size edged accepts (MQTT 5.0 section
+    3.1.2.11.4: the broker must not send a larger packet, it discards it instead), so an
+    oversized command never reaches paho, which would read all of it into memory first."""
+    if protocol != MQTT5:
+        client.connect(host, port, keepalive)
+        return
+    properties = Properties(PacketTypes.CONNECT)
+    properties.MaximumPacketSize = int(max_packet_bytes)
+    client.connect(host, port, keepalive, clean_start=True, properties=properties)
+
+
+def subscribe(client: "mqtt.Client", protocol: str, topic_filter: str) -> None:
+    """Subscribe at QoS 1; on MQTT 5 with Retain As Published (MQTT 5.0 section 3.8.3.1): the
+    broker keeps the retain flag of a message forwarded while connected, which a 3.1.1 broker
+    clears (MQTT 3.1.1 section 3.3.1.3), so a retained command is known as one."""
+    if protocol != MQTT5:
+        client.subscribe(topic_filter, qos=1)
+        return
+    client.subscribe(topic_filter, options=SubscribeOptions(qos=1, retainAsPublished=True))
+
+
+def limit_inflight(client: "mqtt.Client", limit: int) -> None:
+    """Lower paho's in-flight limit right after CONNACK, before anything is published.
+
+    paho 2.x refuses ``max_inflight_messages_set`` on an open connection (its changes
+    between 0 and a positive limit are untested); nothing is in flight yet here and the
+    limit stays positive, so the attribute both lines keep is set directly.
+    """
+    client._max_inflight_messages = max(1, int(limit))
 
 
 class Callbacks:
@@ -80,6 +147,7 @@ class Callbacks:
     ) -> None:
         self.events = collections.deque()  # type: Deque[Tuple[str, Any]]
         self.acks = collections.deque()  # type: Deque[int]
+        self.receive_maximum = None  # type: Optional[int]
         self._wake = wake
         self._on_message = on_message
 
@@ -91,6 +159,10 @@ class Callbacks:
         client.on_message = self.on_message
 
     def on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
+        # MQTT 5 CONNACK: the broker's Receive Maximum (MQTT 5.0 section 3.2.2.3.3), which
+        # paho (1.6 and 2.x) does not apply to its own in-flight limit
+        properties = rest[0] if rest else None
+        self.receive_maximum = getattr(properties, "ReceiveMaximum", None)
         self.events.append(("connack", code_value(rc)))
 
     def on_disconnect(self, client: Any, userdata: Any, *rest: Any) -> None:

@@ -14,7 +14,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..pipeline.results import InferenceResult
-from ..sources.uri import redact
+from ..redact import redact
 from .payloads import model_dict
 
 #: Config keys whose values are secrets: shown as "***" by ``get_config``.

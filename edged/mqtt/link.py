@@ -8,7 +8,9 @@ after a connection that stayed up :data:`STABLE_CONNECTION_S`. Each attempt
 makes a FRESH paho client with a clean session (paho's in-memory session would
 resend behind the outbox's back), registers the retained will ``offline``,
 waits for CONNACK, subscribes to the command topics and publishes the retained
-birth ``online``: after EVERY connect (reliability.md 3.3).
+birth ``online``: after EVERY connect (reliability.md 3.3). On MQTT 5 (the default
+``mqtt.protocol``) the CONNECT carries a Maximum Packet Size and the command
+subscription asks for Retain As Published (:mod:`.compat`, docs/mqtt.md).
 
 A refused CONNACK for bad credentials or a failed TLS handshake counts as an
 authentication failure and backs off like any failure (no tight loop, M8).
@@ -44,6 +46,15 @@ STOPPED_ACK_TIMEOUT_S = 2.0
 #: Extra in-flight room in paho for status, state and reply messages besides results.
 INFLIGHT_HEADROOM = 64
 JOIN_TIMEOUT_S = 5.0
+#: Room for a command's PUBLISH header (topic, packet id, properties) beyond its payload.
+COMMAND_PACKET_HEADROOM = 8192
+
+
+def max_command_packet(max_command_bytes: int) -> int:
+    """The MQTT 5 Maximum Packet Size edged asks for: only commands come to edged, so a
+    packet larger than the largest command and its header is refused by the broker
+    (docs/mqtt.md, "Command size")."""
+    return int(max_command_bytes) + COMMAND_PACKET_HEADROOM
 
 
 def resolve_password(config: MqttConfig) -> Optional[str]:
@@ -222,7 +233,9 @@ class BrokerLink:
         )
 
     def _new_client(self, callbacks: compat.Callbacks) -> Any:
-        client = compat.new_client(self.client_id, self.config.connect_timeout_s)
+        client = compat.new_client(
+            self.client_id, self.config.connect_timeout_s, self.config.protocol
+        )
         callbacks.attach(client)
         compat.quiet_writes(client)
         client.max_inflight_messages_set(self.config.max_inflight + INFLIGHT_HEADROOM)
@@ -238,7 +251,14 @@ class BrokerLink:
         callbacks = compat.Callbacks(self._wake, self._on_message)
         client = self._new_client(callbacks)
         try:
-            client.connect(self.config.host, self.config.port, int(round(self.config.keepalive_s)))
+            compat.connect(
+                client,
+                self.config.protocol,
+                self.config.host,
+                self.config.port,
+                int(round(self.config.keepalive_s)),
+                max_command_packet(self.config.max_command_bytes),
+            )
         except (ssl.SSLError, ssl.CertificateError) as e:
             # TLS is mutual authentication: a rejected certificate (either side) counts
             compat.dispose(client)
@@ -257,7 +277,12 @@ class BrokerLink:
                 auth = code in compat.AUTH_FAILURE_CODES
                 self._failed(f"broker refused: {compat.describe_connack(code)}", auth=auth)
             return None
-        client.subscribe(self.topics.command_filter, qos=1)
+        if callbacks.receive_maximum:  # never more unacknowledged messages than the broker takes
+            compat.limit_inflight(
+                client,
+                min(self.config.max_inflight + INFLIGHT_HEADROOM, int(callbacks.receive_maximum)),
+            )
+        compat.subscribe(client, self.config.protocol, self.topics.command_filter)
         client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
         connection = self._set_connection(client, callbacks)
         logger.info(

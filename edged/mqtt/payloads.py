@@ -31,7 +31,7 @@ from ..pipeline.results import InferenceResult
 SCHEMA_VERSION = 1
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
 #: The published schemas, by payload kind (file ``<kind>.v1.json``).
-SCHEMA_NAMES = ("result", "status", "stream-state", "command-reply", "counts", "event")
+SCHEMA_NAMES = ("result", "status", "stream-state", "command", "command-reply", "counts", "event")
 
 #: Why a result was published (publish modes, see :mod:`edged.mqtt.policy`).
 REASONS = ("frame", "change", "heartbeat")
@@ -44,7 +44,7 @@ def schema_path(kind: str) -> str:
 
 
 def load_schema(kind: str) -> Dict[str, Any]:
-    """A published payload schema: ``result``, ``status``, ``stream-state``, ``command-reply``."""
+    """A payload schema: one of :data:`SCHEMA_NAMES`."""
     if kind not in SCHEMA_NAMES:
         raise ValueError("no payload schema {!r} (have: {})".format(kind, ", ".join(SCHEMA_NAMES)))
     with open(schema_path(kind)) as f:

@@ -15,7 +15,8 @@ Threads (all named, bounded, polling with ``time.monotonic()``, one shared stop 
   paho never resends while connected (paho commit 9a47140). It also publishes
   the retained per-stream state when a stream's capture state changes, and the
   birth again when a reload changed models or streams.
-* ``mqtt-commands``: runs commands (:mod:`.commands`) off the paho thread.
+* ``mqtt-commands`` and ``mqtt-replies``: run commands (:mod:`.commands`) off the
+  paho thread and answer those that did not fit the queue (:mod:`.inbox`).
 
 paho callbacks only append to queues (:mod:`.compat`). Shutdown
 (:meth:`MqttService.stop`, after the sinks drained): send what the outbox
@@ -27,7 +28,6 @@ on disk for the next start.
 import collections
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -35,15 +35,16 @@ import uuid
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..config import MqttConfig
-from ..errors import PublishError
+from ..errors import ConfigError, PublishError
 from ..pipeline.results import InferenceResult
 from ..pipeline.sinks import ResultSink
 from . import compat
-from .commands import ERROR, IGNORED, UNKNOWN, CommandProcessor
+from .commands import CommandProcessor
 from .control import DaemonControl
 from .counting import CountsPublisher
+from .inbox import CommandInbox
 from .link import BrokerLink, Connection, resolve_password, tls_context
-from .outbox import Outbox
+from .outbox import LOSS_REASONS, Outbox
 from .payloads import result_payload, status_payload, stream_state_payload
 from .policy import PolicyBook
 from .topics import Topics
@@ -58,8 +59,6 @@ STATE_POLL_S = 0.5
 DRAIN_TIMEOUT_S = 2.0
 #: Thread joins on shutdown.
 JOIN_TIMEOUT_S = 5.0
-#: Received commands waiting for the commands thread; beyond this they are refused.
-COMMAND_QUEUE = 32
 
 STATS_KEYS = (
     "connected",
@@ -68,6 +67,11 @@ STATS_KEYS = (
     "published_total",
     "publish_failed_total",
     "dropped_total",
+    "results_lost_total",
+    "results_not_durable_total",
+    "outbox_durable",
+    "outbox_disk_bytes",
+    "outbox_memory_messages",
     "reconnects_total",
     "auth_failures_total",
     "client_id_conflict",
@@ -137,17 +141,24 @@ class MqttService:
             {k: _publish_settings(v) for k, v in config.streams.items()},
             clock,
         )
-        self._commands = CommandProcessor(control, self.boot_id, config.max_command_bytes, clock)
+        processor = CommandProcessor(
+            control,
+            self.boot_id,
+            config.max_command_bytes,
+            clock,
+            max_age_s=config.command_max_age_s,
+            require_issue_time=config.protocol != compat.MQTT5,
+        )
         self.counts = CountsPublisher(self)  # edged/mqtt/counting.py
-        self._commands.handlers["reset_counts"] = self.counts.reset_counts
-        self._command_queue = queue.Queue(maxsize=COMMAND_QUEUE)  # type: queue.Queue
+        processor.handlers["reset_counts"] = self.counts.reset_counts
+        self.inbox = CommandInbox(processor, self.topics, self._send_reply, self._commands_stop)
         self._wake = threading.Event()  # new outbox data, acks, connection changes
         self.link = BrokerLink(
             config,
             self.client_id,
             self.topics,
             self._status,
-            self._on_message,
+            self.inbox.on_message,
             self._wake,
             clock,
             rng,
@@ -159,7 +170,6 @@ class MqttService:
         self._stopped = False
         self._warned_mqtt_change = False
         self._counters = {"published_total": 0, "publish_failed_total": 0}
-        self._command_counts = collections.Counter()  # type: collections.Counter
         # the publisher's view of per-stream states: stream -> (state, status dict, model)
         self._published_states = {}  # type: Dict[str, Tuple[str, Dict[str, Any], Optional[str]]]
         self._published_birth = None  # type: Optional[Tuple[Any, ...]]
@@ -177,6 +187,9 @@ class MqttService:
             ConfigError: password variable/file or TLS files unusable.
             PublishError: the outbox cannot be opened.
         """
+        problem = compat.protocol_problem(self.config.protocol)
+        if problem:
+            raise ConfigError("mqtt.protocol: " + problem)
         password = resolve_password(self.config)
         tls = tls_context(self.config)
         self.outbox.open()
@@ -191,10 +204,7 @@ class MqttService:
             compat.PAHO_VERSION,
         )
         self.link.start(password, tls)
-        for name, target in (
-            ("mqtt-publisher", self._publisher_main),
-            ("mqtt-commands", self._commands_main),
-        ):
+        for name, target in [("mqtt-publisher", self._publisher_main)] + self.inbox.threads():
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -214,6 +224,7 @@ class MqttService:
         self._join("mqtt-publisher")
         self.link.stop()
         self._join("mqtt-commands")
+        self._join("mqtt-replies")
         self.outbox.close()
         logger.info(
             "MQTT stopped: %d messages left in the outbox for the next start", self.outbox.messages
@@ -221,10 +232,14 @@ class MqttService:
 
     def _drain(self) -> None:
         """Keep publishing until the outbox is empty, for at most the drain timeout."""
-        if not self.connected or not self.outbox.messages:
+
+        def waiting() -> int:
+            return self.outbox.messages + self.outbox.memory_messages
+
+        if not self.connected or not waiting():
             return
         deadline = self._clock() + self._drain_timeout_s
-        while self._clock() < deadline and self.outbox.messages and self.connected:
+        while self._clock() < deadline and waiting() and self.connected:
             self._wake.set()
             self._publisher_stop.wait(0.02)  # not set yet: a short sleep
 
@@ -247,7 +262,7 @@ class MqttService:
         """Counters for the metrics: exactly the keys of :data:`STATS_KEYS`."""
         with self._lock:
             counters = dict(self._counters)
-            commands = dict(self._command_counts)
+        commands = self.inbox.counts()
         connected = self.connected
         return {
             "connected": connected,
@@ -256,6 +271,11 @@ class MqttService:
             "published_total": counters["published_total"],
             "publish_failed_total": counters["publish_failed_total"],
             "dropped_total": int(self.outbox.dropped),
+            "results_lost_total": {r: int(self.outbox.lost[r]) for r in LOSS_REASONS},
+            "results_not_durable_total": int(self.outbox.not_durable),
+            "outbox_durable": bool(self.outbox.durable),
+            "outbox_disk_bytes": int(self.outbox.disk_bytes()),
+            "outbox_memory_messages": int(self.outbox.memory_messages),
             "reconnects_total": int(self.link.reconnects),
             "auth_failures_total": int(self.link.auth_failures),
             "client_id_conflict": bool(self.link.takeover.suspected),
@@ -304,17 +324,6 @@ class MqttService:
             return None
         self._wake.set()
         return seq
-
-    def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
-        """paho callback (network thread): enqueue only."""
-        try:
-            self._command_queue.put_nowait((topic, payload, retain))
-        except queue.Full:
-            name = self.topics.command_name(topic)
-            with self._lock:
-                self._command_counts[
-                    (name if name in self._commands.handlers else UNKNOWN, ERROR)
-                ] += 1
 
     # -- publisher thread -------------------------------------------------------------------
 
@@ -484,32 +493,14 @@ class MqttService:
             return None
         return info if compat.loop_ok(info.rc) else None
 
-    # -- commands thread --------------------------------------------------------------------
+    # -- commands (:mod:`.inbox`) ------------------------------------------------------------
 
-    def _commands_main(self) -> None:
-        while not (self._stop.is_set() or self.link.stopping):
-            try:
-                topic, payload, retain = self._command_queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                self._handle_command(topic, payload, retain)
-            except Exception:  # noqa: BLE001 - top of the command loop: log, count, go on
-                logger.exception("MQTT command on %s failed", topic)
-        logger.debug("MQTT commands thread stopped")
+    def _commands_stop(self) -> bool:
+        return self._stop.is_set() or self.link.stopping
 
-    def _handle_command(self, topic: str, payload: bytes, retain: bool) -> None:
-        name = self.topics.command_name(topic)
-        label, result, reply = self._commands.process(name, payload, retain)
-        with self._lock:
-            self._command_counts[(label, result)] += 1
-        if reply is None or result == IGNORED or name is None:
-            return
+    def _send_reply(self, topic: str, payload: bytes) -> bool:
         connection = self.link.current()
-        if connection is None:
-            logger.info("MQTT: reply to cmd/%s not sent: disconnected", label)
-            return
-        self._publish(connection, self.topics.reply(name), reply, False)
+        return connection is not None and self._publish(connection, topic, payload, False)
 
 
 def _publish_settings(publish: Any) -> Dict[str, Any]:

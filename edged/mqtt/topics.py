@@ -1,8 +1,8 @@
 """Every MQTT topic edged uses, built in one place (issue 5 item 1).
 
-Layout (device id near the front, so a broker ACL ``pattern readwrite
-<prefix>/%c/#`` or an AWS policy variable gives each device only its own
-subtree, reliability.md 3.2 and 3.4)::
+Layout (device id near the front, so a broker ACL pattern on ``<prefix>/%u/...``
+(docs/mosquitto/acl, tested) or an AWS policy variable gives each device only its
+own subtree, reliability.md 3.2 and 3.4)::
 
     <prefix>/<device>/status                   retained: online | offline (LWT) | stopped
     <prefix>/<device>/v1/streams/<s>/detections       a detector's results (QoS 1, outbox)
