@@ -16,14 +16,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 
 class TrackingCollector:
-    """Reads ``worker.tracking`` (a TrackingStage) of each of the daemon's workers."""
+    """Reads the TrackingStage of each of the daemon's running models."""
 
     def __init__(self, daemon: Any) -> None:
         self._daemon = daemon
 
     def _stages(self) -> List[Any]:
-        workers = list(getattr(self._daemon, "workers", {}).values())
-        return [w.tracking for w in workers if getattr(w, "tracking", None) is not None]
+        from ..pipeline.tracking import stages_of
+
+        return list(stages_of(self._daemon))
 
     def collect(self) -> Iterator[Metric]:
         occupancy = GaugeMetricFamily("edged_zone_occupancy", "Tracked objects in a zone now.",

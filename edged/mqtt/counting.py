@@ -14,7 +14,7 @@
 import logging
 import threading
 import time
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import PublishError
 from ..pipeline.results import InferenceResult
@@ -65,7 +65,7 @@ class CountsPublisher:
         self._lock = threading.Lock()  # the sinks thread offers, the publisher thread polls
         self._latest = {}  # type: Dict[str, Tuple[Dict[str, Any], float]]
         self._changed = set()  # type: set
-        self._announced = None  # type: Optional[List[Tuple[str, bytes]]]  # HA discovery
+        self._announced: Optional[List[Tuple[str, bytes]]] = None  # HA discovery
         self.events_queued = 0
         self.events_failed = 0
         self.sink = CountsSink(self)
@@ -144,7 +144,7 @@ class CountsPublisher:
         stream = request.get("stream")
         if stream is not None and not isinstance(stream, str):
             raise CommandError("stream must be a stream id (a string)")
-        reset = []  # type: List[str]
+        reset: List[str] = []
         for stage in self._service._control.tracking_stages():
             names = stage.reset_counts(stream)
             now = stage.counts()

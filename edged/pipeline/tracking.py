@@ -180,3 +180,10 @@ def stage_for(
                        model, task.kind)  # fmt: skip
         return None
     return TrackingStage(model, tracking, task.labels, store)
+
+
+def stages_of(daemon: Any) -> List[TrackingStage]:
+    """The tracking stages of a daemon's running models (MQTT commands, metrics)."""
+    models = getattr(daemon, "models", None)
+    workers = models.workers() if models is not None else {}
+    return [w.tracking for _, w in sorted(workers.items()) if w.tracking is not None]

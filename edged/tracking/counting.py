@@ -19,7 +19,7 @@ dict. Occupancy is live and is rebuilt from the tracks.
 
 import collections
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..errors import ConfigError
 from .geometry import (
@@ -60,13 +60,13 @@ def check_specs(zones: Sequence[ZoneSpec], lines: Sequence[LineSpec], anchor: st
     """Raise ConfigError for a spec that cannot count (before any frame arrives)."""
     if anchor not in ANCHORS:
         raise ConfigError(f"tracking anchor {anchor!r} is not one of {', '.join(ANCHORS)}")
-    names = set()  # type: Set[str]
+    names: Set[Tuple[str, str]] = set()
     for kind, spec in [("zone", z) for z in zones] + [("line", ln) for ln in lines]:
         if spec.units not in UNITS:
             raise ConfigError(f"{kind} {spec.name!r}: units must be one of {UNITS}")
         if (kind, spec.name) in names:
             raise ConfigError(f"{kind} {spec.name!r} is defined twice")
-        names.add((kind, spec.name))  # type: ignore[arg-type]
+        names.add((kind, spec.name))
     for z in zones:
         if len(z.points) < 3:
             raise ConfigError(f"zone {z.name!r} needs at least 3 points")
@@ -82,7 +82,7 @@ class _Track:
 
     def __init__(self, label: str) -> None:
         self.label = label
-        self.trail = collections.deque(maxlen=TRAIL_POINTS)  # type: Deque[Point]
+        self.trail: Deque[Point] = collections.deque(maxlen=TRAIL_POINTS)
         self.zones = {}  # type: Dict[str, float]  # zone -> entered at (monotonic s)
         self.sides = {}  # type: Dict[str, int]  # line -> -1 / +1 once taken
         self.refs = {}  # type: Dict[str, Point]  # line -> anchor when the side was taken
@@ -159,7 +159,7 @@ class StreamCounter:
         ``now`` is a monotonic time in seconds (dwell); the caller stamps events."""
         self._resolve(size)
         events = []  # type: List[Dict[str, Any]]
-        alive = set()  # type: Set[int]
+        alive: Set[int] = set()
         for view in tracks:
             alive.add(view.track_id)
             track = self._tracks.get(view.track_id)
@@ -244,16 +244,16 @@ class StreamCounter:
 
     def counts(self) -> Dict[str, Any]:
         """Occupancy now and the running totals: the body of the retained counts message."""
-        zones = {}
+        zones: Dict[str, Any] = {}
         for name, by_label in self.occupancy().items():
             zones[name] = {"occupancy": sum(by_label.values()), "by_label": by_label,
                            "entered": dict(self._entries[name])}  # fmt: skip
-        lines = {}
-        for name, by_label in self._crossings.items():
+        lines: Dict[str, Any] = {}
+        for name, crossed in self._crossings.items():
             lines[name] = {
-                "in": sum(c["in"] for c in by_label.values()),
-                "out": sum(c["out"] for c in by_label.values()),
-                "by_label": {lb: dict(c) for lb, c in by_label.items()},
+                "in": sum(c["in"] for c in crossed.values()),
+                "out": sum(c["out"] for c in crossed.values()),
+                "by_label": {lb: dict(c) for lb, c in crossed.items()},
             }
         return {"zones": zones, "lines": lines}
 

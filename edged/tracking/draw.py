@@ -19,7 +19,7 @@ def track_colour(track_id: int) -> tuple:
     import cv2
 
     hue = int((track_id * 0.618033988749895 % 1.0) * 179)
-    bgr = cv2.cvtColor(np.uint8([[[hue, 200, 255]]]), cv2.COLOR_HSV2BGR)[0, 0]
+    bgr = cv2.cvtColor(np.array([[[hue, 200, 255]]], dtype=np.uint8), cv2.COLOR_HSV2BGR)[0, 0]
     return tuple(int(v) for v in bgr)
 
 

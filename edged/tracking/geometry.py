@@ -5,19 +5,19 @@ image coordinates (y down) a positive distance is on the right-hand side of A->B
 on screen (below a line drawn left to right).
 """
 
-from typing import Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 Point = Tuple[float, float]
 Box = Sequence[float]  # x1, y1, x2, y2
 
 #: Where on its box an object is: the point tested against zones and lines, by name.
-ANCHORS = {
+ANCHORS: Dict[str, Callable[[Box], Point]] = {
     "bottom_center": lambda b: ((b[0] + b[2]) / 2.0, float(b[3])),
     "center": lambda b: ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0),
     "top_center": lambda b: ((b[0] + b[2]) / 2.0, float(b[1])),
     "bottom_left": lambda b: (float(b[0]), float(b[3])),
     "bottom_right": lambda b: (float(b[2]), float(b[3])),
-}  # type: Dict[str, Callable[[Box], Point]]
+}
 
 #: How config points are given: source pixels, or fractions of the frame's width and height.
 UNITS = ("pixels", "fraction")

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import threading
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ..engine.cache import atomic_write
 
@@ -34,7 +34,7 @@ class CountsStore:
         self.path = path
         self.write_failures = 0
         self._lock = threading.Lock()
-        self._streams = None  # type: Optional[Dict[str, Dict[str, Any]]]
+        self._streams: Optional[Dict[str, Dict[str, Any]]] = None
 
     def load(self) -> Dict[str, Dict[str, Any]]:
         """Stream -> saved counter state; {} when there is no usable file."""

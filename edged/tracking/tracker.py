@@ -90,40 +90,40 @@ class Tracker:
         before inference), so that the predicted boxes move as far as the objects did.
         """
         p = self.params
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        box_array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        score_array = np.asarray(scores, dtype=np.float64).reshape(-1)
         classes = np.asarray(class_ids, dtype=np.int64).reshape(-1)
         self._filters.predict(float(max(1, step)))
         pred = self._filters.boxes()
-        assigned = np.full(len(boxes), -1, dtype=np.int64)  # detection -> track index
-        high = scores >= p.high_threshold
-        low = (scores >= p.low_threshold) & ~high
+        assigned = np.full(len(box_array), -1, dtype=np.int64)  # detection -> track index
+        high = score_array >= p.high_threshold
+        low = (score_array >= p.low_threshold) & ~high
         every = np.arange(len(self._ids))
-        self._associate(pred, boxes, classes, np.nonzero(high)[0], every, p.match_iou, assigned)
+        self._associate(pred, box_array, classes, np.nonzero(high)[0], every, p.match_iou, assigned)
         matched = np.zeros(len(self._ids), dtype=bool)
         matched[assigned[assigned >= 0]] = True
         second = np.nonzero(~matched & (self._ids > 0) & (self._misses == 0))[0]
-        self._associate(pred, boxes, classes, np.nonzero(low)[0], second, p.low_match_iou,
+        self._associate(pred, box_array, classes, np.nonzero(low)[0], second, p.low_match_iou,
                         assigned)  # fmt: skip
         dets = np.nonzero(assigned >= 0)[0]
         tracks = assigned[dets]
         matched[tracks] = True
-        self._filters.update(tracks, boxes[dets])
+        self._filters.update(tracks, box_array[dets])
         self._hits[tracks] += 1
         self._misses[tracks] = 0
         # the filtered box, not the raw one: detector jitter would move anchors across lines
         self._last[tracks] = self._filters.boxes()[tracks]
         self._misses[~matched] += 1
         self._confirm()
-        out = [None] * len(boxes)  # type: List[Optional[int]]
+        out = [None] * len(box_array)  # type: List[Optional[int]]
         for d, t in zip(dets.tolist(), tracks.tolist()):
             out[d] = int(self._ids[t]) or None
         dead = ((self._ids == 0) & (self._misses > 0)) | (self._misses > p.max_misses)
         if dead.any():
             self._keep(~dead)
-        born = np.nonzero(~(assigned >= 0) & (scores >= p.new_track_threshold))[0]
+        born = np.nonzero(~(assigned >= 0) & (score_array >= p.new_track_threshold))[0]
         if len(born):
-            self._add(boxes[born], classes[born])
+            self._add(box_array[born], classes[born])
             first = len(self._ids) - len(born)
             self._confirm()
             for k, d in enumerate(born.tolist()):
