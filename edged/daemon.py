@@ -246,6 +246,21 @@ class Daemon:
             assert worker is not None, name
             worker.tracking = tracking_stage_for(self.config, name, task, self.counts_store)
 
+    def _retrack(self, name: str, task: Task) -> None:
+        """A replaced model whose tracking changed: a new stage (or none) for its running
+        streams; totals carry over through the counts file."""
+        assert self.config is not None
+        worker = self.models.worker(name)
+        if worker is None:
+            return
+        if self.counts_store is None:
+            self.counts_store = counts_store(self.config)
+        stage = tracking_stage_for(self.config, name, task, self.counts_store)
+        for _, running in sorted(self.streams.items().items()):
+            if stage is not None and running.model == name:
+                stage.add_stream(self.config.streams[running.config.name])
+        worker.tracking = stage
+
     def _start_stream(self, stream: StreamConfig) -> None:
         worker = self.models.worker(stream.model)
         assert worker is not None, stream.model
@@ -325,12 +340,15 @@ class Daemon:
                 self._start_worker(name, tasks[name], new.models[name])
             for name in plan.replace_models:
                 logger.info("reload: replacing model %s; its streams keep running", name)
+                before = self.models.config(name)
                 try:
                     old = self.models.replace(name, tasks[name], new.models[name])
                 except ModelSlotError as e:  # a hung batch: the watchdog restarts edged
                     logger.error("reload: %s; its backend is left open", e)
                     continue
                 old.backend.close()
+                if before is None or before.tracking != new.models[name].tracking:
+                    self._retrack(name, tasks[name])
         for stream_id in sorted(plan.start_streams + plan.restart_streams):
             self._start_stream(new.streams[stream_id])
 

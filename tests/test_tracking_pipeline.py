@@ -27,17 +27,19 @@ FRAMES = 159
 pytestmark = pytest.mark.timeout(300)
 
 
-def write_config(path, tracking="enabled: true, min_hits: 2"):
+def write_config(path, tracking="enabled: true, min_hits: 2", counting=True, loop=False):
     stream = {
         "source": CLIP,
         "model": "people",
         "realtime": False,
-        "loop": False,
+        "loop": loop,
         "zones": {"lower_half": {"points": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]],
                                  "units": "fraction"}},
         "lines": {"middle": {"start": [0, 0.5], "end": [1, 0.5], "units": "fraction"},
                   "grass": {"start": [0, 0.6], "end": [0.35, 0.6], "units": "fraction"}},
     }  # fmt: skip
+    if not counting:
+        del stream["zones"], stream["lines"]
     text = "\n".join([
         "models:",
         "  people:",
@@ -171,3 +173,30 @@ def test_annotated_labels_carry_the_track_id():
 
     assert _detection_text(Detection(0, "person", 0.91, (0, 0, 9, 9), 7)) == "#7 person 91%"
     assert _detection_text(Detection(0, "person", 0.91, (0, 0, 9, 9))) == "person 91%"
+
+
+def test_a_reload_that_turns_tracking_on_tracks_the_running_stream(tmp_path, monkeypatch):
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    config = str(tmp_path / "edged.yaml")
+    write_config(config, tracking="enabled: false", counting=False, loop=True)
+    seen = []
+    daemon = Daemon(config, sinks=[CallbackSink(seen.append)])
+    try:
+        daemon.start()
+        wait = time.monotonic() + 60
+        while len(seen) < 10 and time.monotonic() < wait:
+            time.sleep(0.05)
+        assert seen and all(d.track_id is None for r in seen for d in r.items)
+        # the same stream (not restarted): only the model's tracking changes
+        write_config(config, tracking="enabled: true", counting=False, loop=True)
+        capture = daemon.streams.get("cam").supervisor
+        assert daemon.reload()
+        assert daemon.streams.get("cam").supervisor is capture  # the model was replaced in place
+        before = len(seen)
+        while time.monotonic() < wait + 60 and not any(
+            d.track_id is not None for r in seen[before:] for d in r.items
+        ):
+            time.sleep(0.05)
+        assert any(d.track_id is not None for r in seen[before:] for d in r.items)
+    finally:
+        daemon.shutdown()
