@@ -262,10 +262,45 @@ def run_tracking(frames: int = 3000, objects: int = 20, seed: int = 7) -> Dict[s
     hyp, cost, _ = track(gt, size, seed, counter=counter)
     figures = evaluate(gt, hyp)  # type: Dict[str, float]
     ms = sorted(1000.0 * c for c in cost)
+    stage_ms = sorted(1000.0 * c for c in stage_cost(gt, size, seed))
     figures.update({
         "frames": frames,
         "objects": objects,
         "cpu_ms_per_frame_mean": sum(ms) / len(ms),
         "cpu_ms_per_frame_p99": ms[int(0.99 * (len(ms) - 1))],
+        "stage_ms_per_frame_mean": sum(stage_ms) / len(stage_ms),
     })  # fmt: skip
     return figures
+
+
+def stage_cost(gt: Truth, size: Tuple[int, int], seed: int) -> List[float]:
+    """CPU seconds per frame of the pipeline's whole tracking step
+    (:meth:`edged.pipeline.tracking.TrackingStage.apply`: tracker, counter, track ids on
+    the detections, counts, the overlay) with one zone and one line, as the worker runs it."""
+    import time
+
+    import numpy as np
+
+    from edged.config.model import LineConfig, StreamConfig, TrackingConfig, ZoneConfig
+    from edged.pipeline.results import InferenceResult
+    from edged.pipeline.tracking import TrackingStage
+    from edged.sources.frame import Frame
+    from edged.tasks.detection import Detection
+
+    clock = getattr(time, "thread_time", time.process_time)
+    stage = TrackingStage("bench", TrackingConfig(enabled=True), ["object"])
+    half = ((0.0, 0.0), (0.5, 0.0), (0.5, 1.0), (0.0, 1.0))
+    middle = LineConfig("middle", (0.5, 0.0), (0.5, 1.0), "fraction")
+    zones = (ZoneConfig("left", half, "fraction"),)
+    stage.add_stream(StreamConfig("cam", None, "bench", zones=zones, lines=(middle,)))
+    rng = random.Random(seed)
+    image = np.zeros((1, 1, 3), np.uint8)
+    cost = []  # type: List[float]
+    for f, row in enumerate(gt):
+        found = [Detection(0, "object", s, b) for b, s in detect(row, rng, DetectorModel(), size)]
+        result = InferenceResult("cam", f, f / 25.0, f / 25.0, size, "bench", "detection", found)
+        frame = Frame("cam", f, f / 25.0, f / 25.0, size, image)
+        c0 = clock()
+        stage.apply(frame, result)
+        cost.append(clock() - c0)
+    return cost
