@@ -210,8 +210,8 @@ def test_counts_and_events_survive_kill_9_of_edged_run(tmp_path):
             line = json.load(f)["streams"]["cam"]["lines"]["middle"]
         return sum(c["in"] for c in line.values()), sum(c["out"] for c in line.values())
 
-    def crossing_events():
-        return [m for m in subscriber.json("/events") if m.get("line") == "middle"]
+    def crossing_events():  # deduplicated by seq (at least once)
+        return {m["seq"]: m for m in subscriber.json("/events") if m.get("line") == "middle"}
 
     runs = []
     try:
