@@ -1,7 +1,8 @@
 """Benchmarks 1 and 2 of issue 7: pipeline efficiency (fps) and the CPU cost outside inference.
 
 Pipeline efficiency compares, in windows of the same length taken round-robin in one
-invocation (so drift of a shared machine hits every contender alike):
+invocation, the first contender rotating each repeat (so drift of a shared machine hits every
+contender alike), each window bracketed by benchmarks/validity.py's load probe:
 
 * ``runtime``: ``session.run`` alone on pre-decoded, pre-processed frames -- the limit;
 * ``edged``: the Daemon in-process on the demo video (``realtime: false``, read as fast as
@@ -20,7 +21,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from .common import (
     wait_for,
     write_config,
 )
+from .validity import Probe, interleaved, verdict
 
 #: Frames kept pre-decoded for the runtime-limit and cost measurements.
 PREDECODED_FRAMES = 32
@@ -106,11 +108,14 @@ class CvDnn:
         self.net.setInput(self.tensors[i % len(self.tensors)])
         self.net.forward(self.names)
 
-    def run(self, window_s: float) -> float:
+    def run(self, window_s: float, probe: Optional[Probe] = None) -> float:
         previous = self.cv2.getNumThreads()
         self.cv2.setNumThreads(self.threads)
         try:
-            return timed_loop(self.step, window_s)
+            if probe is None:
+                return timed_loop(self.step, window_s)
+            with probe.measuring("cv2_dnn"):
+                return timed_loop(self.step, window_s)
         finally:
             self.cv2.setNumThreads(previous)
 
@@ -155,7 +160,8 @@ class NaiveLoop:
         self.cap.release()
 
 
-def edged_window(config_path: str, warmup_s: float, window_s: float) -> Dict[str, float]:
+def edged_window(config_path: str, warmup_s: float, window_s: float, probe: Probe,
+                 name: str) -> Dict[str, float]:  # fmt: skip
     """Start the Daemon in-process, wait for results, count inferred frames over ``window_s``."""
     from edged.daemon import Daemon
 
@@ -165,9 +171,10 @@ def edged_window(config_path: str, warmup_s: float, window_s: float) -> Dict[str
         worker = daemon.workers["peoplenet"]
         wait_for(lambda: worker.stats.frames.get(STREAM_ID, 0) > 0, 60, "edged's first result")
         time.sleep(warmup_s)
-        n0, t0 = worker.stats.frames.get(STREAM_ID, 0), time.perf_counter()
-        time.sleep(window_s)
-        n1, t1 = worker.stats.frames.get(STREAM_ID, 0), time.perf_counter()
+        with probe.measuring(name):
+            n0, t0 = worker.stats.frames.get(STREAM_ID, 0), time.perf_counter()
+            time.sleep(window_s)
+            n1, t1 = worker.stats.frames.get(STREAM_ID, 0), time.perf_counter()
         status = daemon.streams[STREAM_ID].supervisor.status()
         return {"fps": (n1 - n0) / (t1 - t0), "fps_in": float(status.fps)}
     finally:
@@ -198,31 +205,47 @@ def run_pipeline(
         os.path.join(workdir, "pipeline-serial.yaml"), broker, threads,
         os.path.join(tempfile.mkdtemp(dir=workdir), "outbox.sqlite3"), overlap=False,
     )  # fmt: skip
-    runs = []  # type: List[Dict[str, float]]
+    probe = Probe()
+
+    def loop(name: str, step: Callable[[int], None]) -> Callable[[], float]:
+        def measure() -> float:
+            timed_loop(step, warmup_s)  # warm each contender for a moment, then measure
+            with probe.measuring(name):
+                return timed_loop(step, window_s)
+
+        return measure
+
+    contenders = [("runtime", loop("runtime", runtime.step)), ("naive", loop("naive", naive.step))]
+    if dnn is not None:
+        cv_dnn = dnn
+
+        def dnn_window() -> float:
+            cv_dnn.run(warmup_s)
+            return cv_dnn.run(window_s, probe)
+
+        contenders.append(("cv2_dnn", dnn_window))
+    contenders += [
+        ("edged", lambda: edged_window(config, warmup_s, window_s, probe, "edged")),
+        ("edged_serial", lambda: edged_window(serial_config, warmup_s, window_s, probe,
+                                              "edged_serial")),
+    ]  # fmt: skip
     try:
-        for _ in range(repeats):
-            run = {}  # type: Dict[str, float]
-            # warm each contender for a moment, then measure (round-robin per repeat)
-            timed_loop(runtime.step, warmup_s)
-            run["runtime"] = timed_loop(runtime.step, window_s)
-            timed_loop(naive.step, warmup_s)
-            run["naive"] = timed_loop(naive.step, window_s)
-            if dnn is not None:
-                dnn.run(warmup_s)
-                run["cv2_dnn"] = dnn.run(window_s)
-            edged = edged_window(config, warmup_s, window_s)
-            run["edged"] = edged["fps"]
-            run["edged_fps_in"] = edged["fps_in"]
-            run["edged_serial"] = edged_window(serial_config, warmup_s, window_s)["fps"]
-            run["edged_vs_runtime"] = run["edged"] / run["runtime"]
-            run["edged_vs_naive"] = run["edged"] / run["naive"]
-            # edged cannot beat the runtime alone: this is the most "edged / naive" can be
-            run["runtime_vs_naive"] = run["runtime"] / run["naive"]
-            if dnn is not None:
-                run["cv2_dnn_vs_runtime"] = run["cv2_dnn"] / run["runtime"]
-            runs.append(run)
+        raw = interleaved(contenders, repeats)
     finally:
         naive.close()
+    runs = []  # type: List[Dict[str, float]]
+    for r in raw:
+        run = dict(r)  # type: Dict[str, float]
+        run["edged"] = r["edged"]["fps"]
+        run["edged_fps_in"] = r["edged"]["fps_in"]
+        run["edged_serial"] = r["edged_serial"]["fps"]
+        run["edged_vs_runtime"] = run["edged"] / run["runtime"]
+        run["edged_vs_naive"] = run["edged"] / run["naive"]
+        # edged cannot beat the runtime alone: this is the most "edged / naive" can be
+        run["runtime_vs_naive"] = run["runtime"] / run["naive"]
+        if dnn is not None:
+            run["cv2_dnn_vs_runtime"] = run["cv2_dnn"] / run["runtime"]
+        runs.append(run)
     keys = sorted(runs[0])
     return {
         "threads": threads,
@@ -231,6 +254,7 @@ def run_pipeline(
         "runs": runs,
         "median": {k: median([r[k] for r in runs]) for k in keys},
         "cv2_dnn_error": dnn_error,
+        "validity": verdict(probe.windows, runs),
     }
 
 

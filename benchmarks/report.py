@@ -4,6 +4,8 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from .validity import reasons
+
 #: RSS slope below which memory counts as flat: 0.1 MB/min is 6 MB an hour.
 FLAT_SLOPE_MB_PER_MIN = 0.1
 
@@ -59,8 +61,61 @@ def _pipeline_rows(group: str, p: Dict[str, Any]) -> List[List[str]]:
     return rows
 
 
+#: The benchmark (--only name) behind each group of rows, whose validity the rows carry.
+GROUP_BENCHMARK = {
+    "1 pipeline": "pipeline",
+    "1b pipeline, model on 1 core": "offload",
+    "2 CPU cost": "cost",
+    "3 MQTT": "mqtt",
+    "4 start-up": "startup",
+    "5 memory": "memory",
+    "6 hostile configs": "config",
+}
+HEADER = "| benchmark | figure | measured | goal | | run |"
+
+
+def run_cell(results: Dict[str, Any], benchmark: str) -> str:
+    """The table's last column: ``ok``, ``**invalid**: why``, or ``not recorded``."""
+    verdict = results.get("validity", {}).get("benchmarks", {}).get(benchmark)
+    if verdict is None:
+        return "not recorded"
+    if verdict["valid"]:
+        return "ok"
+    return "**invalid**: " + ", ".join(reasons(verdict))
+
+
+def run_line(results: Dict[str, Any]) -> str:
+    """The line above the table: the commit measured and the run's verdict."""
+    git = results.get("git") or {}
+    commit = git.get("commit")
+    if not commit:
+        where = "commit not recorded"
+    else:
+        tree = {True: "clean tree", False: "uncommitted changes"}.get(
+            git.get("clean"), "tree state not recorded")  # fmt: skip
+        if git.get("note"):
+            tree += "; " + git["note"]
+        where = f"commit `{commit[:12]}` ({tree})"
+    v = results.get("validity") or {}
+    if "valid" not in v:
+        verdict = "validity not recorded (before runs recorded their load)"
+    else:
+        load = v["run"]
+        figures = "load1 {:.1f} -> {:.1f} on {} cores, steal {:.1f} %, others' CPU {:.0f} %".format(
+            load["load1_before"], load["load1_after"], load["cores"], load["steal_pct"],
+            load["others_cpu_pct"])  # fmt: skip
+        verdict = (f"**valid** ({figures})" if v["valid"] else
+                   "**INVALID** ({}): {}".format(figures, "; ".join(v["flags"])))  # fmt: skip
+    return f"Run: {where}; {verdict}."
+
+
 def table_rows(results: Dict[str, Any]) -> List[List[str]]:
-    """One row per figure: benchmark, figure, measured, goal, met."""
+    """One row per figure: benchmark, figure, measured, goal, met, run validity."""
+    rows = _figure_rows(results)
+    return [row + [run_cell(results, GROUP_BENCHMARK[row[0]])] for row in rows]
+
+
+def _figure_rows(results: Dict[str, Any]) -> List[List[str]]:
     rows = []  # type: List[List[str]]
     for key, group in (("pipeline", "1 pipeline"),
                        ("pipeline_offload", "1b pipeline, model on 1 core")):  # fmt: skip
@@ -163,8 +218,10 @@ def markdown(results: Dict[str, Any]) -> str:
             repeats=results["settings"]["repeats"],
         ),  # fmt: skip
         "",
-        "| benchmark | figure | measured | goal | |",
-        "|---|---|---:|---|---|",
+        run_line(results),
+        "",
+        HEADER,
+        "|---|---|---:|---|---|---|",
     ]
     for row in table_rows(results):
         lines.append("| " + " | ".join(row) + " |")

@@ -13,13 +13,17 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from . import report
+from . import report, validity
 from .common import REPO, Broker, machine_info
 
 # memory first: RSS is the figure least disturbed by a machine still busy at the start
 BENCHMARKS = ("memory", "pipeline", "offload", "cost", "mqtt", "startup", "profile")
 #: Run only when named in --only (the default full run, and so the README's table, leaves them out).
 OPT_IN = ("config",)
+#: The results.json section each benchmark writes.
+SECTIONS = {"memory": "memory", "pipeline": "pipeline", "offload": "pipeline_offload",
+            "cost": "cpu_cost", "mqtt": "mqtt", "startup": "startup", "profile": "profile",
+            "config": "hostile_configs"}  # fmt: skip
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results")
 
 #: (full, --quick) settings.
@@ -119,11 +123,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "settings": s,
         "ran": [],
         "notes": [],
+        "git": validity.git_state(REPO),
+        "validity": {"benchmarks": {}},
     }  # type: Dict[str, Any]  # fmt: skip
     if s["memory_s"] < 600 and "memory" in wanted:
         results["notes"].append("memory run shortened to {:.1f} min (issue 7 asks for 10)".format(
             s["memory_s"] / 60.0))  # fmt: skip
     started = time.monotonic()
+    run_start = validity.snapshot()
     workdir = tempfile.mkdtemp(prefix="edged-bench-")
     try:
         with Broker(os.path.join(workdir, "broker")) as broker:
@@ -132,13 +139,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                     continue
                 _progress("running " + name)
                 t0 = time.monotonic()
-                _run_one(name, results, broker, workdir, s, out_dir)
+                before = validity.snapshot()
+                section = _run_one(name, results, broker, workdir, s, out_dir)
+                _judge(name, results, section, before, validity.snapshot())
                 results["ran"].append(name)
                 results.setdefault("benchmark_runtime_s", {})[name] = time.monotonic() - t0
                 results["suite_runtime_s"] = time.monotonic() - started
                 report.write(results, out_dir, with_plots=False)  # progress survives a stop
                 _progress(f"{name} done in {time.monotonic() - t0:.0f} s")
         results["suite_runtime_s"] = time.monotonic() - started
+        _judge_run(results, run_start, validity.snapshot())
         _add_notes(results)
         report.write(results, out_dir, with_plots=not args.no_plots)
     finally:
@@ -149,10 +159,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
+def _judge(name: str, results: Dict[str, Any], section: Optional[Dict[str, Any]],
+           before: Dict[str, Any], after: Dict[str, Any]) -> None:  # fmt: skip
+    """A benchmark's validity: its own windows' verdict, else the load over the whole of it."""
+    if section is not None and "validity" in section:
+        verdict = section["validity"]
+    else:
+        probe = validity.Probe()
+        probe.record(name, before, after)
+        verdict = probe.summary()
+    results["validity"]["benchmarks"][name] = verdict
+
+
+def _judge_run(results: Dict[str, Any], before: Dict[str, Any], after: Dict[str, Any]) -> None:
+    """The whole run: invalid when its load was high or any benchmark was invalid."""
+    load = validity.interval(before, after)
+    flags = ["whole run: " + f for f in validity.load_flags(load)]
+    flags += [f"{name}: invalid" for name, v in
+              sorted(results["validity"]["benchmarks"].items()) if not v["valid"]]  # fmt: skip
+    results["validity"].update({"valid": not flags, "flags": flags, "run": load})
+
+
 def _run_one(name: str, results: Dict[str, Any], broker: Broker, workdir: str,
-             s: Dict[str, Any], out_dir: str) -> None:  # fmt: skip
+             s: Dict[str, Any], out_dir: str) -> Optional[Dict[str, Any]]:  # fmt: skip
+    """Runs benchmark ``name``, stores its section in ``results`` and returns it."""
     from . import config_parse, mqtt_rate, pipeline, process
 
+    key = SECTIONS[name]
     if name == "config":
         results["hostile_configs"] = config_parse.run_hostile_configs(s["quick"])
     elif name == "pipeline":
@@ -183,6 +216,7 @@ def _run_one(name: str, results: Dict[str, Any], broker: Broker, workdir: str,
         results["model_share"] = process.model_share(s["threads"])
         results["memory"] = process.run_memory(
             broker, workdir, s["threads"], s["memory_s"], s["memory_interval_s"])  # fmt: skip
+    return results.get(key)
 
 
 def _add_notes(results: Dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ real ``edged run`` processes and py-spy, and writes what its README promises.
 """
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -31,12 +32,13 @@ BENCHMARK_ROWS = (
     "4 start-up",
     "5 memory",
 )
+TABLE_HEADER = "| benchmark | figure | measured | goal | | run |"
 PLOTS = ("pipeline_fps.png", "cpu_cost.png", "memory_rss.png")
 
 
-def run_quick_suite(out_dir):
+def run_quick_suite(out_dir, *extra):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", out_dir],
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", out_dir] + list(extra),
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
     )  # fmt: skip
     output, _ = proc.communicate(timeout=300)
@@ -50,9 +52,10 @@ def test_quick_suite_writes_table_json_and_plots(tmp_path):
 
     with open(os.path.join(out_dir, "results.md")) as f:
         table = f.read()
-    assert "| benchmark | figure | measured | goal | |" in table
+    assert TABLE_HEADER in table
     lines = table.splitlines()
-    header = lines.index("| benchmark | figure | measured | goal | |")
+    header = lines.index(TABLE_HEADER)
+    assert lines[header - 2].startswith("Run: commit `"), lines[header - 2]
     rows = []
     for line in lines[header + 2 :]:
         if not line.startswith("|"):
@@ -61,7 +64,8 @@ def test_quick_suite_writes_table_json_and_plots(tmp_path):
     for name in BENCHMARK_ROWS:
         assert any(row.startswith("| " + name + " |") for row in rows), name
     for row in rows:
-        assert row.count("|") == 6, row  # five columns everywhere, no stray pipe
+        assert row.count("|") == 7, row  # six columns everywhere, no stray pipe
+        assert row.endswith(" | ok |") or " | **invalid**: " in row, row
     assert "Profile of `edged run`" in table
 
     with open(os.path.join(out_dir, "results.json")) as f:
@@ -73,6 +77,10 @@ def test_quick_suite_writes_table_json_and_plots(tmp_path):
         "memory", "pipeline", "offload", "cost", "mqtt", "startup", "profile"
     ]  # fmt: skip
     assert results["settings"]["quick"] is True
+    assert len(results["git"]["commit"]) == 40 and results["git"]["clean"] in (True, False)
+    verdicts = results["validity"]["benchmarks"]
+    assert sorted(verdicts) == sorted(results["ran"])
+    assert verdicts["pipeline"]["windows"], "every pipeline window is bracketed by a probe"
     assert results["pipeline"]["median"]["edged"] > 0
     assert results["pipeline"]["median"]["edged_serial"] > 0
     assert results["pipeline_offload"]["threads"] == 1
@@ -109,4 +117,39 @@ def test_opt_in_hostile_config_benchmark_runs_alone(tmp_path):
     assert results["ran"] == ["config"]
     hostile = results["hostile_configs"]
     assert hostile["accepted"] == [] and len(hostile["median_s"]) > 20
-    assert "| 6 hostile configs | accepted (must be none) | none | none | met |" in output
+    assert "| 6 hostile configs | accepted (must be none) | none | none | met | " in output
+
+
+def _burn():
+    while True:
+        pass
+
+
+def test_quick_run_beside_a_cpu_burner_is_marked_invalid(tmp_path):
+    """A loaded machine must show in the table itself: assert the flag, never a speed."""
+    out_dir = str(tmp_path / "results")
+    burners = [multiprocessing.Process(target=_burn, name=f"burner-{i}", daemon=True)
+               for i in range(os.cpu_count() or 1)]  # fmt: skip
+    for burner in burners:
+        burner.start()
+    try:
+        run_quick_suite(out_dir, "--only", "pipeline,cost", "--no-plots")
+    finally:
+        for burner in burners:
+            burner.terminate()
+        for burner in burners:
+            burner.join(10)
+    with open(os.path.join(out_dir, "results.json")) as f:
+        results = json.load(f)
+    validity = results["validity"]
+    assert validity["valid"] is False, validity["flags"]
+    for name in ("pipeline", "cost"):
+        verdict = validity["benchmarks"][name]
+        assert verdict["valid"] is False, name
+        # the burners are not the benchmark's processes: their CPU shows as others'
+        assert any(f.startswith("others' CPU") for w in verdict["windows"] for f in w["flags"])
+    with open(os.path.join(out_dir, "results.md")) as f:
+        table = f.read()
+    assert "; **INVALID** (" in table
+    rows = [line for line in table.splitlines() if line.startswith("| 1 pipeline |")]
+    assert rows and all("| **invalid**: " in row for row in rows), rows
