@@ -121,9 +121,15 @@ class CvDnn:
 
 
 class NaiveLoop:
-    """The loop a user writes: capture -> preprocess -> ORT -> decode -> publish, one thread."""
+    """The loop a user writes: capture -> preprocess -> ORT -> decode -> publish, one thread.
 
-    def __init__(self, broker: Broker, threads: int, task: Any) -> None:
+    ``broker`` is anything with ``host`` and ``port`` (a :class:`Broker`, or its address in a
+    naive process of its own: benchmarks/naive_stream.py). The payload carries the capture
+    time (``captured_at_ms``, as edged's results do) for latency at a subscriber.
+    """
+
+    def __init__(self, broker: Any, threads: int, task: Any, client_id: str = "bench-naive",
+                 topic: str = f"naive/{STREAM_ID}/detections") -> None:  # fmt: skip
         import cv2
 
         self.cv2 = cv2
@@ -134,7 +140,8 @@ class NaiveLoop:
         self.input = self.session.get_inputs()[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.task = task  # its postprocess: the same decode + NMS as edged (a fair comparison)
-        self.client = new_paho_client("bench-naive")
+        self.topic = topic
+        self.client = new_paho_client(client_id)
         self.client.connect(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
 
@@ -144,6 +151,7 @@ class NaiveLoop:
         if not ok:  # the clip ended: loop, as edged's `loop: true`
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self.cap.read()
+        captured_ms = int(time.time() * 1000.0)
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         x = cv2.resize(rgb, (self.task.width, self.task.height)).astype(np.float32) / 255.0
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[np.newaxis])
@@ -151,8 +159,9 @@ class NaiveLoop:
         found = self.task.postprocess(
             {k: v[0] for k, v in zip(self.outputs, values)}, (frame.shape[1], frame.shape[0])
         )
-        payload = json.dumps({"seq": i, "detections": [d.to_dict() for d in found]})
-        self.client.publish(f"naive/{STREAM_ID}/detections", payload, qos=1)
+        payload = json.dumps({"seq": i, "captured_at_ms": captured_ms,
+                              "detections": [d.to_dict() for d in found]})  # fmt: skip
+        self.client.publish(self.topic, payload, qos=1)
 
     def close(self) -> None:
         self.client.loop_stop()

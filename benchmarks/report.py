@@ -4,6 +4,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from . import streams_report
 from .validity import reasons
 
 #: RSS slope below which memory counts as flat: 0.1 MB/min is 6 MB an hour.
@@ -70,6 +71,7 @@ GROUP_BENCHMARK = {
     "4 start-up": "startup",
     "5 memory": "memory",
     "6 hostile configs": "config",
+    streams_report.GROUP: "streams",
 }
 HEADER = "| benchmark | figure | measured | goal | | run |"
 
@@ -191,6 +193,9 @@ def _figure_rows(results: Dict[str, Any]) -> List[List[str]]:
             ["6 hostile configs", "accepted (must be none)", ", ".join(h["accepted"]) or "none",
              "none", _met(not h["accepted"])],
         ]  # fmt: skip
+    st = results.get("streams")
+    if st:
+        rows += streams_report.goal_rows(st)
     return rows
 
 
@@ -225,6 +230,8 @@ def markdown(results: Dict[str, Any]) -> str:
     ]
     for row in table_rows(results):
         lines.append("| " + " | ".join(row) + " |")
+    if results.get("streams"):
+        lines += streams_report.table(results["streams"])
     notes = results.get("notes") or []
     if notes:
         lines += ["", "Notes:", ""] + ["- " + n for n in notes]
@@ -296,6 +303,8 @@ def plots(results: Dict[str, Any], out_dir: str) -> List[str]:
             mem["slope_mb_per_min"]))  # fmt: skip
         ax.set_ylim(bottom=0)
         made.append(_save(fig, out_dir, "memory_rss.png"))
+    if results.get("streams"):
+        made.append(_save(streams_report.plot(results["streams"], plt), out_dir, "streams.png"))
     return made
 
 

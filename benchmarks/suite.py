@@ -19,11 +19,11 @@ from .common import REPO, Broker, machine_info
 # memory first: RSS is the figure least disturbed by a machine still busy at the start
 BENCHMARKS = ("memory", "pipeline", "offload", "cost", "mqtt", "startup", "profile")
 #: Run only when named in --only (the default full run, and so the README's table, leaves them out).
-OPT_IN = ("config",)
+OPT_IN = ("config", "streams")
 #: The results.json section each benchmark writes.
 SECTIONS = {"memory": "memory", "pipeline": "pipeline", "offload": "pipeline_offload",
             "cost": "cpu_cost", "mqtt": "mqtt", "startup": "startup", "profile": "profile",
-            "config": "hostile_configs"}  # fmt: skip
+            "config": "hostile_configs", "streams": "streams"}  # fmt: skip
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results")
 
 #: (full, --quick) settings.
@@ -74,6 +74,10 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         dest="window_s",
         help="seconds per fps window (default 5; quick 0.5)",
     )
+    parser.add_argument(
+        "--stream-counts",
+        help="stream counts of the streams benchmark, comma-separated (default 1,2,4,8; quick 1,2)",
+    )
     parser.add_argument("--messages", type=int, help="results per MQTT run (default 20000)")
     parser.add_argument(
         "--memory-minutes", type=float, help="length of the memory run in minutes (default 10)"
@@ -95,6 +99,8 @@ def settings(args: argparse.Namespace) -> Dict[str, Any]:
             chosen[key] = getattr(args, key)
     if args.memory_minutes is not None:
         chosen["memory_s"] = 60.0 * args.memory_minutes
+    if args.stream_counts:
+        chosen["stream_counts"] = [int(n) for n in args.stream_counts.split(",") if n.strip()]
     chosen["threads"] = args.threads
     chosen["quick"] = bool(args.quick)
     return chosen
@@ -186,7 +192,13 @@ def _run_one(name: str, results: Dict[str, Any], broker: Broker, workdir: str,
     from . import config_parse, mqtt_rate, pipeline, process
 
     key = SECTIONS[name]
-    if name == "config":
+    if name == "streams":
+        from . import streams
+
+        results["streams"] = streams.run_streams(
+            broker, workdir, s["threads"], s["repeats"], s["window_s"], s["warmup_s"],
+            s.get("stream_counts") or streams.stream_counts(s["quick"]))  # fmt: skip
+    elif name == "config":
         results["hostile_configs"] = config_parse.run_hostile_configs(s["quick"])
     elif name == "pipeline":
         results["pipeline"] = pipeline.run_pipeline(

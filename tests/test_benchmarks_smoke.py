@@ -153,3 +153,58 @@ def test_quick_run_beside_a_cpu_burner_is_marked_invalid(tmp_path):
     assert "; **INVALID** (" in table
     rows = [line for line in table.splitlines() if line.startswith("| 1 pipeline |")]
     assert rows and all("| **invalid**: " in row for row in rows), rows
+
+
+def test_opt_in_streams_benchmark_runs_alone(tmp_path):
+    out_dir = str(tmp_path / "results")
+    run_quick_suite(out_dir, "--only", "streams")
+    with open(os.path.join(out_dir, "results.json")) as f:
+        results = json.load(f)
+    assert results["ran"] == ["streams"]
+    streams = results["streams"]
+    assert streams["counts"] == [1, 2]
+    assert sorted(streams["by_count"]["1"]) == ["edged_b1", "naive", "runtime_b1"]
+    two = streams["by_count"]["2"]
+    assert sorted(two) == ["edged_b1", "edged_bN", "naive", "runtime_b1", "runtime_bN"]
+    for name in ("edged_b1", "edged_bN", "naive"):
+        figures = two[name]
+        assert figures["fps"] > 0 and figures["fps_per_stream_min"] > 0, name
+        assert len(figures["runs"][0]["fps_per_stream"]) == 2, name  # every stream counted
+        assert figures["latency_p99_ms"] >= figures["latency_p50_ms"] > 0, name
+        assert figures["cpu_ms_per_frame"] > 0 and figures["rss_mb_per_added_stream"] > -50
+    # every window bracketed by the load probe: 3 contenders at 1 stream, 5 at 2
+    assert len(streams["validity"]["windows"]) == 8
+    with open(os.path.join(out_dir, "results.md")) as f:
+        table = f.read()
+    assert "| 7 streams | 2 streams, max_batch 2: edged total / 2 naive processes |" in table
+    assert "| 2 | edged, max_batch 2 |" in table and "| 2 | 2 naive processes |" in table
+    with open(os.path.join(out_dir, "streams.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_streams_goals_are_read_at_four_streams_from_the_figures():
+    from benchmarks import streams, streams_report
+
+    def contender(fps, rss):
+        return {"fps": fps, "rss_mb_total": rss, "rss_mb_per_process": rss}
+
+    by_count = {
+        "1": {"edged_b1": contender(90.0, 200.0), "naive": contender(70.0, 180.0)},
+        "4": {"edged_b1": contender(120.0, 230.0), "edged_bN": contender(130.0, 290.0),
+              "naive": contender(100.0, 720.0)},
+    }  # fmt: skip
+    streams._rss_per_added_stream(by_count)
+    assert by_count["4"]["edged_b1"]["rss_mb_per_added_stream"] == 10.0
+    assert by_count["4"]["edged_bN"]["rss_mb_per_added_stream"] == 30.0
+    assert by_count["4"]["naive"]["rss_mb_per_added_stream"] == 720.0  # a process per stream
+    rows = streams_report.goal_rows({"by_count": by_count})
+    assert rows == [
+        ["7 streams", "4 streams, max_batch 1: edged total / 4 naive processes", "1.20", ">= 1.3",
+         "**missed**"],
+        ["7 streams", "4 streams, max_batch 1: edged RSS per added stream (MB)", "10.0", "<= 15",
+         "met"],
+        ["7 streams", "4 streams, max_batch 4: edged total / 4 naive processes", "1.30", ">= 1.3",
+         "met"],
+        ["7 streams", "4 streams, max_batch 4: edged RSS per added stream (MB)", "30.0", "<= 15",
+         "**missed**"],
+    ]  # fmt: skip
