@@ -180,7 +180,8 @@ def _judge(name: str, results: Dict[str, Any], section: Optional[Dict[str, Any]]
 def _judge_run(results: Dict[str, Any], before: Dict[str, Any], after: Dict[str, Any]) -> None:
     """The whole run: invalid when its load was high or any benchmark was invalid."""
     load = validity.interval(before, after)
-    flags = ["whole run: " + f for f in validity.load_flags(load)]
+    flags = validity.start_flags(before)
+    flags += ["whole run: " + f for f in validity.load_flags(load)]
     flags += [f"{name}: invalid" for name, v in
               sorted(results["validity"]["benchmarks"].items()) if not v["valid"]]  # fmt: skip
     results["validity"].update({"valid": not flags, "flags": flags, "run": load})

@@ -7,9 +7,12 @@ read above 1 and "met" on a loaded machine. So every measured window is brackete
 of this benchmark's own process tree), and a window, a benchmark or the whole run is
 **invalid** when, over it:
 
-* the 1-minute load average beyond what the benchmark's own processes explain exceeds
-  ``MAX_FOREIGN_LOAD_PER_CORE`` x cores (load average is a one-minute mean, so this one
-  reacts late; it is recorded before and after every window);
+* the run queue beyond the benchmark's own runnable threads (``/proc/loadavg``'s running
+  tasks minus this process tree's threads in state R, the mean of the two snapshots) exceeds
+  ``MAX_FOREIGN_RUNNABLE_PER_CORE`` x cores. The load average itself (recorded before and
+  after every window) is a one-minute mean of the run queue that counts the benchmark's own
+  threads -- 8 naive processes alone make it 16 -- so only the whole run is judged by it, at
+  its start, before the benchmark runs anything (``MAX_LOAD1_AT_START_PER_CORE``);
 * the hypervisor stole more than ``MAX_STEAL_PCT`` % of the CPU time (``steal`` in
   ``/proc/stat``, proc(5));
 * other processes (not this benchmark nor its children: edged, the naive loops, the
@@ -29,8 +32,10 @@ import subprocess
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-#: Load beyond the benchmark's own busy cores, per core, above which a window is invalid.
-MAX_FOREIGN_LOAD_PER_CORE = 0.5
+#: Runnable tasks beyond the benchmark's own threads, per core, above which a window is invalid.
+MAX_FOREIGN_RUNNABLE_PER_CORE = 0.5
+#: 1-minute load average at the start of a run, per core, above which the run is invalid.
+MAX_LOAD1_AT_START_PER_CORE = 0.5
 #: CPU time stolen by the hypervisor (% of all CPU time) above which a window is invalid.
 MAX_STEAL_PCT = 2.0
 #: CPU time of processes other than the benchmark's own (% of all CPU time) above which a
@@ -88,29 +93,60 @@ def _process_ticks(pid: int) -> int:
     return sum(int(v) for v in rest[11:15])  # fields 14-17 of proc(5)
 
 
-def own_ticks(root: Optional[int] = None) -> int:
-    """CPU ticks of ``root`` (default: this process) and all its live descendants."""
-    root = os.getpid() if root is None else root
-    tree = _children()
-    total, todo = 0, [root]
+def _tree(root: int) -> List[int]:
+    """``root`` and its live descendants."""
+    children = _children()
+    pids, todo = [], [root]
     while todo:
         pid = todo.pop()
-        total += _process_ticks(pid)
-        todo.extend(tree.get(pid, []))
-    return total
+        pids.append(pid)
+        todo.extend(children.get(pid, []))
+    return pids
+
+
+def own_ticks(root: Optional[int] = None) -> int:
+    """CPU ticks of ``root`` (default: this process) and all its live descendants."""
+    return sum(_process_ticks(pid) for pid in _tree(os.getpid() if root is None else root))
+
+
+def _running_threads(pid: int) -> int:
+    count = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        count += stat[stat.rindex(")") + 2 :].startswith("R")
+    return count
+
+
+def run_queue() -> int:
+    """Tasks running or runnable on the machine now (``/proc/loadavg``'s 4th field, proc(5))."""
+    with open("/proc/loadavg") as f:
+        return int(f.read().split()[3].split("/")[0])
 
 
 def snapshot() -> Dict[str, Any]:
-    """Load average, machine CPU ticks and this benchmark's own ticks, now."""
+    """Load average, run queue, machine CPU ticks and this benchmark's own ticks, now."""
+    running = run_queue()
+    pids = _tree(os.getpid())
+    own_running = sum(_running_threads(pid) for pid in pids)
     total, idle, steal = cpu_ticks()
     return {
         "wall": time.time(),
         "mono": time.monotonic(),
         "loadavg": list(os.getloadavg()),
+        "running": running,
+        "own_running": own_running,
         "cpu_total": total,
         "cpu_idle": idle,
         "cpu_steal": steal,
-        "own": own_ticks(),
+        "own": sum(_process_ticks(pid) for pid in pids),
     }
 
 
@@ -124,14 +160,14 @@ def interval(before: Dict[str, Any], after: Dict[str, Any],
     own = after["own"] - before["own"]
     elapsed = max(1e-9, after["mono"] - before["mono"])
     own_cores = own / float(_CLK_TCK) / elapsed
-    load1 = max(before["loadavg"][0], after["loadavg"][0])
+    foreign = [max(0, x["running"] - x["own_running"]) for x in (before, after)]
     return {
         "seconds": elapsed,
         "cores": cores,
         "load1_before": before["loadavg"][0],
         "load1_after": after["loadavg"][0],
         "own_cores": own_cores,
-        "foreign_load": max(0.0, load1 - own_cores),
+        "foreign_runnable": sum(foreign) / 2.0,
         "steal_pct": 100.0 * steal / total,
         # busy ticks that are neither ours nor stolen (steal is counted apart)
         "others_cpu_pct": max(0.0, 100.0 * (busy - steal - own) / total),
@@ -141,15 +177,25 @@ def interval(before: Dict[str, Any], after: Dict[str, Any],
 def load_flags(load: Dict[str, Any]) -> List[str]:
     """Why an interval's machine load makes its figures invalid ([] = quiet enough) (pure)."""
     flags = []
-    limit = MAX_FOREIGN_LOAD_PER_CORE * load["cores"]
-    if load["foreign_load"] > limit:
-        flags.append("load {:.1f} beyond own > {:.1f}".format(load["foreign_load"], limit))
+    limit = MAX_FOREIGN_RUNNABLE_PER_CORE * load["cores"]
+    if load["foreign_runnable"] > limit:
+        flags.append("load: {:.1f} runnable tasks not ours > {:.1f}".format(
+            load["foreign_runnable"], limit))  # fmt: skip
     if load["steal_pct"] > MAX_STEAL_PCT:
         flags.append("steal {:.1f} % > {:.0f} %".format(load["steal_pct"], MAX_STEAL_PCT))
     if load["others_cpu_pct"] > MAX_OTHERS_CPU_PCT:
         flags.append("others' CPU {:.0f} % > {:.0f} %".format(
             load["others_cpu_pct"], MAX_OTHERS_CPU_PCT))  # fmt: skip
     return flags
+
+
+def start_flags(start: Dict[str, Any], cores: Optional[int] = None) -> List[str]:
+    """Whether the machine was busy when the run began (its load average, before any of
+    the benchmark's own work could raise it) (pure)."""
+    cores = cores or os.cpu_count() or 1
+    limit = MAX_LOAD1_AT_START_PER_CORE * cores
+    load1 = start["loadavg"][0]
+    return [f"load1 {load1:.1f} at the start > {limit:.1f}"] if load1 > limit else []
 
 
 def ceiling_violations(figures: Dict[str, float],
@@ -171,7 +217,7 @@ def flag_reason(flag: str) -> str:
         return "others' CPU"
     if "impossible" in flag:
         return "above ceiling"
-    return flag.split(" ")[0]
+    return flag.split(" ")[0].rstrip(":")
 
 
 def reasons(verdict: Dict[str, Any]) -> List[str]:

@@ -7,13 +7,14 @@ tests/test_benchmarks_smoke.py.
 
 from benchmarks import report, validity
 
-QUIET = {"cores": 2, "load1_before": 0.2, "load1_after": 0.9, "own_cores": 1.9,
-         "foreign_load": 0.0, "steal_pct": 0.1, "others_cpu_pct": 1.5, "seconds": 5.0}  # fmt: skip
+QUIET = {"cores": 2, "load1_before": 0.2, "load1_after": 0.9, "own_cores": 1.9, "seconds": 5.0,
+         "foreign_runnable": 0.0, "steal_pct": 0.1, "others_cpu_pct": 1.5}  # fmt: skip
 
 
-def snap(mono, load1, total, idle, steal, own):
+def snap(mono, load1, total, idle, steal, own, running=3, own_running=3):
     return {"wall": mono, "mono": mono, "loadavg": [load1, 0.0, 0.0], "cpu_total": total,
-            "cpu_idle": idle, "cpu_steal": steal, "own": own}  # fmt: skip
+            "cpu_idle": idle, "cpu_steal": steal, "own": own, "running": running,
+            "own_running": own_running}  # fmt: skip
 
 
 def pipeline_figures(edged, runtime=100.0, naive=70.0):
@@ -41,23 +42,38 @@ def test_figures_below_their_ceilings_on_a_quiet_machine_are_valid():
 
 def test_load_steal_and_others_cpu_each_flag_a_window():
     assert validity.load_flags(QUIET) == []
-    busy = dict(QUIET, foreign_load=1.2)
-    assert validity.load_flags(busy) == ["load 1.2 beyond own > 1.0"]
+    busy = dict(QUIET, foreign_runnable=1.5)
+    assert validity.load_flags(busy) == ["load: 1.5 runnable tasks not ours > 1.0"]
     assert validity.load_flags(dict(QUIET, steal_pct=2.5)) == ["steal 2.5 % > 2 %"]
     assert validity.load_flags(dict(QUIET, others_cpu_pct=45.0)) == ["others' CPU 45 % > 10 %"]
 
 
 def test_interval_separates_own_stolen_and_others_ticks():
     # 5 s on 2 cores = 1000 ticks at 100 Hz: 100 idle, 20 stolen, 600 ours, 280 someone else's
-    before = snap(10.0, 0.5, 10000, 4000, 50, 3000)
-    after = snap(15.0, 2.5, 11000, 4100, 70, 3600)
+    # the run queue: 5 runnable of which 3 ours, then 4 of which 3 ours: 1.5 not ours
+    before = snap(10.0, 0.5, 10000, 4000, 50, 3000, running=5, own_running=3)
+    after = snap(15.0, 2.5, 11000, 4100, 70, 3600, running=4, own_running=3)
     load = validity.interval(before, after, cores=2)
     assert round(load["steal_pct"], 6) == 2.0
     assert round(load["others_cpu_pct"], 6) == 28.0
     assert validity._CLK_TCK == 100  # USER_HZ on every Linux (proc(5)): ticks are 10 ms
     assert round(load["own_cores"], 6) == 1.2
-    assert round(load["foreign_load"], 6) == 1.3  # load1 2.5 - our 1.2 busy cores
-    assert validity.load_flags(load) == ["load 1.3 beyond own > 1.0", "others' CPU 28 % > 10 %"]
+    assert load["foreign_runnable"] == 1.5
+    assert (load["load1_before"], load["load1_after"]) == (0.5, 2.5)  # recorded, not judged
+    assert validity.load_flags(load) == [
+        "load: 1.5 runnable tasks not ours > 1.0", "others' CPU 28 % > 10 %"
+    ]  # fmt: skip
+    # our own threads crowding the run queue are not "load"
+    crowded = validity.interval(snap(0.0, 9.0, 0, 0, 0, 0, 20, 19), snap(5.0, 16.0, 1000, 10, 0,
+                                1000, 17, 17), cores=2)  # fmt: skip
+    assert validity.load_flags(crowded) == []
+
+
+def test_a_machine_busy_when_the_run_starts_invalidates_the_run():
+    assert validity.start_flags(snap(0.0, 0.4, 0, 0, 0, 0), cores=2) == []
+    assert validity.start_flags(snap(0.0, 1.7, 0, 0, 0, 0), cores=2) == [
+        "load1 1.7 at the start > 1.0"
+    ]
 
 
 def test_interleaved_rotates_the_first_contender():
