@@ -55,8 +55,9 @@ CEILINGS = (
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_ticks() -> Tuple[int, int, int]:
-    """(all, idle incl. iowait, steal) CPU ticks of the machine since boot, from /proc/stat."""
+def cpu_ticks() -> Tuple[int, int, int, int]:
+    """(all, idle incl. iowait, steal, irq + softirq) CPU ticks of the machine since boot,
+    from /proc/stat."""
     with open("/proc/stat") as f:
         fields = f.readline().split()
     # cpu user nice system idle iowait irq softirq steal guest guest_nice; guest time is
@@ -64,7 +65,7 @@ def cpu_ticks() -> Tuple[int, int, int]:
     values = [int(v) for v in fields[1:]]
     values += [0] * (10 - len(values))
     total = sum(values[:8])
-    return total, values[3] + values[4], values[7]
+    return total, values[3] + values[4], values[7], values[5] + values[6]
 
 
 def _children() -> Dict[int, List[int]]:
@@ -136,7 +137,7 @@ def snapshot() -> Dict[str, Any]:
     running = run_queue()
     pids = _tree(os.getpid())
     own_running = sum(_running_threads(pid) for pid in pids)
-    total, idle, steal = cpu_ticks()
+    total, idle, steal, irq = cpu_ticks()
     return {
         "wall": time.time(),
         "mono": time.monotonic(),
@@ -145,6 +146,7 @@ def snapshot() -> Dict[str, Any]:
         "own_running": own_running,
         "cpu_total": total,
         "cpu_idle": idle,
+        "cpu_irq": irq,
         "cpu_steal": steal,
         "own": sum(_process_ticks(pid) for pid in pids),
     }
@@ -157,6 +159,8 @@ def interval(before: Dict[str, Any], after: Dict[str, Any],
     total = max(1, after["cpu_total"] - before["cpu_total"])
     busy = total - (after["cpu_idle"] - before["cpu_idle"])
     steal = after["cpu_steal"] - before["cpu_steal"]
+    # interrupts (the loopback MQTT traffic's softirqs among them) belong to no process
+    irq = after.get("cpu_irq", 0) - before.get("cpu_irq", 0)
     own = after["own"] - before["own"]
     elapsed = max(1e-9, after["mono"] - before["mono"])
     own_cores = own / float(_CLK_TCK) / elapsed
@@ -169,8 +173,8 @@ def interval(before: Dict[str, Any], after: Dict[str, Any],
         "own_cores": own_cores,
         "foreign_runnable": sum(foreign) / 2.0,
         "steal_pct": 100.0 * steal / total,
-        # busy ticks that are neither ours nor stolen (steal is counted apart)
-        "others_cpu_pct": max(0.0, 100.0 * (busy - steal - own) / total),
+        # busy ticks that are neither ours, nor stolen (counted apart), nor interrupts
+        "others_cpu_pct": max(0.0, 100.0 * (busy - steal - irq - own) / total),
     }
 
 

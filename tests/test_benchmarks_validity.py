@@ -121,3 +121,9 @@ def test_table_says_ok_for_a_valid_run_and_not_recorded_for_an_old_one():
     assert report.run_line(old) == (
         "Run: commit not recorded; validity not recorded (before runs recorded their load)."
     )
+
+
+def test_interrupt_time_is_nobody_elses_cpu():
+    before = dict(snap(10.0, 0.5, 10000, 4000, 50, 3000), cpu_irq=100)
+    after = dict(snap(15.0, 2.5, 11000, 4100, 70, 3600), cpu_irq=130)
+    assert round(validity.interval(before, after, cores=2)["others_cpu_pct"], 6) == 25.0
