@@ -54,6 +54,13 @@ def _pipeline_rows(group: str, p: Dict[str, Any]) -> List[List[str]]:
         [group, "ceiling of edged / naive: runtime limit / naive loop",
          _fmt(m.get("runtime_vs_naive")), "", ""],
     ]  # fmt: skip
+    if "runtime_nospin" in m:
+        rows += [
+            [group, "runtime limit, ORT threads not spinning as edged sets them (fps)",
+             _fmt(m["runtime_nospin"], 1), "", ""],
+            [group, "edged / runtime limit without spinning", _fmt(m["edged_vs_runtime_nospin"]),
+             "", ""],
+        ]  # fmt: skip
     if "cv2_dnn_vs_runtime" in m:
         rows.append([group, "cv2.dnn / runtime limit", _fmt(m["cv2_dnn_vs_runtime"]),
                      "", ""])  # fmt: skip
@@ -268,8 +275,8 @@ def plots(results: Dict[str, Any], out_dir: str) -> List[str]:
               ("pipeline_offload", "model on 1 core")) if results.get(k)]  # fmt: skip
     if groups:
         fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 3.5), squeeze=False)
-        colors = {"runtime": "#888", "edged": "#2a7", "edged_serial": "#8c8", "naive": "#c63",
-                  "cv2_dnn": "#57b"}  # fmt: skip
+        colors = {"runtime": "#888", "runtime_nospin": "#bbb", "edged": "#2a7",
+                  "edged_serial": "#8c8", "naive": "#c63", "cv2_dnn": "#57b"}  # fmt: skip
         for ax, (p, title) in zip(axes[0], groups):
             m = p["median"]
             names = [k for k in colors if k in m]

@@ -50,6 +50,8 @@ CEILINGS = (
     ("edged", "runtime"),
     ("edged_serial", "runtime"),
     ("naive", "runtime"),
+    ("edged", "runtime_nospin"),
+    ("edged_serial", "runtime_nospin"),
 )
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

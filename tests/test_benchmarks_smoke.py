@@ -83,6 +83,7 @@ def test_quick_suite_writes_table_json_and_plots(tmp_path):
     assert verdicts["pipeline"]["windows"], "every pipeline window is bracketed by a probe"
     assert results["pipeline"]["median"]["edged"] > 0
     assert results["pipeline"]["median"]["edged_serial"] > 0
+    assert results["pipeline"]["median"]["runtime_nospin"] > 0
     assert results["pipeline_offload"]["threads"] == 1
     assert results["mqtt"]["qos1"]["lost_total"] == 0
     assert results["memory"]["samples"]
