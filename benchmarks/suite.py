@@ -40,6 +40,17 @@ SETTINGS = {
 }
 
 
+def _counts(text: str) -> List[int]:
+    """``1,2,4`` -> [1, 2, 4]; anything else is argparse's one-line error (exit 2)."""
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,2,4, got {text!r}")
+    return sorted(set(counts))
+
+
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -76,6 +87,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--stream-counts",
+        type=_counts,
         help="stream counts of the streams benchmark, comma-separated (default 1,2,4,8; quick 1,2)",
     )
     parser.add_argument("--messages", type=int, help="results per MQTT run (default 20000)")
@@ -100,7 +112,7 @@ def settings(args: argparse.Namespace) -> Dict[str, Any]:
     if args.memory_minutes is not None:
         chosen["memory_s"] = 60.0 * args.memory_minutes
     if args.stream_counts:
-        chosen["stream_counts"] = [int(n) for n in args.stream_counts.split(",") if n.strip()]
+        chosen["stream_counts"] = args.stream_counts
     chosen["threads"] = args.threads
     chosen["quick"] = bool(args.quick)
     return chosen

@@ -107,6 +107,18 @@ def test_unknown_benchmark_name_is_refused(tmp_path):
     assert "unknown benchmark(s): pipline" in output
 
 
+def test_bad_stream_counts_are_refused_in_one_line(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "--only", "streams", "--stream-counts", "1,x",
+         "--out", str(tmp_path)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+    )  # fmt: skip
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "expected positive integers like 1,2,4, got '1,x'" in output
+    assert "Traceback" not in output
+
+
 def test_opt_in_hostile_config_benchmark_runs_alone(tmp_path):
     out_dir = str(tmp_path / "results")
     proc = subprocess.Popen(
