@@ -79,6 +79,7 @@ GROUP_BENCHMARK = {
     "4 start-up": "startup",
     "5 memory": "memory",
     "6 hostile configs": "config",
+    "7 tracking": "tracking",
     streams_report.GROUP: "streams",
 }
 HEADER = "| benchmark | figure | measured | goal | | run |"

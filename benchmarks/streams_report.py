@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 GOAL_STREAMS = 4
 GOAL_VS_NAIVE = 1.3
 GOAL_RSS_PER_ADDED_STREAM_MB = 15.0
-GROUP = "7 streams"
+GROUP = "8 streams"
 #: Contenders in table order, with the label they get (``N``: the stream count).
 LABELS = (
     ("runtime_b1", "runtime limit, batch 1"),
