@@ -16,7 +16,9 @@ import time
 import pytest
 
 from edged.sdnotify import Notifier
-from edged.watchdog import HealthFile, Heartbeat, ProgressWatchdog
+from edged.watchdog import HealthFile, ProgressWatchdog
+
+from .helpers import Heartbeat
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKERFILE = os.path.join(REPO, "Dockerfile.l4t")

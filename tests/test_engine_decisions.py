@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from edged.backends.tensorrt_api import Features
 from edged.engine.builder import (
     CalibrationInput,
     EngineBuilder,
@@ -22,7 +23,6 @@ from edged.engine.builder import (
 from edged.engine.errors import EngineBuildError, EngineCancelled
 from edged.engine.options import BuildOptions
 from edged.engine.progress import ProgressTracker
-from edged.engine.tensorrt_api import Features
 from edged.modelfile import ModelArtifact
 
 from .fake_tensorrt import RTX, TRT10, TRT80, make_trt

@@ -1,4 +1,8 @@
-"""Inference backends behind one interface (``base.Backend``); ``create_backend`` picks one."""
+"""Inference backends behind one interface (``base.Backend``); ``create_backend`` picks one.
+
+``tensorrt_api`` finds the installed TensorRT and detects what its API offers; the engine
+builder (edged.engine, above this package) uses it too.
+"""
 
 from typing import Any, Optional
 

@@ -8,7 +8,7 @@ bug and keeps its traceback.
 import argparse
 import logging
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from .. import __version__
 from ..errors import EdgedError
@@ -47,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     ):  # fmt: skip
         module.add_parser(commands)
     return parser
+
+
+def engines_for(model: Any) -> Any:
+    """A default :class:`~edged.engine.EngineManager` for a TensorRT ``model``, else None.
+
+    :func:`edged.tasks.loader.load_task` needs one for ``backend: tensorrt``; the daemon passes
+    its own, one-shot commands (infer, check-config) this one.
+    """
+    if model.backend != "tensorrt":
+        return None
+    from ..config import EngineConfig
+    from ..engine import EngineManager
+
+    return EngineManager(EngineConfig())
 
 
 def setup_logging(verbosity: int, default: int = logging.WARNING) -> None:

@@ -181,6 +181,7 @@ def progress_renderer(mode: str, json_output: bool, label: str) -> Optional[Any]
 
 
 def _build_one(args: argparse.Namespace, engine: Any, model: Any) -> None:
+    from ..backends.tensorrt_api import import_tensorrt
     from ..engine.builder import EngineBuilder
     from ..engine.cache import EngineCache, default_cache_dir
     from ..engine.options import options_for_model
@@ -188,7 +189,6 @@ def _build_one(args: argparse.Namespace, engine: Any, model: Any) -> None:
     from ..engine.progress import ProgressTracker
     from ..engine.runner import outcome_fields
     from ..engine.service import get_or_build
-    from ..engine.tensorrt_api import import_tensorrt
     from ..modelfile import load_model_artifact
     from ..tasks.loader import resolve_model_key
 

@@ -229,11 +229,12 @@ def run(args: argparse.Namespace) -> int:
     from ..annotate import draw_classifications, draw_detections
     from ..annotated_output import AnnotatedWriter, plan_outputs
     from ..tasks.loader import load_task
+    from . import engines_for
 
     # Output names are settled before the model loads: a clash with an input fails fast.
     plan = plan_outputs(expand_inputs(args.inputs), args.output) if args.output else None
     model = model_config_from_args(args)
-    task = load_task(model)
+    task = load_task(model, engines_for(model))
     writer = AnnotatedWriter(plan, _warn) if plan is not None else None
     failures = 0
     try:

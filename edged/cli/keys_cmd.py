@@ -159,7 +159,7 @@ def _size_and_hash(path: str) -> Any:
 
 
 def _write(path: str, data: bytes) -> None:
-    from ..engine.cache import atomic_write
+    from ..fsutil import atomic_write
 
     try:
         atomic_write(path, data)

@@ -285,24 +285,6 @@ def _suggest(word: Any, choices: Sequence[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def unsupported_keywords(schema: Mapping[str, Any]) -> List[str]:
-    """Keywords in ``schema`` this validator does not implement (a test keeps this empty)."""
-    found = []  # type: List[str]
-
-    def walk(node: Any, in_properties: bool) -> None:
-        if isinstance(node, Mapping):
-            for key, sub in node.items():
-                if not in_properties and key not in SUPPORTED_KEYWORDS:
-                    found.append(key)
-                walk(sub, key in ("properties", "definitions"))
-        elif isinstance(node, list):
-            for sub in node:
-                walk(sub, False)
-
-    walk(schema, False)
-    return found
-
-
 def first_error(errors: List[str]) -> Optional[str]:
     """The first message, noting how many more there are."""
     if not errors:

@@ -24,12 +24,7 @@ import time
 import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from ..errors import EngineError
-from .calibration import ImageBatches, Upload, make_cache_calibrator, make_image_calibrator
-from .errors import EngineBuildError, EngineCancelled
-from .options import UFF_DEFAULT_OUTPUTS, BuildOptions, Dims, Profile
-from .progress import ProgressTracker, make_progress_monitor
-from .tensorrt_api import (
+from ..backends.tensorrt_api import (
     CapturingLogger,
     Features,
     host_memory_bytes,
@@ -37,6 +32,11 @@ from .tensorrt_api import (
     recent_errors,
     version_of,
 )
+from ..errors import EngineError
+from .calibration import ImageBatches, Upload, make_cache_calibrator, make_image_calibrator
+from .errors import EngineBuildError, EngineCancelled
+from .options import UFF_DEFAULT_OUTPUTS, BuildOptions, Dims, Profile
+from .progress import ProgressTracker, make_progress_monitor
 
 logger = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import EngineError
+from ..fsutil import atomic_write, fsync_dir, write_file_synced
 from .fingerprint import differences, fingerprint_of, sha256_file
 from .lock import FileLock
 
@@ -56,45 +57,6 @@ def default_cache_dir(environ: Optional[Dict[str, str]] = None) -> str:
         return os.path.join(systemd, "engines")
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "edged", "engines")
-
-
-# -- crash-safe file primitives ---------------------------------------------------------------
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_synced(path: str, data: bytes) -> None:
-    """Write ``data`` to a new file and fsync it (the caller renames and fsyncs the dir)."""
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory."""
-    directory = os.path.dirname(path) or "."
-    tmp = f"{path}.tmp.{os.getpid()}.{os.urandom(4).hex()}"
-    try:
-        write_file_synced(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    fsync_dir(directory)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def tree_bytes(path: str) -> int:

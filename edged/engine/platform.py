@@ -24,7 +24,7 @@ import re
 import subprocess
 from typing import Any, Callable, Dict, Optional
 
-from .tensorrt_api import module_name, version_of
+from ..backends.tensorrt_api import module_name, version_of
 
 logger = logging.getLogger(__name__)
 
@@ -145,17 +145,6 @@ class LivePlatform(PlatformProvider):
             gpu_name=gpu.name,
             compute_capability=gpu.compute_capability,
         )
-
-
-class FixedPlatform(PlatformProvider):
-    """A provider that reports given values (tests; ``edged cache`` on another machine)."""
-
-    def __init__(self, base: PlatformProvider, **overrides: str) -> None:
-        self._base = base
-        self._overrides = overrides
-
-    def __call__(self, trt: Any) -> PlatformInfo:
-        return self._base(trt).replace(**self._overrides)
 
 
 # -- L4T and CUDA files -----------------------------------------------------------------------

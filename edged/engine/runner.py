@@ -416,12 +416,12 @@ class _WorkerContext:
         self.cancel = cancel
 
     def run(self, get_or_build: Callable[..., Any]) -> Any:
+        from ..backends.tensorrt_api import import_tensorrt
         from ..modelfile import load_model_artifact
         from .builder import EngineBuilder
         from .cache import EngineCache
         from .platform import LivePlatform, PlatformInfo
         from .progress import ProgressTracker
-        from .tensorrt_api import import_tensorrt
 
         req = self.request
         artifact = load_model_artifact(req.model_path, req.key)
