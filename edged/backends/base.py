@@ -8,9 +8,12 @@ with or without the ``:0`` suffix that TensorFlow-exported ONNX files carry
 """
 
 import abc
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:  # numpy.typing is numpy >= 1.20; Python 3.6 has 1.19
+    from numpy.typing import DTypeLike
 
 from ..errors import ModelContractError
 
@@ -22,7 +25,7 @@ class TensorSpec:
 
     __slots__ = ("name", "shape", "dtype")
 
-    def __init__(self, name: str, shape: Sequence[Optional[int]], dtype: "np.dtype") -> None:
+    def __init__(self, name: str, shape: Sequence[Optional[int]], dtype: "DTypeLike") -> None:
         self.name = name
         self.shape = tuple(shape)  # type: Shape
         self.dtype = np.dtype(dtype)

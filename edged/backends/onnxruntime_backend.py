@@ -6,7 +6,7 @@ TensorRT <= 8.6 has a UFF parser (tao-tensorrt.md 1.4).
 """
 
 import logging
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -29,7 +29,7 @@ _ORT_DTYPES = {
 }
 
 
-def _spec(node: "object") -> TensorSpec:
+def _spec(node: Any) -> TensorSpec:
     # ORT reports dynamic dimensions as strings ("batch") or None.
     shape = [d if isinstance(d, int) and d > 0 else None for d in node.shape]
     dtype = _ORT_DTYPES.get(node.type)

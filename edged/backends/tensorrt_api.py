@@ -13,7 +13,7 @@ string is only recorded, in the cache key.
 import importlib
 import logging
 from collections import deque
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Deque, List, Optional, Sequence, Tuple
 
 from ..errors import EngineError
 
@@ -68,27 +68,28 @@ class Features:
     only place that looks. ``describe()`` lists them for logs and manifests.
     """
 
-    FIELDS = (
-        "explicit_batch_flag",  # NetworkDefinitionCreationFlag.EXPLICIT_BATCH (8.x; 10 deprecates)
-        "strongly_typed",  # no FP16/INT8 builder flags: precision comes from the network (RTX)
-        "build_serialized_network",  # 8.0+
-        "build_engine",  # <= 8.6
-        "memory_pool_limit",  # IBuilderConfig.set_memory_pool_limit, 8.4+
-        "max_workspace_size",  # IBuilderConfig.max_workspace_size, <= 8.6
-        "onnx_parser",
-        "uff_parser",  # <= 8.6
-        "fp16_flag",
-        "int8_flag",
-        "fast_fp16_query",  # Builder.platform_has_fast_fp16
-        "fast_int8_query",
-        "int8_calibrator",  # IBuilderConfig.int8_calibrator + IInt8EntropyCalibrator2
-        "dla",  # DeviceType.DLA, IBuilderConfig.default_device_type / DLA_core
-        "gpu_fallback_flag",
-        "timing_cache",  # create_timing_cache / set_timing_cache / get_timing_cache
-        "progress_monitor",  # IProgressMonitor + IBuilderConfig.progress_monitor, 10+
-        "optimization_profiles",
-        "implicit_batch_builder",  # Builder.max_batch_size (implicit batch, UFF), <= 8.x
-    )
+    # One bool per feature; FIELDS (below the class) lists them in this order.
+    explicit_batch_flag: bool  # NetworkDefinitionCreationFlag.EXPLICIT_BATCH (8.x; 10 deprecates)
+    strongly_typed: bool  # no FP16/INT8 builder flags: precision comes from the network (RTX)
+    build_serialized_network: bool  # 8.0+
+    build_engine: bool  # <= 8.6
+    memory_pool_limit: bool  # IBuilderConfig.set_memory_pool_limit, 8.4+
+    max_workspace_size: bool  # IBuilderConfig.max_workspace_size, <= 8.6
+    onnx_parser: bool
+    uff_parser: bool  # <= 8.6
+    fp16_flag: bool
+    int8_flag: bool
+    fast_fp16_query: bool  # Builder.platform_has_fast_fp16
+    fast_int8_query: bool
+    int8_calibrator: bool  # IBuilderConfig.int8_calibrator + IInt8EntropyCalibrator2
+    dla: bool  # DeviceType.DLA, IBuilderConfig.default_device_type / DLA_core
+    gpu_fallback_flag: bool
+    timing_cache: bool  # create_timing_cache / set_timing_cache / get_timing_cache
+    progress_monitor: bool  # IProgressMonitor + IBuilderConfig.progress_monitor, 10+
+    optimization_profiles: bool
+    implicit_batch_builder: bool  # Builder.max_batch_size (implicit batch, UFF), <= 8.x
+
+    FIELDS: Tuple[str, ...] = ()
 
     def __init__(self, **values: bool) -> None:
         unknown = set(values) - set(self.FIELDS)
@@ -139,6 +140,9 @@ class Features:
         return "Features({})".format(", ".join(self.describe()))
 
 
+Features.FIELDS = tuple(n for n in Features.__annotations__ if n != "FIELDS")
+
+
 def host_memory_bytes(blob: Any) -> bytes:
     """``IHostMemory`` (or bytes) -> bytes; TensorRT's host memory has the buffer protocol."""
     if isinstance(blob, bytes):
@@ -165,10 +169,10 @@ class CapturingLogger:
             (getattr(severity, "INFO", None), logging.DEBUG),
         )
 
-        class _Logger(trt.ILogger):  # type: ignore[misc,name-defined]
+        class _Logger(trt.ILogger):
             def __init__(self) -> None:
                 trt.ILogger.__init__(self)
-                self.errors = deque(maxlen=keep)  # type: Deque[str]
+                self.errors: Deque[str] = deque(maxlen=keep)
 
             def log(self, sev: Any, msg: str) -> None:
                 level = _level(sev, levels)

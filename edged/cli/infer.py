@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, List
+from typing import Any, Dict, List
 
 from ..config import ClassSettings, ModelConfig, build_config, load_config
 from ..errors import ConfigError
@@ -139,7 +139,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
 
 
 def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
-    raw = {}  # type: Dict[str, Any]
+    raw: Dict[str, Any] = {}
     if args.labels:
         raw["labels"] = args.labels
     if args.model_key:
@@ -154,7 +154,7 @@ def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
         raw["threads"] = args.threads
     if args.input_blob:
         raw["input"] = {"name": args.input_blob}
-    classification = {}  # type: Dict[str, Any]
+    classification: Dict[str, Any] = {}
     if args.output_blob:
         classification["output"] = args.output_blob
     if args.top_k is not None:
@@ -169,7 +169,7 @@ def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
         return model
     # Validate the flag values against the schema (bounds, names) before applying them.
     checked = _model_from_flags(dict(raw, path=model.path))
-    changes = {}  # type: Dict[str, Any]
+    changes: Dict[str, Any] = {}
     for key in ("labels", "key_file", "task", "threads"):
         if key in raw:
             changes[key] = getattr(checked, key)
@@ -214,7 +214,7 @@ def _text_line(item: MediaFrame, results: List[Any], kind: str) -> str:
 
 
 def _json_line(item: MediaFrame, results: List[Any], kind: str) -> str:
-    record = {"input": item.path}  # type: Dict[str, Any]
+    record: Dict[str, Any] = {"input": item.path}
     if item.is_video or kind == "detection":
         record["frame"] = item.frame
     record["top" if kind == "classification" else "detections"] = [r.to_dict() for r in results]

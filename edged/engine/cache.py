@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ..errors import EngineError
 from ..fsutil import atomic_write, fsync_dir, write_file_synced
@@ -205,7 +205,7 @@ class EngineCache:
             return None, problem
         size = tree_bytes(path)
         entry = CacheEntry(name, path, manifest, size, self._last_used(path, manifest))
-        recorded = manifest.get("inputs")
+        recorded: Dict[str, Any] = manifest.get("inputs") or {}
         if fingerprint_of(recorded) != manifest.get("fingerprint"):
             return entry, "manifest fingerprint does not match its recorded inputs (edited?)"
         if fingerprint is not None and manifest["fingerprint"] != fingerprint:
@@ -360,7 +360,7 @@ class EngineCache:
         states = self.entries()
         total = sum(s.size_bytes for s in states)
         removed = []  # type: List[str]
-        keep = set(protect)  # type: Set[str]
+        keep: Set[str] = set(protect)
         for state in sorted(states, key=lambda s: s.last_used):
             if total <= cap:
                 break

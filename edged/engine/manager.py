@@ -20,7 +20,7 @@ and :meth:`add_listener` delivers each event as it happens.
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .. import sdnotify
 from ..backends.tensorrt_api import import_tensorrt
@@ -86,7 +86,7 @@ class EngineManager:
         self._status_interval_s = status_interval_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._listeners = []  # type: List[Listener]
+        self._listeners: List[Listener] = []
         self._states = {}  # type: Dict[str, Dict[str, Any]]
         self._counters = {
             "cache_hits": 0,

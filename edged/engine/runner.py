@@ -196,6 +196,7 @@ class BuildRunner:
         err_thread.start()
         watch = _Watch(proc, cancel, self._timeout_s, self._term_grace_s, self._clock)
         watch.start()
+        assert proc.stdin is not None and proc.stdout is not None  # both are PIPEs
         try:
             proc.stdin.write(request.to_json().encode("utf-8") + b"\n")
             proc.stdin.close()

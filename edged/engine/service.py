@@ -144,12 +144,14 @@ def prepare_calibration(
     calib = inputs["build"].get("calibration") or {}
     kind = calib.get("kind")
     if kind == "cache":
+        assert options.calibration_cache is not None  # kind "cache" is set from it
         with open(options.calibration_cache, "rb") as f:
             return CalibrationInput(cache=f.read())
     if kind == "images":
         stored = cache.read_blob("calibration", calib["sha256"])
         if stored is not None:
             return CalibrationInput(cache=stored)
+        assert options.calibration_images is not None  # kind "images" is set from it
         paths = image_paths(options.calibration_images, options.calibration_max_images)
         if len(paths) < options.calibration_batch_size:
             raise EngineError(

@@ -18,7 +18,7 @@ application locks inside a callback can deadlock against paho's own mutexes).
 
 import collections
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Deque, Optional, Tuple
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
@@ -145,8 +145,8 @@ class Callbacks:
         wake: threading.Event,
         on_message: Callable[[str, bytes, bool], None],
     ) -> None:
-        self.events = collections.deque()  # type: Deque[Tuple[str, Any]]
-        self.acks = collections.deque()  # type: Deque[int]
+        self.events: Deque[Tuple[str, Any]] = collections.deque()
+        self.acks: Deque[int] = collections.deque()
         self.receive_maximum = None  # type: Optional[int]
         self._wake = wake
         self._on_message = on_message

@@ -315,6 +315,7 @@ class BrokerLink:
             if client is None:
                 self._connection = None
             else:
+                assert callbacks is not None  # a client always comes with its callbacks
                 self._connection = Connection(client, callbacks, self._generation)
             connection = self._connection
         self._wake.set()
@@ -328,7 +329,7 @@ class BrokerLink:
         client, callbacks = connection.client, connection.callbacks
         reason = "connection lost"
         dropped = True
-        stable_at = self._clock() + STABLE_CONNECTION_S
+        stable_at: Optional[float] = self._clock() + STABLE_CONNECTION_S
         while True:
             if self._stop.is_set():
                 self._say_stopped(client, callbacks)
