@@ -1,13 +1,13 @@
 """Progress-gated systemd watchdog: ``WATCHDOG=1`` only while work really progresses.
 
-A thread that pings unconditionally proves only that the thread is alive; a
-hung inference or a wedged capture loop would keep the service "healthy"
-forever (reliability.md 4.1). Here every long-lived component registers a
-*progress probe*, a callable returning the monotonic time of its last progress
-(the daemon wraps its workers' progress counters). The ``watchdog`` thread checks every
-probe each tick and pings only while each one is fresh; one stale probe
-withholds the pings, so systemd's ``WatchdogSec=`` expires and ``Restart=``
-brings the daemon back (issue 4, scenario S1/S2 of reliability.md 7).
+A thread that pings unconditionally proves only that the thread is alive; a hung inference or a
+wedged capture loop would keep the service "healthy" forever (systemd.service(5), WatchdogSec=:
+the ping is how systemd learns that the service still works). Here every long-lived component
+registers a *progress probe*, a callable returning the monotonic time of its last progress (the
+daemon wraps its workers' progress counters). The ``watchdog`` thread checks every probe each
+tick and pings only while each one is fresh; one stale probe withholds the pings, so systemd's
+``WatchdogSec=`` expires and ``Restart=`` brings the daemon back (tests/test_daemon_watchdog.py:
+a hung inference stops the pings).
 
 What "progress" means is the component's choice, and it must not confuse an
 outage with a hang: a capture supervisor beats on every frame AND every

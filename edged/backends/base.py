@@ -4,7 +4,8 @@ A backend is created from a :class:`~edged.modelfile.ModelArtifact`, reports
 its input and output specs, and runs ``infer(inputs by name) -> outputs by
 name``. Tasks find tensors through :func:`find_tensor`, which matches names
 with or without the ``:0`` suffix that TensorFlow-exported ONNX files carry
-(PeopleNet's ONNX releases name ``input_1:0``; tao-tensorrt.md section 2).
+(PeopleNet's ONNX releases name ``input_1:0``: NVIDIA-AI-IOT/deepstream_tao_apps
+``build_triton_engine.sh``).
 """
 
 import abc

@@ -5,8 +5,8 @@ JetPack 5), 8.6/10.x (later) and, for ahead-of-time builds in CI, on
 TensorRT-RTX (PyPI ``tensorrt-rtx-cu13-*``, module ``tensorrt_rtx_bindings``),
 which has no FP16/INT8 builder flags because its networks are strongly typed.
 Every API choice is made by feature detection -- ``hasattr`` on the module and
-its classes -- never by parsing version strings (tao-tensorrt.md 6: the same
-call exists, is deprecated, or is gone depending on the release). The version
+its classes -- never by parsing version strings (the same call exists, is deprecated, or is
+gone depending on the release: NVIDIA/TensorRT ``python/src`` at tags 8.0.1 to 10.3). The version
 string is only recorded, in the cache key.
 """
 
@@ -62,7 +62,7 @@ def _has(obj: Any, *names: str) -> bool:
 
 
 class Features:
-    """What the installed TensorRT's Python API has (tao-tensorrt.md 6 and 7).
+    """What the installed TensorRT's Python API has.
 
     Every attribute is a bool found with ``hasattr``; :meth:`detect` is the
     only place that looks. ``describe()`` lists them for logs and manifests.
@@ -155,7 +155,7 @@ class CapturingLogger:
 
     TensorRT explains failures only through its logger ("Network has dynamic or
     shape inputs, but no optimization profile has been defined"); keeping the
-    last errors lets an :class:`EngineError` say why a build failed (issue 6 item 3).
+    last errors lets an :class:`EngineError` say why a build failed.
     """
 
     @staticmethod

@@ -1,7 +1,7 @@
 """The ``edged`` command line.
 
 Every :class:`~edged.errors.EdgedError` becomes one line on stderr and exit
-code 2 (issue 2: bad input never produces a traceback); anything else is a
+code 2 (bad input never produces a traceback); anything else is a
 bug and keeps its traceback.
 """
 
@@ -19,8 +19,8 @@ EXIT_USAGE = 2  # bad config, model, key or input: the user can fix it
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import build as build_cmd  # issue 6: edged build
-    from . import cache as cache_cmd  # issue 6: edged cache list|verify|prune
+    from . import build as build_cmd  # edged build
+    from . import cache as cache_cmd  # edged cache list|verify|prune
     from . import (
         check_config,
         infer,
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         schema_cmd,
     )
     from . import convert as convert_cmd  # tao-converter's command line
-    from . import watch as watch_cmd  # issue 5: edged watch (MQTT live view)
+    from . import watch as watch_cmd  # edged watch (MQTT live view)
 
     parser = argparse.ArgumentParser(
         prog="edged",

@@ -19,7 +19,7 @@ from .model import (
     ClassSettings,
     Config,
     DetectionConfig,
-    EngineConfig,  # issue 6
+    EngineConfig,
     InputConfig,
     MetricsConfig,
     ModelConfig,
@@ -38,7 +38,7 @@ __all__ = [
     "ClassificationConfig",
     "Config",
     "DetectionConfig",
-    "EngineConfig",  # issue 6
+    "EngineConfig",
     "InputConfig",
     "MetricsConfig",
     "ModelConfig",
@@ -133,9 +133,9 @@ def build_config(data: Any, base_dir: str = ".") -> Config:
         models=models,
         streams=streams,
         pipeline=PipelineConfig(**data["pipeline"]),
-        engine=engine_config_from_dict(data["engine"], base_dir),  # issue 6, edged/engine
-        metrics=MetricsConfig(**data["metrics"]),  # issue 5 item 4
-        mqtt=mqtt_config_from_dict(data["mqtt"], streams, base_dir),  # issue 5, edged/mqtt
+        engine=engine_config_from_dict(data["engine"], base_dir),  # edged/engine
+        metrics=MetricsConfig(**data["metrics"]),
+        mqtt=mqtt_config_from_dict(data["mqtt"], streams, base_dir),  # edged/mqtt
     )
 
 
@@ -181,7 +181,7 @@ def stream_config_from_dict(
     )
 
 
-# -- MQTT (issue 5; edged/mqtt) -----------------------------------------------------------
+# -- MQTT (edged/mqtt) ---------------------------------------------------------------------
 
 
 def mqtt_config_from_dict(
@@ -303,11 +303,11 @@ def model_config_from_dict(name: str, raw: Mapping[str, Any], base_dir: str) -> 
             min_height=float(detection["min_height"]),
             classes=classes,
         ),
-        engine=model_engine_config_from_dict(raw["engine"], base_dir),  # issue 6
+        engine=model_engine_config_from_dict(raw["engine"], base_dir),
     )
 
 
-# -- TensorRT engines (issue 6; edged/engine) ---------------------------------------------
+# -- TensorRT engines (edged/engine) ------------------------------------------------------
 
 
 def engine_config_from_dict(raw: Mapping[str, Any], base_dir: str) -> "EngineConfig":

@@ -68,7 +68,7 @@ def _show(value: Any) -> str:
 
 def _brief(value: Any, budget: int) -> str:
     """Like ``repr`` (JSON names for null/true/false), but stops once ``budget`` characters are
-    written: never the whole of a huge list or string (reliability.md F1)."""
+    written: never the whole of a huge list or string (tests/test_fuzz_inputs.py)."""
     if value is None:
         return "null"
     if value is True:

@@ -1,5 +1,5 @@
-"""YAML text -> plain data, refusing what would crash or hang the validator (F1 of
-reliability.md: a hostile config gets a ConfigError, never another exception or a hang).
+"""YAML text -> plain data, refusing what would crash or hang the validator (a hostile config
+gets a ConfigError, never another exception or a hang: tests/test_fuzz_inputs.py).
 
 PyYAML's SafeLoader alone lets through: duplicate keys (it keeps the last one silently),
 keys that are lists or mappings (``? [a, b]``: unhashable, a TypeError later), nesting deep

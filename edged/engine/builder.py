@@ -1,10 +1,10 @@
 """Build a serialized TensorRT engine from model bytes, whatever TensorRT is installed.
 
 One code path for TensorRT 8.0 (Nano) through 10.x and TensorRT-RTX, every
-branch chosen by :class:`~edged.engine.tensorrt_api.Features` (tao-tensorrt.md 6):
+branch chosen by :class:`~edged.backends.tensorrt_api.Features`:
 
 * ONNX: ``OnnxParser.parse(bytes)`` in memory -- a decrypted ``.etlt`` never
-  touches the disk (issue 3). EXPLICIT_BATCH where the flag exists; one
+  touches the disk. EXPLICIT_BATCH where the flag exists; one
   optimization profile when an input has dynamic dimensions (PeopleNet's ONNX
   releases: batch 1..max_batch).
 * UFF (``.etlt`` of TAO <= 4): ``UffParser.parse_buffer`` with implicit batch,
@@ -12,7 +12,7 @@ branch chosen by :class:`~edged.engine.tensorrt_api.Features` (tao-tensorrt.md 6
 * Workspace: ``set_memory_pool_limit`` (8.4+) or ``max_workspace_size`` (<= 8.6).
 * Precision: negotiated against ``platform_has_fast_fp16/_int8`` and the flags
   the API has; the precision OBTAINED is returned and recorded, never the one
-  asked for (anchors.md 4.2; Nano has no INT8). A strongly typed builder
+  asked for (Nano has no INT8: it needs compute capability >= 6.1). A strongly typed builder
   (TensorRT-RTX: no FP16/INT8 flags) gets the network's own types.
 * DLA core with GPU_FALLBACK (Xavier); timing cache in and out; TensorRT's
   progress monitor (10+) or edged's phase logging.
@@ -157,7 +157,7 @@ def plan_device(
     caps: PlatformCaps,
     precision: str,
 ) -> DevicePlan:
-    """GPU or a DLA core (Xavier); DLA runs FP16/INT8 only (tao-tensorrt.md 7).
+    """GPU or a DLA core (Xavier); DLA runs FP16/INT8 only (TensorRT developer guide, DLA).
 
     Raises:
         EngineBuildError: a DLA core was asked for, cannot be used, and ``gpu_fallback`` is off.
@@ -398,7 +398,7 @@ class EngineBuilder:
             raise EngineBuildError(
                 f"{model.path}: a UFF .etlt needs TensorRT <= 8.6 (UffParser); this TensorRT "
                 f"({version_of(trt)}) has none -- use PeopleNet's ONNX release "
-                "(tao-tensorrt.md 1.4)"
+                "(TensorRT 10 removed UFF)"
             )
         if not (options.input_height and options.input_width):
             raise EngineBuildError(

@@ -12,7 +12,7 @@ Layout under the cache directory (``engine.cache_dir``)::
     calibration/<sha256>.cache     INT8 calibration caches produced from image folders
 
 An entry is written into ``tmp/``, every file fsynced, the directory renamed
-into ``entries/`` and ``entries/`` fsynced (anchors.md 4.3; jetson-inference#946
+into ``entries/`` and ``entries/`` fsynced (:mod:`edged.fsutil`; jetson-inference#946
 wrote 0-byte engines): a crash leaves either the whole entry or none of it,
 and leftovers in ``tmp/`` are removed by the next build of that fingerprint
 (under its lock) or by ``edged cache prune``. An entry is used only when its

@@ -246,7 +246,7 @@ class EngineManager:
 
     def load_backend(self, model: Any, artifact: Any, key: Optional[str] = None) -> Any:
         """:meth:`ensure` the engine and deserialize it; an engine TensorRT cannot deserialize is
-        quarantined and rebuilt once (tao-tensorrt.md 8: ``deserialize_cuda_engine`` -> None).
+        quarantined and rebuilt once (TensorRT's Python ``deserialize_cuda_engine`` returns None).
         A build ends early when the manager's ``cancel`` event is set.
 
         Raises:

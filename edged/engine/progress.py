@@ -1,7 +1,7 @@
 """Build progress: one overall fraction from edged's phases and TensorRT's nested ones.
 
 First builds take minutes with no output and get killed by supervisors
-(anchors.md 4.4; roboflow/inference PR#2703). TensorRT >= 10 reports nested
+(roboflow/inference PR#2703). TensorRT >= 10 reports nested
 phases through ``IProgressMonitor`` (``phase_start(name, parent, num_steps)``,
 ``step_complete(name, step) -> keep going``, ``phase_finish(name)``); older
 releases report nothing, so edged's own phases (prepare, parse, build, publish)

@@ -1,8 +1,8 @@
 """Engine builds in a child process, so an out-of-memory kill stops the build, not the daemon.
 
-Nano builds get OOM-killed (tao-tensorrt.md 7; jetson-inference#649) and a
+Nano builds get OOM-killed (dusty-nv/jetson-inference#649) and a
 TensorRT build blocks in C for minutes. The daemon therefore runs
-``python -m edged build --worker`` (issue 6 item 3): the request -- model
+``python -m edged build --worker``: the request -- model
 path, options, cache directory and the ``.etlt`` key -- goes in as one JSON
 document on the child's stdin (never on its command line, where ``ps`` shows
 it); the child answers with JSON lines on stdout (``started``, ``waiting``,

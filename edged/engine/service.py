@@ -6,8 +6,7 @@ fingerprint's lock: remove leftovers of interrupted builds, look the entry up
 (an invalid one is quarantined), else build, publish crash-safely and save
 the timing cache; after the lock, evict least recently used entries beyond
 the size cap. Two processes asking for the same engine therefore build it
-once: the second waits on the lock and then finds the first one's entry
-(issue 6 item 2).
+once: the second waits on the lock and then finds the first one's entry.
 """
 
 import logging
@@ -64,7 +63,8 @@ def target_for(
 
 
 def timing_cache_key(platform: PlatformInfo) -> str:
-    """tao-tensorrt.md 7: "key by TRT version + GPU" (a file name: unsafe characters -> _)."""
+    """TensorRT version + GPU: a timing cache is only valid for both (TensorRT developer guide,
+    "Timing Cache"); a file name, so unsafe characters become ``_``."""
     raw = "-".join(
         (
             platform.tensorrt_module,
@@ -134,7 +134,7 @@ def get_or_build(
 def prepare_calibration(
     options: BuildOptions, cache: EngineCache, inputs: Dict[str, Any], model_path: str = ""
 ) -> CalibrationInput:
-    """The calibration data for an INT8 request (tao-tensorrt.md 7), if any.
+    """The calibration data for an INT8 request, if any.
 
     A given cache file is used as is; images are calibrated once and the
     cache TensorRT writes is kept under their hash, so the next build replays it.
@@ -191,7 +191,7 @@ def make_manifest(
     result: BuildResult,
     model_name: str,
 ) -> Dict[str, Any]:
-    """Everything ``manifest.json`` records (issue 6 item 2; anchors.md 5.2)."""
+    """Everything ``manifest.json`` records (README, "TensorRT engines")."""
     import hashlib
 
     now = time.time()

@@ -1,4 +1,4 @@
-"""Per-stage latency histograms by stream and model, fed by one result sink (issue 5 item 4).
+"""Per-stage latency histograms by stream and model, fed by one result sink.
 
 :class:`MetricsSink` runs on the daemon's ``sinks`` thread, so timing a result
 costs the inference workers nothing. It files each entry of

@@ -1,4 +1,4 @@
-"""The /metrics HTTP endpoint, on a server that can be shut down (issue 5 item 4).
+"""The /metrics HTTP endpoint, on a server that can be shut down.
 
 ``prometheus_client.start_http_server`` returns nothing on 0.17.1 (the last
 release for Python 3.6; style.md 4) and binds 0.0.0.0 by default, so edged
