@@ -7,13 +7,12 @@ Layout (NVIDIA/tao_deploy ``nvidia_tao_deploy/utils/decoding.py``, ``decode_etlt
     rest      ciphertext    16-byte nonce (the full initial AES counter block),
                             then AES-256-CTR(plaintext), same length as the plaintext
 
-The AES key is PBKDF2-HMAC-SHA256(model key, fixed salt, 100 000 iterations,
-32 bytes), the parameters of NVIDIA's ``eff_tao_encryption`` wheel (tests/test_etlt.py checks
-them against .etlt files that wheel wrote). There is no MAC: a wrong key decrypts to
-same-length garbage without any error, so callers check the plaintext with
-:func:`payload_looks_valid` (edged.modelfile turns a failure into
-"wrong model key or corrupt file"). The model key is never logged and never
-put into an error message.
+The AES key is PBKDF2-HMAC-SHA256(model key, fixed salt, 100 000 iterations, 32 bytes), as
+NVIDIA's ``eff_tao_encryption`` wheel does (its ``tao_codec`` docstring: "PBKDF2 passphrase
+stretching ... AES in CTR mode ... the raw initialization value ... as the first item"). There
+is no MAC: a wrong key decrypts to same-length garbage without any error, so callers check the
+plaintext with :func:`payload_looks_valid` (edged.modelfile turns a failure into "wrong model
+key or corrupt file"). The model key is never logged and never put into an error message.
 """
 
 import functools

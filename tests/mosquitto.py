@@ -1,4 +1,4 @@
-"""A real Mosquitto broker, a test CA made with openssl, and an independent subscriber (issue 5).
+"""A real Mosquitto broker, a test CA made with openssl, and an independent subscriber.
 
 The broker runs as a child process on a free loopback port (127.0.0.1 only) with a
 generated ``mosquitto.conf``; it can be SIGKILLed and restarted on the same port.

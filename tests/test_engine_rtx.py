@@ -1,7 +1,7 @@
 """Real engine builds with TensorRT-RTX (``tensorrt-rtx-cu13-*``, module ``tensorrt_rtx_bindings``).
 
 TensorRT-RTX parses ONNX and serializes engines on a machine without a GPU
-(issue 6 item 4); it cannot deserialize them here (no supported GPU), which
+; it cannot deserialize them here (no supported GPU), which
 these tests also use: a real ``deserialize_cuda_engine`` returning None. It is
 strongly typed -- no FP16/INT8 builder flags -- so engines record fp32.
 

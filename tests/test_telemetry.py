@@ -26,7 +26,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def promtool():
-    """Prometheus's own checker; missing is a failure, not a skip (issue 5 acceptance)."""
+    """Prometheus's own checker; missing is a failure, not a skip."""
     path = shutil.which("promtool")
     if path is None:
         pytest.fail(
