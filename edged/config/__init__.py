@@ -152,11 +152,8 @@ def stream_config_from_dict(
     if raw["backoff_max_s"] < raw["backoff_initial_s"]:
         raise ConfigError("{}.backoff_max_s: {} is less than backoff_initial_s {}".format(
             where, raw["backoff_max_s"], raw["backoff_initial_s"]))  # fmt: skip
-    source = raw["source"]
-    if "://" not in source and not source.startswith(("gst:", "gstreamer:", "/dev/")):
-        source = _resolve(base_dir, source)  # a relative file or directory path
     spec = parse_source(
-        source,
+        raw["source"],
         width=raw["width"],
         height=raw["height"],
         fps=raw["fps"],
@@ -168,6 +165,7 @@ def stream_config_from_dict(
         fourcc=raw["fourcc"],
         flip_method=raw["flip_method"],
         key=where + ".source",
+        base_dir=base_dir,  # a relative path resolves once the sources table says it is one
     )
     return StreamConfig(
         name=name,
@@ -302,6 +300,7 @@ def model_config_from_dict(name: str, raw: Mapping[str, Any], base_dir: str) -> 
             min_width=float(detection["min_width"]),
             min_height=float(detection["min_height"]),
             classes=classes,
+            compat=detection["compat"],
         ),
         engine=model_engine_config_from_dict(raw["engine"], base_dir),
     )

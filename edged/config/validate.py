@@ -17,6 +17,8 @@ import math
 import re
 from typing import Any, List, Mapping, Optional, Sequence
 
+from ..redact import redact
+
 _TYPE_NAMES = {
     "object": "a mapping",
     "array": "a list",
@@ -77,8 +79,8 @@ def _brief(value: Any, budget: int) -> str:
         return "false"
     if isinstance(value, Mapping):
         return "a mapping"
-    if isinstance(value, str):
-        return repr(value[:budget])
+    if isinstance(value, str):  # redacted whole: a cut before the "@" would show a password
+        return repr(redact(value)[:budget])
     if isinstance(value, (list, tuple)):
         parts = []  # type: List[str]
         used = 1
@@ -181,7 +183,7 @@ class SchemaValidator:
                 continue
             if names and "pattern" in names and not re.search(names["pattern"], key):
                 out.append(
-                    f"{format_path(path)}: invalid name {key!r}; "
+                    f"{format_path(path)}: invalid name {_show(key)}; "
                     "expected letters, digits, '_', '.', '-' "
                     "(at most 64, starting with a letter or digit)"
                 )
