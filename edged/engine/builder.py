@@ -269,7 +269,7 @@ class EngineBuilder:
     """Builds engines with one TensorRT module (in the process that imported it).
 
     Args:
-        trt: the imported module (:func:`edged.engine.tensorrt_api.import_tensorrt`).
+        trt: the imported module (:func:`edged.backends.tensorrt_api.import_tensorrt`).
         features: defaults to :meth:`Features.detect`.
     """
 
