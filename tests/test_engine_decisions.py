@@ -12,16 +12,10 @@ import json
 import pytest
 
 from edged.backends.tensorrt_api import Features
-from edged.engine.builder import (
-    CalibrationInput,
-    EngineBuilder,
-    PlatformCaps,
-    negotiate_precision,
-    plan_device,
-    plan_profiles,
-)
+from edged.engine.builder import CalibrationInput, EngineBuilder
 from edged.engine.errors import EngineBuildError, EngineCancelled
 from edged.engine.options import BuildOptions
+from edged.engine.plan import PlatformCaps, negotiate_precision, plan_device, plan_profiles
 from edged.engine.progress import ProgressTracker
 from edged.modelfile import ModelArtifact
 

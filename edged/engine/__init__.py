@@ -2,6 +2,7 @@
 
 * :mod:`edged.backends.tensorrt_api` -- which TensorRT is installed and what its API has.
 * :mod:`.builder` -- ONNX/UFF -> serialized engine; precision, DLA, profiles, timing cache.
+* :mod:`.plan` -- the builder's decisions (precision, device, profiles) as pure functions.
 * :mod:`.fingerprint`, :mod:`.platform` -- the cache key over every build input.
 * :mod:`.cache`, :mod:`.lock` -- crash-safe entries with manifests, per-fingerprint locks, LRU.
 * :mod:`.service` -- get-or-build in one process (``edged build``, the build child).
