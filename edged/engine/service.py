@@ -21,8 +21,9 @@ from .. import __version__
 from ..errors import EngineError
 from ..tasks.registry import calibration_contract
 from .builder import BuildResult, CalibrationInput, EngineBuilder
-from .cache import MANIFEST_VERSION, CacheEntry, EngineCache
+from .cache import CacheEntry, EngineCache
 from .calibration import ImageBatches, image_paths, pycuda_uploader
+from .entryfiles import MANIFEST_VERSION
 from .fingerprint import entry_name, fingerprint_inputs, fingerprint_of
 from .options import BuildOptions
 from .platform import PlatformInfo
