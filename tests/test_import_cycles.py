@@ -36,6 +36,11 @@ PENDING_EDGES = {
         "edged/mqtt/topics.py; the topic-name rules must move below both packages "
         "(topics.py is being changed in branch tracking)"
     ),
+    ("edged.pipeline", "edged.mqtt"): (
+        "pipeline -> mqtt -> pipeline: counts_store in edged/pipeline/tracking.py imports "
+        "default_outbox_path from edged/mqtt/service.py; the default state paths must move below "
+        "both (files of branches tracking and outbox)"
+    ),
 }
 
 Edge = Tuple[str, str]
