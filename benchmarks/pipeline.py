@@ -1,4 +1,4 @@
-"""Benchmarks 1 and 2 of issue 7: pipeline efficiency (fps) and the CPU cost outside inference.
+"""Benchmarks 1 and 2 (benchmarks/README.md): pipeline efficiency (fps), CPU cost outside inference.
 
 Pipeline efficiency compares, in windows of the same length taken round-robin in one
 invocation, the first contender rotating each repeat (so drift of a shared machine hits every

@@ -56,7 +56,7 @@ def _counts(text: str) -> List[int]:
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="edged's benchmarks (issue 7): pipeline fps, CPU cost outside inference, "
+        description="edged's benchmarks: pipeline fps, CPU cost outside inference, "
         "MQTT rate, start-up and memory; writes results.md, results.json and PNG plots.",
     )
     parser.add_argument(
@@ -147,7 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "validity": {"benchmarks": {}},
     }  # type: Dict[str, Any]  # fmt: skip
     if s["memory_s"] < 600 and "memory" in wanted:
-        results["notes"].append("memory run shortened to {:.1f} min (issue 7 asks for 10)".format(
+        results["notes"].append("memory run shortened to {:.1f} min (10 asked)".format(
             s["memory_s"] / 60.0))  # fmt: skip
     started = time.monotonic()
     run_start = validity.snapshot()

@@ -1,4 +1,4 @@
-"""The benchmark suite's code paths at tiny sizes (issue 7): files written, table complete.
+"""The benchmark suite's code paths at tiny sizes: files written, table complete.
 
 No timing assertions here (common.md): the figures of ``--quick`` are meaningless; this
 only proves that ``python -m benchmarks`` runs end to end against a real Mosquitto,

@@ -1,4 +1,4 @@
-"""The README's benchmark table is the one the full suite wrote (issue 7 acceptance: one
+"""The README's benchmark table is the one the full suite wrote (one
 command reproduces the table; the numbers in the README came from it), with the line above it
 that names the commit it measured and the run's verdict (benchmarks/validity.py)."""
 
