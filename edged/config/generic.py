@@ -105,7 +105,7 @@ def convert(hint: Any, value: Any, where: str, context: Context) -> Any:
     inner = optional_inner(hint)
     if inner is not None:
         return convert(inner, value, where, context)
-    if dataclasses.is_dataclass(hint):
+    if _is_dataclass_type(hint):
         return build(hint, value, where, context)
     kind = origin(hint)
     if kind is dict:
@@ -128,9 +128,13 @@ def convert(hint: Any, value: Any, where: str, context: Context) -> Any:
 
 
 def _item(hint: Any, value: Any, where: str, context: Context, key: str) -> Any:
-    if dataclasses.is_dataclass(hint) and value is not None:
+    if _is_dataclass_type(hint) and value is not None:
         return build(hint, value, where, context, name=key)
     return convert(hint, value, where, context)
+
+
+def _is_dataclass_type(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
 def _join(where: str, key: str) -> str:

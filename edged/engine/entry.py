@@ -85,7 +85,7 @@ def validate_entry(
         return None, problem
     size = tree_bytes(path)
     entry = CacheEntry(name, path, manifest, size, last_used(path, manifest))
-    recorded = manifest.get("inputs")
+    recorded = manifest["inputs"]  # read_manifest checked it is there
     if fingerprint_of(recorded) != manifest.get("fingerprint"):
         return entry, "manifest fingerprint does not match its recorded inputs (edited?)"
     if fingerprint is not None and manifest["fingerprint"] != fingerprint:
