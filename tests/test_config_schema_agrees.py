@@ -8,10 +8,11 @@ both from the top (``Config`` and the schema's root) and lists every disagreemen
 import copy
 import dataclasses
 import inspect
-from typing import Any, Dict, List, Mapping, Set
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from edged.config import Config, build_config, model, schema
-from edged.config.generic import args, optional_inner, origin, type_hints
+from edged.config.generic import Context, args, build, optional_inner, origin, type_hints
 from edged.config.hooks import HOOKS
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
@@ -90,6 +91,13 @@ def _compare_type(root, node, hint, where, unset_is_none, out, seen) -> None:  #
             _compare_class(root, extra, args(hint)[1], where + ".NAME", True, out, seen)
         else:
             _compare_type(root, extra, args(hint)[1], where + ".NAME", False, out, seen)
+    elif origin(hint) is tuple and types == {"object"}:
+        item = args(hint)[0]
+        extra = node.get("additionalProperties")
+        if not (dataclasses.is_dataclass(item) and isinstance(extra, Mapping)):
+            out.append(f"{where}: a mapping in the schema, a tuple of unnamed items in the field")
+        else:
+            _compare_class(root, extra, item, where + ".NAME", True, out, seen)
     elif origin(hint) is tuple:
         items = args(hint)
         if types != {"array"}:
@@ -170,3 +178,36 @@ def test_defaults_of_an_empty_config_are_the_dataclass_defaults() -> None:
     """Built from ``{}``, every section equals its dataclass's own defaults."""
     config = build_config({})
     assert config == Config()
+
+
+# -- the generic builder on shapes no real section has yet ------------------------------------
+
+
+@dataclass(frozen=True)
+class _Zone:
+    name: str
+    points: Tuple[Tuple[float, float], ...]
+    labels: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Stream:
+    zones: Tuple[_Zone, ...] = ()
+    limit: Optional[int] = None
+
+
+def test_named_items_become_a_tuple_in_file_order() -> None:
+    raw = {
+        "zones": {"door": {"points": [[0, 1], [2, 3.5]]}, "aisle": {"points": [], "labels": ["a"]}}
+    }
+    built = build(_Stream, raw, "streams.s", Context(".", {}))
+    assert built == _Stream(
+        zones=(_Zone("door", ((0.0, 1.0), (2.0, 3.5))), _Zone("aisle", (), ("a",)))
+    )
+    assert isinstance(built.zones[0].points[0][0], float)
+
+
+def test_integers_written_as_floats_become_int_and_absent_keys_keep_defaults() -> None:
+    assert build(_Stream, {"limit": 3.0}, "", Context(".", {})) == _Stream(limit=3)
+    assert type(build(_Stream, {"limit": 3.0}, "", Context(".", {})).limit) is int
+    assert build(_Stream, {}, "", Context(".", {})) == _Stream()

@@ -3,7 +3,8 @@
 Each key lives in ``schema.json`` (validation, defaults, documentation) and in its dataclass
 field (type) only: this module walks the dataclass fields and takes each value from the
 section of the same name, converting by the field's type hint (``int``/``float``, tuples,
-``Optional``, ``Dict[str, X]``, nested dataclasses). What is not a plain copy is a named
+``Optional``, ``Dict[str, X]``, nested dataclasses; a mapping of named items for a
+``Tuple[X, ...]`` of dataclasses with a ``name`` field). What is not a plain copy is a named
 :class:`Hook` registered by the caller (``edged.config.hooks``). ``tests/test_config.py``
 walks the schema and the dataclasses together and checks they agree.
 """
@@ -113,6 +114,12 @@ def convert(hint: Any, value: Any, where: str, context: Context) -> Any:
         return {
             key: _item(item, sub, _join(where, key), context, key) for key, sub in value.items()
         }
+    if kind in (tuple, list) and isinstance(value, Mapping):
+        # named items (zones by name, say): a mapping in the file, a sequence of dataclasses
+        # whose ``name`` field is the key, in file order
+        item = args(hint)[0]
+        named = [_item(item, sub, _join(where, key), context, key) for key, sub in value.items()]
+        return tuple(named) if kind is tuple else named
     if kind in (tuple, list):
         items = args(hint)
         if len(items) == 2 and items[1] is Ellipsis:
