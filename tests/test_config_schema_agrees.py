@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from edged.config import Config, build_config, model, schema
-from edged.config.generic import Context, args, build, optional_inner, origin, type_hints
+from edged.config.generic import (
+    Context,
+    args,
+    build,
+    convert,
+    optional_inner,
+    origin,
+    type_hints,
+)
 from edged.config.hooks import HOOKS
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
@@ -27,9 +35,21 @@ def _resolve(root: Mapping[str, Any], node: Mapping[str, Any]) -> Mapping[str, A
     return node
 
 
+_JSON_TYPES = ((bool, "boolean"), (str, "string"), (int, "integer"), (float, "number"))
+
+
 def _types(node: Mapping[str, Any]) -> Set[str]:
+    """The node's JSON types; an ``enum`` without ``type`` has the types of its values."""
+    if "type" not in node and "enum" in node:
+        return {_json_type(value) for value in node["enum"]}
     types = node.get("type", [])
     return {types} if isinstance(types, str) else set(types)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return next(name for kind, name in _JSON_TYPES if isinstance(value, kind))
 
 
 def disagreements(root: Mapping[str, Any]) -> List[str]:
@@ -125,18 +145,15 @@ def _compare_default(node, f, hint, required, where, out) -> None:  # type: igno
         if not (has_default and f.default is None):
             out.append(f"{where}: no schema default (unset), the field's default is not None")
         return
-    wanted = node["default"]
-    if factory is not None:
-        got = factory()
-        if wanted == {} and dataclasses.is_dataclass(got):
-            if got != type(got)():
-                out.append(f"{where}: the field's default is not {type(got).__name__}()")
-        elif got != wanted:
-            out.append(f"{where}: schema default {wanted!r}, field default {got!r}")
-    elif not has_default:
-        out.append(f"{where}: schema default {wanted!r}, the field has none")
-    elif f.default != wanted or isinstance(f.default, bool) != isinstance(wanted, bool):
-        out.append(f"{where}: schema default {wanted!r}, field default {f.default!r}")
+    if not (has_default or factory):
+        out.append(f"{where}: schema default {node['default']!r}, the field has none")
+        return
+    # the schema's default, built as the builder builds a value ([] -> (), {} -> Section()),
+    # is the field's default; a nested section's own defaults are compared key by key
+    wanted = convert(hint, node["default"], where, Context(".", {}))
+    got = factory() if factory is not None else f.default
+    if got != wanted or isinstance(got, bool) != isinstance(wanted, bool):
+        out.append(f"{where}: schema default {node['default']!r}, field default {got!r}")
 
 
 def test_schema_and_dataclasses_agree() -> None:
