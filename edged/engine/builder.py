@@ -1,10 +1,11 @@
 """Build a serialized TensorRT engine from model bytes, whatever TensorRT is installed.
 
 One code path for TensorRT 8.0 (Nano) through 10.x and TensorRT-RTX, every
-branch chosen by :class:`~edged.engine.tensorrt_api.Features` (tao-tensorrt.md 6):
+branch chosen by :class:`~edged.engine.tensorrt_api.Features` (the decisions themselves are
+pure functions in :mod:`edged.engine.plan`):
 
 * ONNX: ``OnnxParser.parse(bytes)`` in memory -- a decrypted ``.etlt`` never
-  touches the disk (issue 3). EXPLICIT_BATCH where the flag exists; one
+  touches the disk. EXPLICIT_BATCH where the flag exists; one
   optimization profile when an input has dynamic dimensions (PeopleNet's ONNX
   releases: batch 1..max_batch).
 * UFF (``.etlt`` of TAO <= 4): ``UffParser.parse_buffer`` with implicit batch,
@@ -12,14 +13,11 @@ branch chosen by :class:`~edged.engine.tensorrt_api.Features` (tao-tensorrt.md 6
 * Workspace: ``set_memory_pool_limit`` (8.4+) or ``max_workspace_size`` (<= 8.6).
 * Precision: negotiated against ``platform_has_fast_fp16/_int8`` and the flags
   the API has; the precision OBTAINED is returned and recorded, never the one
-  asked for (anchors.md 4.2; Nano has no INT8). A strongly typed builder
+  asked for (Nano has no INT8: it needs compute capability >= 6.1). A strongly typed builder
   (TensorRT-RTX: no FP16/INT8 flags) gets the network's own types.
 * DLA core with GPU_FALLBACK (Xavier); timing cache in and out; TensorRT's
   progress monitor (10+) or edged's phase logging.
 * ``build_serialized_network`` (8.0+) or ``build_engine(...).serialize()``.
-
-The decisions themselves (precision, device, profiles) are pure functions in
-:mod:`edged.engine.buildplan`; they are importable from here too.
 """
 
 import logging
@@ -28,16 +26,16 @@ import warnings
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import EngineError
-from .buildplan import (
+from .calibration import ImageBatches, Upload, make_cache_calibrator, make_image_calibrator
+from .errors import EngineBuildError, EngineCancelled
+from .options import UFF_DEFAULT_OUTPUTS, BuildOptions
+from .plan import (
     PlatformCaps,
     negotiate_precision,
     plan_device,
     plan_profiles,
     strict_types_flag,
 )
-from .calibration import ImageBatches, Upload, make_cache_calibrator, make_image_calibrator
-from .errors import EngineBuildError, EngineCancelled
-from .options import UFF_DEFAULT_OUTPUTS, BuildOptions
 from .progress import ProgressTracker, make_progress_monitor
 from .tensorrt_api import (
     CapturingLogger,
@@ -219,7 +217,7 @@ class EngineBuilder:
             raise EngineBuildError(
                 f"{model.path}: a UFF .etlt needs TensorRT <= 8.6 (UffParser); this TensorRT "
                 f"({version_of(trt)}) has none -- use PeopleNet's ONNX release "
-                "(tao-tensorrt.md 1.4)"
+                "(TensorRT 10 removed UFF)"
             )
         if not (options.input_height and options.input_width):
             raise EngineBuildError(

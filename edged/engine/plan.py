@@ -1,8 +1,9 @@
-"""Build decisions as pure functions: which precision, which device, which profiles.
+"""Engine build decisions as pure functions: precision, device (GPU or DLA), profiles.
 
-:class:`~edged.engine.builder.EngineBuilder` asks TensorRT what the platform can do
-(:class:`PlatformCaps`) and what the API has (:class:`~edged.engine.tensorrt_api.Features`),
-then follows these decisions; tests drive them as data, without TensorRT.
+Each takes what the installed TensorRT offers (:class:`~edged.engine.tensorrt_api.Features`,
+:class:`PlatformCaps`) and the requested :class:`~edged.engine.options.BuildOptions`, and returns
+what to set and why the result differs from the request; :mod:`edged.engine.builder` applies
+them. tests/test_engine_decisions.py checks them against a fake TensorRT per release.
 """
 
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -33,6 +34,9 @@ class DevicePlan(NamedTuple):
     dla_core: Optional[int]
     flags: Tuple[str, ...]
     notes: Tuple[str, ...]
+
+
+# -- decisions (pure functions; unit-tested with a fake TensorRT) ------------------------------
 
 
 def negotiate_precision(
@@ -100,7 +104,7 @@ def plan_device(
     caps: PlatformCaps,
     precision: str,
 ) -> DevicePlan:
-    """GPU or a DLA core (Xavier); DLA runs FP16/INT8 only (tao-tensorrt.md 7).
+    """GPU or a DLA core (Xavier); DLA runs FP16/INT8 only (TensorRT developer guide, DLA).
 
     Raises:
         EngineBuildError: a DLA core was asked for, cannot be used, and ``gpu_fallback`` is off.
