@@ -43,7 +43,7 @@ from edged.engine.runner import (
     BuildRequest,
     BuildRunner,
     ChildOutcome,
-    classify,
+    _classify,
 )
 from edged.engine.service import get_or_build, target_for
 from edged.modelfile import ModelArtifact
@@ -384,11 +384,11 @@ def test_build_request_round_trips_and_never_shows_the_key():
 
 
 def test_child_exit_is_classified():
-    ok = classify(0, {"event": "result", "result": "hit"}, None, [], 1.0)
+    ok = _classify(0, {"event": "result", "result": "hit"}, None, [], 1.0)
     assert ok.result == HIT and ok.ok
-    killed = classify(-signal.SIGKILL, {}, None, [], 1.0)
+    killed = _classify(-signal.SIGKILL, {}, None, [], 1.0)
     assert killed.result == KILLED and "out of memory" in killed.message
-    failed = classify(3, {"event": "error", "message": "parser says no"}, None, [], 1.0)
+    failed = _classify(3, {"event": "error", "message": "parser says no"}, None, [], 1.0)
     assert (failed.result, failed.message) == (FAILED, "parser says no")
 
 

@@ -18,41 +18,32 @@ and leftovers in ``tmp/`` are removed by the next build of that fingerprint
 (under its lock) or by ``edged cache prune``. An entry is used only when its
 manifest matches the live inputs and the engine's sha256 matches; anything
 else is moved to ``quarantine/`` with the reason, never deleted silently.
-
-Reading and verifying one entry lives in :mod:`edged.engine.entry`; LRU eviction and
-cleaning of leftovers in :mod:`edged.engine.eviction`.
 """
 
+import errno
 import json
 import logging
 import os
+import re
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import EngineError
-from .entry import (
-    ENGINE_FILE,
-    LAST_USED_FILE,
-    MANIFEST_FILE,
-    MANIFEST_VERSION,  # noqa: F401  (public: the manifest version callers write)
-    REASON_FILE,
-    CacheEntry,
-    EntryState,
-    check_fingerprint,
-    listdir,
-    mtime,
-    safe_name,
-    tree_bytes,
-    validate_entry,
-)
-from .eviction import clean_tmp, evict
+from .fingerprint import differences, fingerprint_of, sha256_file
 from .lock import FileLock
 
 logger = logging.getLogger(__name__)
 
+ENGINE_FILE = "model.engine"
+MANIFEST_FILE = "manifest.json"
+LAST_USED_FILE = "last_used"
+REASON_FILE = "reason.txt"
+MANIFEST_VERSION = 1
 #: Quarantined entries kept for inspection; older ones are deleted.
 KEEP_QUARANTINED = 5
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 SUBDIRS = ("entries", "locks", "tmp", "quarantine", "timing", "calibration")
 
@@ -104,6 +95,53 @@ def _remove_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def tree_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+# -- entries ----------------------------------------------------------------------------------
+
+
+class CacheEntry(NamedTuple):
+    """A validated (or, from :meth:`EngineCache.entries`, merely present) cache entry."""
+
+    name: str
+    path: str
+    manifest: Dict[str, Any]
+    size_bytes: int
+    last_used: float
+
+    @property
+    def engine_path(self) -> str:
+        return os.path.join(self.path, ENGINE_FILE)
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest.get("fingerprint", ""))
+
+    def read_engine(self) -> bytes:
+        with open(self.engine_path, "rb") as f:
+            return f.read()
+
+
+class EntryState(NamedTuple):
+    """One directory under ``entries/`` as ``edged cache list/verify`` see it."""
+
+    name: str
+    path: str
+    manifest: Optional[Dict[str, Any]]
+    size_bytes: int
+    last_used: float
+    problem: Optional[str]  # None: the entry is internally consistent
 
 
 class EngineCache:
@@ -164,7 +202,7 @@ class EngineCache:
         stop: Any = None,
     ) -> FileLock:
         self.ensure()
-        check_fingerprint(fingerprint)
+        _check_fingerprint(fingerprint)
         return FileLock(self._dir("locks", fingerprint + ".lock"), timeout_s, on_wait, stop)
 
     # -- lookup and validation ----------------------------------------------------------------
@@ -178,7 +216,7 @@ class EngineCache:
         True -- call that only while holding the fingerprint's lock.
         """
         self.ensure()
-        path = self._dir("entries", safe_name(name))
+        path = self._dir("entries", _safe_name(name))
         if not os.path.isdir(path):
             return None
         entry, problem = self.validate(path, fingerprint, inputs)
@@ -199,7 +237,32 @@ class EngineCache:
         check_engine: bool = True,
     ) -> Tuple[Any, Optional[str]]:
         """(CacheEntry, None) for a good entry, (partial entry or None, problem) otherwise."""
-        return validate_entry(path, fingerprint, inputs, environment, check_engine)
+        name = os.path.basename(path)
+        manifest, problem = _read_manifest(path)
+        if manifest is None:
+            return None, problem
+        size = tree_bytes(path)
+        entry = CacheEntry(name, path, manifest, size, self._last_used(path, manifest))
+        recorded = manifest.get("inputs")
+        if fingerprint_of(recorded) != manifest.get("fingerprint"):
+            return entry, "manifest fingerprint does not match its recorded inputs (edited?)"
+        if fingerprint is not None and manifest["fingerprint"] != fingerprint:
+            return entry, "fingerprint {} expected, manifest has {}".format(
+                fingerprint[:12], str(manifest["fingerprint"])[:12]
+            )
+        if inputs is not None and recorded != inputs:
+            return entry, "manifest does not match the live build inputs: " + "; ".join(
+                differences(recorded, inputs)[:4]
+            )
+        if environment is not None and recorded.get("environment") != environment:
+            return entry, "built for another environment: " + "; ".join(
+                differences(recorded.get("environment"), environment, "environment")[:4]
+            )
+        if check_engine:
+            problem = _check_engine(path, manifest)
+            if problem is not None:
+                return entry, problem
+        return entry, None
 
     def touch(self, entry: CacheEntry) -> None:
         """Record a use (LRU); a failure to record is not a reason to refuse the engine."""
@@ -209,6 +272,13 @@ class EngineCache:
             )
         except OSError as e:
             logger.warning("cannot record use of %s: %s", entry.path, e)
+
+    def _last_used(self, path: str, manifest: Dict[str, Any]) -> float:
+        try:
+            with open(os.path.join(path, LAST_USED_FILE)) as f:
+                return float(f.read().strip())
+        except (OSError, ValueError):
+            return float(manifest.get("built_at_epoch", 0.0) or 0.0)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -223,7 +293,7 @@ class EngineCache:
             EngineError: the cache cannot be written (disk full, read-only).
         """
         self.ensure()
-        name = safe_name(name)
+        name = _safe_name(name)
         staging = self._dir("tmp", f"{fingerprint}.{os.getpid()}.{os.urandom(4).hex()}")
         final = self._dir("entries", name)
         try:
@@ -252,7 +322,7 @@ class EngineCache:
     def quarantine(self, name: str, reason: str) -> Optional[str]:
         """Move entry ``name`` aside with ``reason``; returns the new path (None if absent)."""
         self.ensure()
-        source = self._dir("entries", safe_name(name))
+        source = self._dir("entries", _safe_name(name))
         target = self._dir(
             "quarantine",
             "{}.{}.{}".format(
@@ -280,7 +350,7 @@ class EngineCache:
 
     def _trim_quarantine(self) -> None:
         folder = self._dir("quarantine")
-        items = sorted(os.listdir(folder), key=lambda n: mtime(os.path.join(folder, n)))
+        items = sorted(os.listdir(folder), key=lambda n: _mtime(os.path.join(folder, n)))
         for stale in items[: max(0, len(items) - self._keep_quarantined)]:
             shutil.rmtree(os.path.join(folder, stale), ignore_errors=True)
 
@@ -290,14 +360,14 @@ class EngineCache:
         """Every directory under ``entries/`` (read-only: creates nothing)."""
         out = []  # type: List[EntryState]
         folder = self._dir("entries")
-        for name in listdir(folder):
+        for name in _listdir(folder):
             path = os.path.join(folder, name)
             if not os.path.isdir(path):
                 continue
             entry, problem = self.validate(path, check_engine=check_engine)
             manifest = entry.manifest if entry is not None else None
             size = entry.size_bytes if entry is not None else tree_bytes(path)
-            last = entry.last_used if entry is not None else mtime(path)
+            last = entry.last_used if entry is not None else _mtime(path)
             out.append(EntryState(name, path, manifest, size, last, problem))
         return out
 
@@ -306,7 +376,7 @@ class EngineCache:
 
     def remove(self, name: str) -> bool:
         """Delete an entry: rename it out of ``entries/`` first (atomic), then delete."""
-        source = self._dir("entries", safe_name(name))
+        source = self._dir("entries", _safe_name(name))
         doomed = self._dir("tmp", f"evict.{os.getpid()}.{os.urandom(4).hex()}")
         try:
             os.rename(source, doomed)
@@ -317,20 +387,83 @@ class EngineCache:
         return True
 
     def evict(self, max_bytes: Optional[int] = None, protect: Sequence[str] = ()) -> List[str]:
-        """Remove least recently used entries until ``entries/`` fits ``max_bytes`` (default:
-        the cache's cap); see :func:`edged.engine.eviction.evict`. Returns the removed names."""
-        return evict(self, self.max_bytes if max_bytes is None else max_bytes, protect)
+        """Remove least recently used entries until ``entries/`` fits ``max_bytes``.
+
+        Entries in ``protect`` and entries whose fingerprint lock is held (being
+        rebuilt or quarantined right now) are skipped. Returns the removed names.
+        """
+        cap = self.max_bytes if max_bytes is None else max_bytes
+        if cap <= 0:
+            return []
+        states = self.entries()
+        total = sum(s.size_bytes for s in states)
+        removed = []  # type: List[str]
+        keep = set(protect)  # type: Set[str]
+        for state in sorted(states, key=lambda s: s.last_used):
+            if total <= cap:
+                break
+            if state.name in keep or not self._remove_if_unlocked(state):
+                continue
+            total -= state.size_bytes
+            removed.append(state.name)
+            logger.info(
+                "engine cache: evicted %s (%d bytes, least recently used)",
+                state.name,
+                state.size_bytes,
+            )
+        return removed
+
+    def _remove_if_unlocked(self, state: EntryState) -> bool:
+        fp = str((state.manifest or {}).get("fingerprint", ""))
+        if not _HEX.match(fp):
+            return self.remove(state.name)  # unreadable manifest: no lock to respect
+        lock = self.lock(fp)
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            return self.remove(state.name)
+        finally:
+            lock.release()
 
     def clean_tmp(self, fingerprint: Optional[str] = None) -> List[str]:
-        """Remove leftovers of interrupted writes; see :func:`edged.engine.eviction.clean_tmp`."""
-        return clean_tmp(self, fingerprint)
+        """Remove leftovers of interrupted writes.
+
+        With ``fingerprint`` (caller holds its lock): that fingerprint's staging
+        directories. Without: every staging directory whose fingerprint lock is
+        free (no live writer), and eviction leftovers.
+        """
+        self.ensure()
+        folder = self._dir("tmp")
+        removed = []  # type: List[str]
+        for item in sorted(os.listdir(folder)):
+            fp = item.split(".", 1)[0]
+            path = os.path.join(folder, item)
+            if fingerprint is not None:
+                if fp != fingerprint:
+                    continue
+                shutil.rmtree(path, ignore_errors=True)
+            elif _HEX.match(fp):
+                lock = self.lock(fp)
+                if not lock.acquire(blocking=False):
+                    continue
+                try:
+                    shutil.rmtree(path, ignore_errors=True)
+                finally:
+                    lock.release()
+            elif fp == "evict" and not _pid_alive(item):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                continue
+            removed.append(item)
+            logger.info("engine cache: removed leftover %s", path)
+        return removed
 
     def leftovers(self) -> List[str]:
         """Names under ``tmp/`` (interrupted writes, evictions in progress)."""
-        return listdir(self._dir("tmp"))
+        return _listdir(self._dir("tmp"))
 
     def quarantined(self) -> List[str]:
-        return listdir(self._dir("quarantine"))
+        return _listdir(self._dir("quarantine"))
 
     def clear_quarantine(self) -> int:
         names = self.quarantined()
@@ -361,4 +494,81 @@ class EngineCache:
         if kind not in ("timing", "calibration"):
             raise ValueError(kind)
         self.ensure()
-        return self._dir(kind, safe_name(key) + ".cache")
+        return self._dir(kind, _safe_name(key) + ".cache")
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _read_manifest(path: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    try:
+        with open(os.path.join(path, MANIFEST_FILE), "rb") as f:
+            manifest = json.loads(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None, "manifest.json is missing"
+    except (OSError, ValueError) as e:
+        return None, f"manifest.json is unreadable ({e})"
+    except RecursionError:
+        return None, "manifest.json is unreadable (nested too deeply)"
+    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
+        return None, f"manifest.json is not a version {MANIFEST_VERSION} manifest"
+    for key in ("fingerprint", "inputs", "engine_sha256", "engine_bytes"):
+        if key not in manifest:
+            return None, f"manifest.json lacks {key}"
+    return manifest, None
+
+
+def _check_engine(path: str, manifest: Dict[str, Any]) -> Optional[str]:
+    engine = os.path.join(path, ENGINE_FILE)
+    try:
+        size = os.path.getsize(engine)
+    except OSError:
+        return "model.engine is missing"
+    if size != manifest["engine_bytes"]:
+        return "model.engine has {} bytes, the manifest says {} (truncated?)".format(
+            size, manifest["engine_bytes"]
+        )
+    try:
+        digest = sha256_file(engine)
+    except OSError as e:
+        return f"model.engine is unreadable ({e.strerror or e})"
+    if digest != manifest["engine_sha256"]:
+        return "model.engine's sha256 does not match the manifest (damaged)"
+    return None
+
+
+def _safe_name(name: str) -> str:
+    if not _SAFE.match(name) or name in (".", ".."):
+        raise EngineError(f"invalid cache entry name {name!r}")
+    return name
+
+
+def _check_fingerprint(fingerprint: str) -> None:
+    if not _HEX.match(fingerprint):
+        raise EngineError(f"invalid engine fingerprint {fingerprint!r}")
+
+
+def _listdir(folder: str) -> List[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except FileNotFoundError:
+        return []
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _pid_alive(item: str) -> bool:
+    try:
+        pid = int(item.split(".")[1])
+    except (IndexError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as e:
+        return e.errno == errno.EPERM
+    return True

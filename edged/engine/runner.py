@@ -9,14 +9,14 @@ it); the child answers with JSON lines on stdout (``started``, ``waiting``,
 ``progress``, then ``result`` or ``error``) and logs on stderr. The child
 raises its own ``oom_score_adj`` so the kernel picks it over the daemon.
 
-:class:`BuildRunner` is the parent side (here); :func:`~edged.engine.worker.worker_main`
-the child side; :mod:`edged.engine.buildproto` what both agree on.
+:class:`BuildRunner` is the parent side; :func:`worker_main` the child side.
 Child exit codes: 0 engine ready (built or found), 2 bad input (model, key,
 options), 3 TensorRT could not build, 4 cancelled. Signals: SIGTERM asks the
 child to cancel (TensorRT >= 10 stops at the next step; older ones finish
 the build and exit), then SIGKILL after a grace period.
 """
 
+import json
 import logging
 import os
 import signal
@@ -25,30 +25,96 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import IO, Any, Callable, Deque, Dict, List, Optional
+from typing import IO, Any, Callable, Deque, Dict, List, NamedTuple, Optional
 
-from ..errors import EngineError
-from .buildproto import (  # noqa: F401  (re-exported: callers import the protocol from here)
-    BUILT,
-    CANCELLED,
-    FAILED,
-    HIT,
-    KILLED,
-    TIMEOUT,
-    BuildRequest,
-    ChildOutcome,
-    classify,
-    outcome_fields,
-    parse_line,
-)
+from ..errors import EdgedError, EngineError
+from .errors import EngineCancelled
+from .options import BuildOptions
 from .progress import ProgressEvent
-from .worker import worker_main  # noqa: F401  (re-exported for ``edged build --worker``)
 
 logger = logging.getLogger(__name__)
 
+PROTOCOL = 1
+EXIT_OK = 0
+EXIT_INPUT = 2
+EXIT_BUILD_FAILED = 3
+EXIT_CANCELLED = 4
+
+#: Child: a progress line at least this often, even while TensorRT is silent.
+HEARTBEAT_S = 5.0
 #: Parent: after SIGTERM, wait this long before SIGKILL.
 TERM_GRACE_S = 10.0
 STDERR_TAIL_LINES = 40
+
+# Outcome results (the `result` label of edged_engine_builds_total).
+HIT, BUILT, FAILED, CANCELLED, KILLED, TIMEOUT = (
+    "hit",
+    "built",
+    "failed",
+    "cancelled",
+    "killed",
+    "timeout",
+)
+
+
+class BuildRequest(NamedTuple):
+    """What the child builds. ``key`` is a secret: it travels only on the child's stdin."""
+
+    model_path: str
+    options: BuildOptions
+    cache_dir: str
+    model_name: str = ""
+    key: Optional[str] = None
+    cache_max_bytes: int = 0
+    tensorrt_module: str = "auto"
+    force: bool = False
+    lock_timeout_s: Optional[float] = None
+    #: the parent's PlatformInfo values, so both sides compute the same fingerprint
+    platform: Optional[Dict[str, str]] = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "protocol": PROTOCOL,
+                "model_path": self.model_path,
+                "model_name": self.model_name,
+                "key": self.key,
+                "options": self.options.to_dict(),
+                "cache_dir": self.cache_dir,
+                "cache_max_bytes": self.cache_max_bytes,
+                "tensorrt_module": self.tensorrt_module,
+                "force": self.force,
+                "lock_timeout_s": self.lock_timeout_s,
+                "platform": self.platform,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "BuildRequest":
+        data = json.loads(text)
+        if data.pop("protocol", None) != PROTOCOL:
+            raise EngineError(f"build request: unsupported protocol (expected {PROTOCOL})")
+        data["options"] = BuildOptions.from_dict(data["options"])
+        return cls(**data)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"BuildRequest({self.model_path!r}, {self.options!r}, cache {self.cache_dir!r})"
+
+
+class ChildOutcome(NamedTuple):
+    result: str  # HIT, BUILT, FAILED, CANCELLED, KILLED, TIMEOUT
+    message: str
+    returncode: Optional[int]
+    info: Dict[str, Any]  # the child's result line (entry, fingerprint, precision, ...)
+    seconds: float  # wall time of the child
+    stderr_tail: List[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.result in (HIT, BUILT)
+
+
+# -- parent side ------------------------------------------------------------------------------
 
 
 class BuildRunner:
@@ -137,7 +203,7 @@ class BuildRunner:
             pass  # the child died at once; its exit code tells why
         final = {}  # type: Dict[str, Any]
         for raw in proc.stdout:
-            event = parse_line(raw)
+            event = _parse_line(raw)
             if event is None:
                 continue
             kind = event.get("event")
@@ -160,7 +226,7 @@ class BuildRunner:
         returncode = proc.wait()
         watch.stop()
         err_thread.join(timeout=5.0)
-        return classify(returncode, final, watch.why, list(stderr_tail), self._clock() - t0)
+        return _classify(returncode, final, watch.why, list(stderr_tail), self._clock() - t0)
 
 
 class _Watch:
@@ -225,3 +291,162 @@ def _pump_stderr(stream: IO[bytes], tail: Deque[str]) -> None:
             tail.append(line)
             logger.debug("build child: %s", line)
     stream.close()
+
+
+def _parse_line(raw: bytes) -> Optional[Dict[str, Any]]:
+    try:
+        event = json.loads(raw.decode("utf-8"))
+    except ValueError:
+        logger.debug("build child printed a non-protocol line: %r", raw[:200])
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _classify(
+    returncode: int, final: Dict[str, Any], why: Optional[str], tail: List[str], seconds: float
+) -> ChildOutcome:
+    if returncode == EXIT_OK and final.get("event") == "result":
+        result = HIT if final.get("result") == HIT else BUILT
+        return ChildOutcome(result, f"engine {result}", returncode, final, seconds, tail)
+    message = str(final.get("message") or "")
+    if why is not None:
+        result = why
+        message = message or ("build cancelled" if why == CANCELLED else "build timed out")
+    elif returncode == EXIT_CANCELLED:
+        result = CANCELLED
+    elif returncode is not None and returncode < 0:
+        result = KILLED
+        name = _signal_name(-returncode)
+        message = "build process killed by {}{}".format(
+            name, " (out of memory? see `dmesg`)" if -returncode == signal.SIGKILL else ""
+        )
+    else:
+        result = FAILED
+        if not message:
+            message = "build process exited with code {}: {}".format(
+                returncode, tail[-1] if tail else "no output"
+            )
+    return ChildOutcome(result, message, returncode, final, seconds, tail)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+# -- child side -------------------------------------------------------------------------------
+
+
+class JsonLines:
+    """Thread-safe JSON-lines writer (the worker's stdout)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, event: str, **fields: Any) -> None:
+        fields["event"] = event
+        line = json.dumps(fields, sort_keys=True)
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+
+def prefer_oom_kill(path: str = "/proc/self/oom_score_adj", score: int = 1000) -> None:
+    """Make this process the OOM killer's first choice (raising one's own score needs no
+    privilege): on a 4 GB Nano the build, not the daemon, is what dies."""
+    try:
+        with open(path, "w") as f:
+            f.write(str(score))
+    except OSError as e:
+        logger.debug("cannot set %s: %s", path, e)
+
+
+def worker_main(stdin: IO[str], stdout: IO[str]) -> int:
+    """``edged build --worker``: one request on stdin, JSON lines on stdout, exit code."""
+    from .service import get_or_build
+
+    out = JsonLines(stdout)
+    cancel = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    prefer_oom_kill()
+    out.send("started", pid=os.getpid())
+    try:
+        request = BuildRequest.from_json(stdin.read())
+        context = _WorkerContext(request, out, cancel)
+        outcome = context.run(get_or_build)
+    except EngineCancelled as e:
+        out.send("error", kind=type(e).__name__, message=str(e))
+        return EXIT_CANCELLED
+    except EngineError as e:
+        out.send("error", kind=type(e).__name__, message=str(e))
+        return EXIT_BUILD_FAILED
+    except EdgedError as e:
+        out.send("error", kind=type(e).__name__, message=str(e))
+        return EXIT_INPUT
+    except (ValueError, KeyError, TypeError) as e:
+        out.send("error", kind="BadRequest", message=f"malformed build request: {e}")
+        return EXIT_INPUT
+    out.send("result", **outcome_fields(outcome))
+    return EXIT_OK
+
+
+def outcome_fields(outcome: Any) -> Dict[str, Any]:
+    manifest = outcome.entry.manifest
+    return {
+        "result": outcome.result,
+        "entry": outcome.entry.path,
+        "name": outcome.entry.name,
+        "fingerprint": outcome.entry.fingerprint,
+        "precision_obtained": manifest.get("precision_obtained"),
+        "device_obtained": manifest.get("device_obtained"),
+        "engine_bytes": manifest.get("engine_bytes"),
+        "build_seconds": round(outcome.seconds, 3),
+        "notes": manifest.get("notes", []),
+        "waited": outcome.waited,
+    }
+
+
+class _WorkerContext:
+    def __init__(self, request: BuildRequest, out: JsonLines, cancel: threading.Event) -> None:
+        self.request = request
+        self.out = out
+        self.cancel = cancel
+
+    def run(self, get_or_build: Callable[..., Any]) -> Any:
+        from ..modelfile import load_model_artifact
+        from .builder import EngineBuilder
+        from .cache import EngineCache
+        from .platform import LivePlatform, PlatformInfo
+        from .progress import ProgressTracker
+        from .tensorrt_api import import_tensorrt
+
+        req = self.request
+        artifact = load_model_artifact(req.model_path, req.key)
+        trt = import_tensorrt(req.tensorrt_module)
+        tracker = ProgressTracker(lambda e: self.out.send("progress", **e.to_dict()), self.cancel)
+        beat = threading.Thread(
+            target=self._heartbeat, args=(tracker,), name="engine-heartbeat", daemon=True
+        )
+        beat.start()
+        platform = PlatformInfo(**req.platform) if req.platform else LivePlatform()(trt)
+        return get_or_build(
+            artifact,
+            req.options,
+            EngineCache(req.cache_dir, req.cache_max_bytes),
+            EngineBuilder(trt),
+            platform,
+            key=req.key,
+            model_name=req.model_name,
+            tracker=tracker,
+            force=req.force,
+            lock_timeout_s=req.lock_timeout_s,
+            stop=self.cancel,
+            on_wait=lambda path: self.out.send("waiting", lock=path),
+        )
+
+    def _heartbeat(self, tracker: Any) -> None:
+        while not self.cancel.wait(HEARTBEAT_S):
+            tracker.heartbeat()
