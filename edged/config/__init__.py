@@ -23,6 +23,7 @@ from .model import (
     DetectionConfig,
     EngineConfig,  # issue 6
     InputConfig,
+    LineConfig,
     MetricsConfig,
     ModelConfig,
     MqttConfig,
@@ -31,6 +32,8 @@ from .model import (
     MqttTlsConfig,
     PipelineConfig,
     StreamConfig,
+    TrackingConfig,
+    ZoneConfig,
 )
 from .validate import SchemaValidator, first_error
 from .yamlfile import load_yaml
@@ -50,6 +53,9 @@ __all__ = [
     "MqttTlsConfig",
     "PipelineConfig",
     "StreamConfig",
+    "TrackingConfig",
+    "ZoneConfig",
+    "LineConfig",
     "load_config",
     "check_reloadable",
     "parse_config",

@@ -7,7 +7,7 @@ are derived. Paths relative to the config file are not here: a dataclass field m
 (``metadata=PATH`` in ``model.py``).
 """
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 from ..errors import ConfigError
 from .generic import Context, Hook
@@ -21,19 +21,24 @@ SOURCE_KEYS = (
 
 
 def model_checks(raw: Mapping[str, Any], where: str, context: Context) -> Dict[str, Any]:
-    """Secrets and labels come from one place each."""
+    """Secrets and labels come from one place each; tracking thresholds are ordered."""
     keys = [k for k in ("key", "key_env", "key_file") if raw.get(k) is not None]
     if len(keys) > 1:
         raise ConfigError("{}: set only one of key, key_env, key_file (got {})".format(
             where, ", ".join(keys)))  # fmt: skip
     if raw.get("labels") is not None and raw.get("class_names") is not None:
         raise ConfigError(f"{where}: set labels or class_names, not both")
+    tracking = raw["tracking"]
+    if tracking["low_threshold"] > tracking["high_threshold"]:
+        raise ConfigError("{}.tracking.low_threshold: {} is above high_threshold {}".format(
+            where, tracking["low_threshold"], tracking["high_threshold"]))  # fmt: skip
     return {}
 
 
 def stream_source(raw: Mapping[str, Any], where: str, context: Context) -> Dict[str, Any]:
-    """Check the model reference and backoff, and parse the source string with its options
-    (the sources table classifies it; a relative path resolves against the config file)."""
+    """Check the model reference and backoff, parse the source string with its options (the
+    sources table classifies it; a relative path resolves against the config file), and check
+    the zones and lines against the model."""
     from ..sources.uri import parse_source
 
     models = context.sections.get("models", {})
@@ -43,7 +48,35 @@ def stream_source(raw: Mapping[str, Any], where: str, context: Context) -> Dict[
     _check_backoff(raw, where)
     options = {key: raw[key] for key in SOURCE_KEYS}
     spec = parse_source(raw["source"], key=where + ".source", base_dir=context.base_dir, **options)
+    model = models[raw["model"]]
+    for name, zone in raw["zones"].items():
+        _counting_checks(f"{where}.zones.{name}", zone["units"], zone["points"], model)
+    for name, line in raw["lines"].items():
+        key = f"{where}.lines.{name}"
+        _counting_checks(key, line["units"], (line["start"], line["end"]), model)
+        if [float(v) for v in line["start"]] == [float(v) for v in line["end"]]:
+            raise ConfigError(f"{key}: start and end are the same point")
     return {"source": spec}
+
+
+# -- tracking and counting (edged/tracking) -----------------------------------------------
+
+
+def _points_problem(units: str, points: Any) -> Optional[str]:
+    if units == "fraction" and any(not 0.0 <= v <= 1.0 for p in points for v in p):
+        return "units is fraction but a point is outside 0..1 (did you mean units: pixels?)"
+    if units == "pixels" and any(v < 0 for p in points for v in p):
+        return "a point has a negative pixel coordinate"
+    return None
+
+
+def _counting_checks(key: str, units: str, points: Any, model: ModelConfig) -> None:
+    """Zones and lines count tracks: the stream's model must track, and the points fit the units."""
+    if not model.tracking.enabled:
+        raise ConfigError(f"{key}: model {model.name!r} does not track (set its tracking.enabled)")
+    problem = _points_problem(units, points)
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
 
 
 def mqtt_derived(raw: Mapping[str, Any], where: str, context: Context) -> Dict[str, Any]:
