@@ -9,7 +9,7 @@ import copy
 import dataclasses
 import inspect
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from edged.config import Config, build_config, model, schema
 from edged.config.generic import (
@@ -23,12 +23,14 @@ from edged.config.generic import (
 )
 from edged.config.hooks import HOOKS
 
+Node = Mapping[str, Any]
+
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
 def _resolve(root: Mapping[str, Any], node: Mapping[str, Any]) -> Mapping[str, Any]:
     while "$ref" in node:
-        target = root  # type: Any
+        target: Any = root
         for part in node["$ref"][2:].split("/"):
             target = target[part]
         node = target
@@ -54,8 +56,8 @@ def _json_type(value: Any) -> str:
 
 def disagreements(root: Mapping[str, Any]) -> List[str]:
     """Every place where ``root`` (a config schema) and the dataclasses from ``Config`` differ."""
-    out = []  # type: List[str]
-    seen = set()  # type: Set[type]
+    out: List[str] = []
+    seen: Set[type] = set()
     _compare_class(root, root, Config, "(top)", False, out, seen)
     for name, cls in inspect.getmembers(model, dataclasses.is_dataclass):
         if cls not in seen:
@@ -63,7 +65,9 @@ def disagreements(root: Mapping[str, Any]) -> List[str]:
     return out
 
 
-def _compare_class(root, node, cls, where, in_map, out, seen) -> None:  # type: ignore
+def _compare_class(
+    root: Node, node: Node, cls: type, where: str, in_map: bool, out: List[str], seen: Set[type]
+) -> None:
     seen.add(cls)
     node = _resolve(root, node)
     hook = HOOKS.get(cls)
@@ -86,7 +90,15 @@ def _compare_class(root, node, cls, where, in_map, out, seen) -> None:  # type: 
         _compare_type(root, sub, hints[key], f"{where}.{key}", unset_is_none, out, seen)
 
 
-def _compare_type(root, node, hint, where, unset_is_none, out, seen) -> None:  # type: ignore
+def _compare_type(
+    root: Node,
+    node: Node,
+    hint: Any,
+    where: str,
+    unset_is_none: bool,
+    out: List[str],
+    seen: Set[type],
+) -> None:
     node = _resolve(root, node)
     types = _types(node)
     inner = optional_inner(hint)
@@ -134,7 +146,9 @@ def _compare_type(root, node, hint, where, unset_is_none, out, seen) -> None:  #
         out.append(f"{where}: field type {hint!r} has no schema counterpart")
 
 
-def _compare_default(node, f, hint, required, where, out) -> None:  # type: ignore
+def _compare_default(
+    node: Node, f: Any, hint: Any, required: bool, where: str, out: List[str]
+) -> None:
     has_default = f.default is not dataclasses.MISSING
     factory = f.default_factory if f.default_factory is not dataclasses.MISSING else None
     if required:
@@ -160,7 +174,7 @@ def test_schema_and_dataclasses_agree() -> None:
     assert disagreements(schema()) == []
 
 
-def _tampered(change) -> Dict[str, Any]:  # type: ignore
+def _tampered(change: Callable[[Dict[str, Any]], Any]) -> Dict[str, Any]:
     doc = copy.deepcopy(schema())
     change(doc["definitions"])
     return doc

@@ -21,7 +21,7 @@ from .model import (
     ClassSettings,
     Config,
     DetectionConfig,
-    EngineConfig,  # issue 6
+    EngineConfig,
     InputConfig,
     LineConfig,
     MetricsConfig,
@@ -43,7 +43,7 @@ __all__ = [
     "ClassificationConfig",
     "Config",
     "DetectionConfig",
-    "EngineConfig",  # issue 6
+    "EngineConfig",
     "InputConfig",
     "MetricsConfig",
     "ModelConfig",

@@ -40,7 +40,7 @@ class Context:
         self.base_dir = base_dir
         self.hooks = hooks
         self.top = top
-        self.sections = {}  # type: Dict[str, Any]
+        self.sections: Dict[str, Any] = {}
 
 
 def type_hints(cls: type) -> Dict[str, Any]:

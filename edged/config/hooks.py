@@ -101,7 +101,7 @@ def mqtt_derived(raw: Mapping[str, Any], where: str, context: Context) -> Dict[s
     if tls.get("key_file") is not None and tls.get("cert_file") is None:
         raise ConfigError("mqtt.tls.key_file: needs mqtt.tls.cert_file")
     streams = context.sections.get("streams", {})
-    per_stream = {}  # type: Dict[str, MqttPublishConfig]
+    per_stream: Dict[str, MqttPublishConfig] = {}
     for stream_id, override in raw["streams"].items():
         if stream_id not in streams:
             raise ConfigError("mqtt.streams.{}: no stream named {!r} (streams: {})".format(
@@ -120,8 +120,8 @@ def _check_backoff(raw: Mapping[str, Any], where: str) -> None:
 
 
 #: The dataclasses whose building is more than a copy; every other one is built generically.
-HOOKS = {
+HOOKS: Dict[type, Hook] = {
     ModelConfig: Hook(model_checks),
     StreamConfig: Hook(stream_source, fields=("source",), keys=SOURCE_KEYS),
     MqttConfig: Hook(mqtt_derived, fields=("port", "streams")),
-}  # type: Dict[type, Hook]
+}
