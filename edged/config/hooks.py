@@ -82,7 +82,7 @@ def _counting_checks(key: str, units: str, points: Any, model: ModelConfig) -> N
 def mqtt_derived(raw: Mapping[str, Any], where: str, context: Context) -> Dict[str, Any]:
     """Check the credentials, topic prefix, backoff and TLS files; derive the port from TLS
     and each stream's publish settings from ``publish`` plus the stream's overrides."""
-    from ..mqtt.topics import prefix_problem
+    from ..topicnames import prefix_problem
 
     sources = [k for k in ("password", "password_env", "password_file") if raw.get(k) is not None]
     if len(sources) > 1:
