@@ -9,5 +9,6 @@ docs/model-updates.md describes the protocol; the modules here:
 - :mod:`.keys`: Ed25519 keys, signatures, and the signed key list with threshold rotation;
 - :mod:`.manifest`: the manifest, its limits and its checks (before any model byte is parsed);
 - :mod:`.chunks`: the bitmap of received chunks;
-- :mod:`.journal`: the state machine, a pure transition function over the persisted journal.
+- :mod:`.journal`: the state machine, a pure transition function over the persisted journal;
+- :mod:`.store`: the device's files: journal, installed version, staging, read-only versions.
 """
