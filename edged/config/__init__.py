@@ -29,6 +29,7 @@ from .model import (
     MqttTlsConfig,
     PipelineConfig,
     StreamConfig,
+    UpdateConfig,
 )
 from .validate import SchemaValidator, first_error
 from .yamlfile import load_yaml
@@ -48,6 +49,7 @@ __all__ = [
     "MqttTlsConfig",
     "PipelineConfig",
     "StreamConfig",
+    "UpdateConfig",
     "load_config",
     "parse_config",
     "build_config",
@@ -116,7 +118,24 @@ def build_config(data: Any, base_dir: str = ".") -> Config:
         engine=engine_config_from_dict(data["engine"], base_dir),  # issue 6, edged/engine
         metrics=MetricsConfig(**data["metrics"]),  # issue 5 item 4
         mqtt=mqtt_config_from_dict(data["mqtt"], streams, base_dir),  # issue 5, edged/mqtt
+        update=update_config_from_dict(data["update"], data["mqtt"], base_dir),  # edged/update
     )
+
+
+def update_config_from_dict(
+    raw: Mapping[str, Any], mqtt: Optional[Mapping[str, Any]], base_dir: str
+) -> UpdateConfig:
+    """Build the :class:`UpdateConfig`; an enabled one needs MQTT and a pinned key list."""
+    if raw["enabled"] and mqtt is None:
+        raise ConfigError("update.enabled: model updates arrive over MQTT; set the mqtt section")
+    if raw["enabled"] and not raw["keys_file"]:
+        raise ConfigError("update.keys_file: required when update.enabled is true "
+                          "(the key list this device pins: edged keys -o FILE)")  # fmt: skip
+    values = dict(raw)
+    values["keys_file"] = _resolve(base_dir, raw["keys_file"])
+    values["state_dir"] = _resolve(base_dir, raw["state_dir"])
+    values["groups"] = tuple(raw["groups"])
+    return UpdateConfig(**values)
 
 
 def stream_config_from_dict(

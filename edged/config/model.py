@@ -216,6 +216,23 @@ class MqttConfig:
     streams: Dict[str, MqttPublishConfig] = field(default_factory=dict)
 
 
+# -- model updates over MQTT (edged/update) -------------------------------------------------
+@dataclass(frozen=True)
+class UpdateConfig:
+    enabled: bool = False
+    keys_file: Optional[str] = None
+    state_dir: Optional[str] = None  # None: $STATE_DIRECTORY or ~/.local/state/edged
+    groups: Tuple[str, ...] = ()
+    probation_s: float = 60.0
+    window: int = 8
+    request_timeout_s: float = 10.0
+    transfer_stall_s: float = 3600.0
+    step_timeout_s: float = 600.0
+    build_timeout_s: float = 3600.0
+    max_total_mb: int = 1024
+    max_chunks: int = 32768
+
+
 @dataclass(frozen=True)
 class Config:
     device_id: str = "edged"
@@ -226,3 +243,4 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)  # issue 6
     metrics: MetricsConfig = field(default_factory=MetricsConfig)  # issue 5 item 4
     mqtt: Optional[MqttConfig] = None  # issue 5: None when MQTT is not configured
+    update: UpdateConfig = field(default_factory=UpdateConfig)  # edged/update

@@ -15,7 +15,7 @@ Nothing here reads a model byte.
 """
 
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UpdateError
 from . import canonical
@@ -203,6 +203,23 @@ def check(
             f"{disk_free} free"
         )
     return manifest
+
+
+def peek(data: bytes, limits: UpdateLimits = DEFAULT_LIMITS) -> Tuple[str, str]:
+    """(model name, update identity) of an UNCHECKED envelope, or "" for what is not there.
+
+    Only to pick the model slot whose installed version :func:`check` compares against (the
+    name must be a plain name) and to tell a re-delivered manifest from a new one; trust
+    nothing else before :func:`check`.
+    """
+    try:
+        document = canonical.decode(data, limits.max_manifest_bytes, "manifest")
+        signed = document["signed"]
+        identity = _sha256(canonical.encode(signed))
+        model = signed.get("model")
+    except (UpdateError, TypeError, KeyError, AttributeError):
+        return "", ""
+    return (model if isinstance(model, str) and _SAFE_NAME.match(model) else ""), identity
 
 
 def parse_checked(data: bytes) -> Manifest:

@@ -27,7 +27,7 @@ import stat
 from typing import Dict, List, Optional
 
 from ..engine.cache import atomic_write, fsync_dir
-from ..errors import UpdateError
+from ..errors import StagingError, UpdateError
 from .chunks import ChunkMap
 from .journal import Journal
 from .manifest import FileEntry, Installed, Manifest, parse_checked
@@ -53,10 +53,10 @@ def _private_dir(path: str) -> None:
     os.chmod(path, 0o700)
 
 
-def _disk_error(what: str, e: OSError) -> UpdateError:
+def _disk_error(what: str, e: OSError) -> StagingError:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return UpdateError(f"{what}: disk full")
-    return UpdateError(f"{what}: {e.strerror or type(e).__name__}")
+        return StagingError(f"{what}: disk full")
+    return StagingError(f"{what}: {e.strerror or type(e).__name__}")
 
 
 class SlotStore:
@@ -141,6 +141,19 @@ class SlotStore:
                 return parse_checked(f.read())
         except OSError as e:
             raise UpdateError(f"update {update[:12]}: its staged manifest is gone") from e
+
+    def interrupted_manifest(self, journal: Journal) -> Optional[Manifest]:
+        """The manifest of the journal's update: in its staging, or (promoted) its version."""
+        for directory in (self.staging_dir(journal.manifest_sha256),
+                          self.version_dir(journal.version)):  # fmt: skip
+            try:
+                with open(os.path.join(directory, MANIFEST_FILE), "rb") as f:
+                    manifest = parse_checked(f.read())
+            except (OSError, UpdateError):
+                continue
+            if manifest.sha256 == journal.manifest_sha256:
+                return manifest
+        return None
 
     def chunk_maps(self, manifest: Manifest) -> Dict[str, ChunkMap]:
         """Per file, the chunks on disk (from the persisted bitmap; empty when none)."""
