@@ -12,7 +12,6 @@ serves: the old one or the new verified one, never neither, never an unverified 
 import hashlib
 import json
 import os
-import threading
 import time
 
 import pytest
@@ -22,9 +21,10 @@ from edged.update import canonical, keys, protocol
 from edged.update import journal as j
 from edged.update import updater as updater_module
 from edged.update.manifest import FileEntry, UpdateLimits, make, sign_manifest
-from edged.update.seams import Deployer, Transport
+from edged.update.seams import Transport
 from edged.update.store import SlotStore
 from edged.update.updater import Settings, Updater
+from tests.update_standins import Hang, StandInDeployer
 
 CHUNK = 1024
 MODEL = os.urandom(20 * CHUNK + 77)
@@ -57,69 +57,6 @@ def envelope(operator, version=2, created=None, **changes):
     )  # fmt: skip
     values.update(changes)
     return sign_manifest(make(**values), [operator])
-
-
-class Hang:
-    """A call that blocks until the test ends (released at teardown)."""
-
-    def __init__(self):
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, *args, **kwargs):
-        self.entered.set()
-        self.release.wait(SAFETY_S * 3)
-        raise UpdateError("released at teardown")
-
-
-class StandInDeployer(Deployer):
-    """Stands in for the daemon's model slots: which model serves, nothing runs."""
-
-    def __init__(self, faults=None):
-        self.serving = "old"
-        self.previous = None
-        self.faults = faults or {}  # method name -> exception or Hang
-        self.calls = []
-
-    def _fault(self, name):
-        self.calls.append(name)
-        fault = self.faults.get(name)
-        if isinstance(fault, Hang):
-            fault()
-        elif fault is not None:
-            raise fault
-
-    def knows(self, model):
-        return model == "det"
-
-    def load(self, model, files_dir, manifest):
-        self._fault("load")
-        with open(os.path.join(files_dir, manifest.model_file.name), "rb") as f:
-            assert f.read() == MODEL  # never an unverified model
-        return f"v{manifest.version}"
-
-    def canary(self, model, loaded, files_dir, manifest):
-        self._fault("canary")
-
-    def switch(self, model, loaded):
-        self._fault("switch")
-        self.previous, self.serving = self.serving, loaded
-
-    def healthy(self, model):
-        fault = self.faults.get("healthy")
-        if isinstance(fault, str):
-            return fault  # e.g. "NaN in outputs"
-        self._fault("healthy")
-        return None
-
-    def restore(self, model):
-        self.calls.append("restore")
-        if self.previous is not None:
-            self.serving, self.previous = self.previous, None
-
-    def commit(self, model):
-        self.calls.append("commit")
-        self.previous = None
 
 
 class StandInOperator(Transport):
