@@ -14,6 +14,7 @@ GOALS = {
     "qos1_rate": 2000.0,
     "warm_start_s": 2.0,
     "rss_excluding_model_mb": 150.0,
+    "hostile_config_ms": 100.0,
 }
 
 
@@ -122,6 +123,18 @@ def table_rows(results: Dict[str, Any]) -> List[List[str]]:
             ["5 memory", "RSS slope after the first 20 % (MB/min)",
              _fmt(mem["slope_mb_per_min"], 3), f"flat (within +-{FLAT_SLOPE_MB_PER_MIN})",
              _met(abs(mem["slope_mb_per_min"]) <= FLAT_SLOPE_MB_PER_MIN)],
+        ]  # fmt: skip
+    h = results.get("hostile_configs")
+    if h:
+        slowest_ms = 1000.0 * h["slowest_s"]
+        rows += [
+            ["6 hostile configs", "slowest refusal of the fuzz set's {} ({}) (ms)".format(
+                len(h["median_s"]), h["slowest"]), _fmt(slowest_ms, 1), "<= 100",
+             _met(slowest_ms <= GOALS["hostile_config_ms"])],
+            ["6 hostile configs", "all of them, one after another (ms)",
+             _fmt(1000.0 * h["total_s"], 1), "", ""],
+            ["6 hostile configs", "accepted (must be none)", ", ".join(h["accepted"]) or "none",
+             "none", _met(not h["accepted"])],
         ]  # fmt: skip
     return rows
 

@@ -93,3 +93,20 @@ def test_unknown_benchmark_name_is_refused(tmp_path):
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "unknown benchmark(s): pipline" in output
+
+
+def test_opt_in_hostile_config_benchmark_runs_alone(tmp_path):
+    out_dir = str(tmp_path / "results")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "config", "--no-plots",
+         "--out", out_dir],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+    )  # fmt: skip
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    with open(os.path.join(out_dir, "results.json")) as f:
+        results = json.load(f)
+    assert results["ran"] == ["config"]
+    hostile = results["hostile_configs"]
+    assert hostile["accepted"] == [] and len(hostile["median_s"]) > 20
+    assert "| 6 hostile configs | accepted (must be none) | none | none | met |" in output

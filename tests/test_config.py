@@ -6,9 +6,10 @@ import os
 import re
 
 import pytest
+import yaml
 
 from edged.config import build_config, load_config, parse_config, schema
-from edged.config.validate import SchemaValidator, unsupported_keywords
+from edged.config.validate import SchemaValidator, format_path, unsupported_keywords
 from edged.errors import ConfigError
 
 from .conftest import REPO, run_cli
@@ -204,3 +205,54 @@ def test_the_reference_config_documents_every_key_of_the_schema():
     written = set(re.findall(r"(?:^|[\s{,#])([a-z_0-9]+):", text, re.MULTILINE))
     missing = sorted(".".join(p) for p in _schema_keys(schema, schema, ()) if p[-1] not in written)
     assert missing == []
+
+
+# -- non-finite numbers ---------------------------------------------------------------------
+
+
+def _numeric_paths(node, path=()):
+    """Key paths of every number (not true/false) in a parsed config."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _numeric_paths(value, path + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _numeric_paths(value, path + (index,))
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield path
+
+
+def _non_finite_cases():
+    cases = []
+    for name in ("edged.yaml", "demo.yaml"):
+        with open(os.path.join(REPO, "configs", name)) as f:
+            data = yaml.safe_load(f)
+        for path in _numeric_paths(data):
+            for text in (".nan", ".inf", "-.inf"):
+                case_id = f"{name}:{format_path(path)}={text}"
+                cases.append(pytest.param(name, path, text, id=case_id))
+    return cases
+
+
+NON_FINITE_CASES = _non_finite_cases()
+
+
+def test_the_shipped_configs_have_many_numeric_keys():
+    assert len({(c.values[0], c.values[1]) for c in NON_FINITE_CASES}) >= 30
+
+
+@pytest.mark.parametrize("name, path, text", NON_FINITE_CASES)
+def test_a_non_finite_number_is_refused_in_one_line_naming_its_key(name, path, text):
+    with open(os.path.join(REPO, "configs", name)) as f:
+        data = yaml.safe_load(f)
+    parent = data
+    for part in path[:-1]:
+        parent = parent[part]
+    parent[path[-1]] = float(text.replace(".", ""))
+    dumped = yaml.safe_dump(data)
+    assert text in dumped  # the YAML spelling a user writes
+    with pytest.raises(ConfigError) as raised:
+        parse_config(dumped, base_dir=os.path.join(REPO, "configs"))
+    message = str(raised.value)
+    assert message.startswith(format_path(path) + ": got "), message
+    assert message.endswith("expected a finite number") and "\n" not in message

@@ -199,6 +199,34 @@ def test_sighup_with_a_broken_config_keeps_the_old_streams_running(tmp_path, cli
         assert edged.stop() == 0
 
 
+def test_sighup_with_an_empty_or_streamless_config_keeps_serving_the_old_one(tmp_path, clip):
+    config = str(tmp_path / "edged.yaml")
+    write_config(config, {"cam": clip})
+    edged = Edged(config)
+    try:
+        edged.wait_for("stream cam: streaming")
+        after = 0
+        # an empty file (a truncated write), then models without streams
+        for text, missing in (("", "no models and no streams"), (None, "no streams")):
+            if text is None:
+                write_config(config, {})
+                with open(config) as f:
+                    text = f.read().replace("streams:\n", "streams: {}\n")
+            with open(config, "w") as f:
+                f.write(text)
+            edged.proc.send_signal(signal.SIGHUP)
+            after = edged.wait_for("reload rejected, keeping the running config", after=after)
+            assert f"{config}: {missing}: a reload would stop every stream" in edged.lines[after]
+            after += 1
+            # still serving the old config: the stream keeps delivering inferences
+            later = edged.wait_for("inferred/s", after=after)
+            assert "stream cam: streaming" in edged.lines[later]
+        assert not any("reload: stopping" in line for line in edged.lines), "\n".join(edged.lines)
+        assert not any("reload applied" in line for line in edged.lines)
+    finally:
+        assert edged.stop() == 0
+
+
 def test_sighup_restarts_only_the_streams_that_changed(tmp_path, clip):
     other = make_clip(str(tmp_path / "other.avi"), frames=20)
     config = str(tmp_path / "edged.yaml")

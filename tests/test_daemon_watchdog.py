@@ -59,13 +59,11 @@ def test_pings_stop_within_the_inference_timeout_and_resume_after(tmp_path):
 
         backends[0].hang.set()
         assert backends[0].hung.wait(5)
-        hung_at = time.monotonic()
         time.sleep(2.0)  # inference_timeout_s (1 s) plus a few ticks
         pings_before = len(notify.fields("WATCHDOG"))
         time.sleep(1.5)
         assert len(notify.fields("WATCHDOG")) == pings_before, "pinged during a hung inference"
         assert daemon.watchdog.stale_probes() == ["inference:digits"]
-        assert time.monotonic() - hung_at < 10
 
         backends[0].hang.clear()
         backends[0].release.set()

@@ -1,5 +1,6 @@
 """DetectNet_v2 grid decoding against a deliberately plain per-cell implementation of the formula
-(issue 3; tao-tensorrt.md 3.2), plus the post-processor's contract and the pre-processing."""
+(with each compat's threshold, clamp and scale; docs/parity.md), plus the post-processor's
+contract and the pre-processing."""
 
 import numpy as np
 import pytest
@@ -14,35 +15,47 @@ from edged.tasks.detection import (
     DecodeParams,
     Detection,
     DetectNetV2Postprocessor,
-    decode_grid,
     peoplenet_defaults,
 )
 
 # -- the reference: one Python loop over every cell, the formula as written ---------------------
 
 
-def reference_decode(cov, bbox, thresholds, params, net_w, net_h, src_w, src_h):
-    """List of (class, score, x1, y1, x2, y2) in (class, row, column) order."""
+def reference_decode(cov, bbox, thresholds, params, net_w, net_h, src_w, src_h, compat):
+    """List of (class, score, x1, y1, x2, y2), unclustered, in float64.
+
+    deepstream: coverage >= threshold, a corner >= net becomes net - 1 and one < 0 becomes 0,
+    then scaled, then the min size in source pixels. tao: coverage > threshold, clamped to
+    [0, net] (x2 not below x1), then scaled.
+    """
     out = []
     classes, rows, cols = cov.shape
     for c in range(classes):
         for i in range(rows):
             for j in range(cols):
-                score = cov[c, i, j]
-                # coverage is float32 and so is the threshold it is compared with (>=: DeepStream)
-                if not np.float32(score) >= np.float32(thresholds[c]):
+                score = np.float32(cov[c, i, j])
+                t = np.float32(thresholds[c])
+                if not (score >= t if compat == "deepstream" else score > t):
                     continue
                 cx = params.stride * j + params.offset
                 cy = params.stride * i + params.offset
                 n = params.bbox_norm
-                x1 = (cx - n * float(bbox[4 * c + 0, i, j])) * src_w / net_w
-                y1 = (cy - n * float(bbox[4 * c + 1, i, j])) * src_h / net_h
-                x2 = (cx + n * float(bbox[4 * c + 2, i, j])) * src_w / net_w
-                y2 = (cy + n * float(bbox[4 * c + 3, i, j])) * src_h / net_h
-                x1, x2 = min(max(x1, 0.0), src_w), min(max(x2, 0.0), src_w)
-                y1, y2 = min(max(y1, 0.0), src_h), min(max(y2, 0.0), src_h)
-                w, h = x2 - x1, y2 - y1
-                if w <= 0 or h <= 0 or w < params.min_width or h < params.min_height:
+                x1 = cx - n * float(bbox[4 * c + 0, i, j])
+                y1 = cy - n * float(bbox[4 * c + 1, i, j])
+                x2 = cx + n * float(bbox[4 * c + 2, i, j])
+                y2 = cy + n * float(bbox[4 * c + 3, i, j])
+                if compat == "deepstream":
+                    x1, x2 = [net_w - 1.0 if v >= net_w else v for v in (x1, x2)]
+                    y1, y2 = [net_h - 1.0 if v >= net_h else v for v in (y1, y2)]
+                    x1, y1, x2, y2 = [max(v, 0.0) for v in (x1, y1, x2, y2)]
+                    if x2 < x1 or y2 < y1:
+                        continue
+                else:
+                    x1, y1 = min(max(x1, 0.0), net_w), min(max(y1, 0.0), net_h)
+                    x2, y2 = max(min(x2, net_w), x1), max(min(y2, net_h), y1)
+                x1, x2 = x1 * src_w / net_w, x2 * src_w / net_w
+                y1, y2 = y1 * src_h / net_h, y2 * src_h / net_h
+                if x2 - x1 < params.min_width or y2 - y1 < params.min_height:
                     continue
                 out.append((c, float(score), x1, y1, x2, y2))
     return out
@@ -56,17 +69,22 @@ def random_outputs(seed, classes, rows, cols):
     return cov, bbox
 
 
-def assert_same(candidates, expected):
-    assert len(candidates.boxes) == len(expected)
+def decode_all(cov, bbox, params, net_w, net_h, src_w, src_h, compat="deepstream"):
+    """Every candidate, unclustered, as (class, score, x1, y1, x2, y2) best first."""
+    labels = [f"c{i}" for i in range(cov.shape[0])]
+    post = DetectNetV2Postprocessor(labels, params, [ClusterParams("none", top_k=-1)], compat)
+    found = post(cov, bbox, src_w, src_h, net_w, net_h)
+    return [(d.class_id, d.confidence) + d.bbox for d in found]
+
+
+def assert_same(found, expected):
+    expected = sorted(expected, key=lambda e: -e[1])  # stable: (class, row, column) breaks ties
+    assert len(found) == len(expected)
     if not expected:
         return
-    ref = np.array(expected, dtype=np.float64)
-    np.testing.assert_array_equal(candidates.class_ids, ref[:, 0].astype(np.int32))
-    np.testing.assert_array_equal(candidates.scores, ref[:, 1].astype(np.float32))
-    np.testing.assert_allclose(candidates.boxes, ref[:, 2:], rtol=1e-6, atol=1e-3)
-    assert candidates.boxes.dtype == np.float32
-    assert candidates.scores.dtype == np.float32
-    assert candidates.class_ids.dtype == np.int32
+    assert [f[0] for f in found] == [e[0] for e in expected]
+    assert [f[1] for f in found] == [e[1] for e in expected]
+    np.testing.assert_allclose([f[2:] for f in found], [e[2:] for e in expected], atol=1e-3)
 
 
 CASES = [
@@ -78,52 +96,57 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("compat", ["deepstream", "tao"])
+@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("classes, net, src, thresholds", CASES)
-def test_decode_grid_matches_the_per_cell_formula(seed, classes, net, src, thresholds):
-    params = DecodeParams(thresholds=thresholds)
+def test_decoding_matches_the_per_cell_formula(seed, classes, net, src, thresholds, compat):
+    params = DecodeParams(thresholds=thresholds, min_width=0.0, min_height=0.0)
     cov, bbox = random_outputs(seed, classes, net[1] // 16, net[0] // 16)
     per_class = thresholds * classes if len(thresholds) == 1 else thresholds
 
-    got = decode_grid(cov, bbox, params, net[0], net[1], src[0], src[1])
+    got = decode_all(cov, bbox, params, net[0], net[1], src[0], src[1], compat)
 
-    assert_same(got, reference_decode(cov, bbox, per_class, params, *net, *src))
-    assert len(got.boxes) > 10  # the case really exercises the formula
+    assert_same(got, reference_decode(cov, bbox, per_class, params, *net, *src, compat))
+    assert len(got) > 10  # the case really exercises the formula
 
 
-def test_decode_grid_honours_stride_normaliser_offset_and_min_size():
+@pytest.mark.parametrize("compat", ["deepstream", "tao"])
+def test_decoding_honours_stride_normaliser_offset_and_min_size(compat):
     params = DecodeParams(
         stride=8, bbox_norm=20.0, offset=0.0, thresholds=(0.3, 0.5), min_width=10, min_height=2
     )
     cov, bbox = random_outputs(7, 2, 23, 31)  # non-square, odd grid
 
-    got = decode_grid(cov, bbox, params, 248, 184, 640, 480)
+    got = decode_all(cov, bbox, params, 248, 184, 640, 480, compat)
 
-    assert_same(got, reference_decode(cov, bbox, (0.3, 0.5), params, 248, 184, 640, 480))
+    assert_same(got, reference_decode(cov, bbox, (0.3, 0.5), params, 248, 184, 640, 480, compat))
 
 
 def test_random_case_drops_and_clamps_boxes():
     """Guards the random cases above: they contain dropped, clamped and plain boxes."""
     cov, bbox = random_outputs(0, 3, 34, 60)
     params = DecodeParams(thresholds=(0.0,), min_width=0.0, min_height=0.0)
-    got = decode_grid(cov, bbox, params, 960, 544, 768, 576)
-    assert 0 < len(got.boxes) < 3 * 34 * 60  # degenerate boxes dropped
-    assert (got.boxes[:, 0] == 0).any() and (got.boxes[:, 2] == 768).any()
-    assert (got.boxes[:, 1] == 0).any() and (got.boxes[:, 3] == 576).any()
+    got = np.array([g[2:] for g in decode_all(cov, bbox, params, 960, 544, 768, 576)])
+    assert 0 < len(got) < 3 * 34 * 60  # degenerate boxes dropped
+    right, bottom = np.float32(959 * 768 / 960), np.float32(543 * 576 / 544)
+    assert (got[:, 0] == 0).any() and np.isclose(got[:, 2], right, rtol=0, atol=1e-3).any()
+    assert (got[:, 1] == 0).any() and np.isclose(got[:, 3], bottom, rtol=0, atol=1e-3).any()
 
 
-def test_threshold_is_inclusive_like_deepstream():
-    cov = np.array([[[0.5, np.nextafter(np.float32(0.5), np.float32(0))]]], dtype=np.float32)
+def test_threshold_is_inclusive_for_deepstream_and_strict_for_tao():
+    cov = np.array([[[0.5, np.nextafter(np.float32(0.5), np.float32(1))]]], dtype=np.float32)
     bbox = np.ones((4, 1, 2), dtype=np.float32)
-    got = decode_grid(cov, bbox, DecodeParams(thresholds=(0.5,)), 32, 16, 32, 16)
-    assert got.scores.tolist() == [0.5]
+    params = DecodeParams(thresholds=(0.5,), min_width=0, min_height=0)
+    assert len(decode_all(cov, bbox, params, 32, 16, 32, 16, "deepstream")) == 2
+    assert len(decode_all(cov, bbox, params, 32, 16, 32, 16, "tao")) == 1
 
 
-def test_boxes_are_clamped_to_the_full_source_extent():
+def test_deepstream_clamps_to_the_last_network_pixel_and_tao_to_the_edge():
     cov = np.ones((1, 1, 1), dtype=np.float32)
     bbox = np.full((4, 1, 1), 100.0, dtype=np.float32)  # far outside on every side
-    got = decode_grid(cov, bbox, DecodeParams(), 16, 16, 640, 480)
-    assert got.boxes.tolist() == [[0.0, 0.0, 640.0, 480.0]]
+    params = DecodeParams(min_width=0, min_height=0)
+    assert decode_all(cov, bbox, params, 16, 16, 640, 480)[0][2:] == (0.0, 0.0, 600.0, 450.0)
+    assert decode_all(cov, bbox, params, 16, 16, 640, 480, "tao")[0][2:] == (0, 0, 640, 480)
 
 
 def test_one_cell_decodes_to_the_documented_numbers():
@@ -132,31 +155,34 @@ def test_one_cell_decodes_to_the_documented_numbers():
     bbox = np.zeros((12, 34, 60), dtype=np.float32)
     cov[1, 2, 3] = 0.9
     bbox[4:8, 2, 3] = [0.5, 0.25, 1.0, 2.0]
-    got = decode_grid(cov, bbox, DecodeParams(), 960, 544, 960, 544)
-    assert got.class_ids.tolist() == [1]
-    np.testing.assert_allclose(got.boxes[0], [48.5 - 17.5, 32.5 - 8.75, 48.5 + 35, 32.5 + 70])
+    got = decode_all(cov, bbox, DecodeParams(), 960, 544, 960, 544)
+    assert [g[0] for g in got] == [1]
+    np.testing.assert_allclose(got[0][2:], [48.5 - 17.5, 32.5 - 8.75, 48.5 + 35, 32.5 + 70])
 
 
-def test_nan_outputs_never_become_detections():
+@pytest.mark.parametrize("compat", ["deepstream", "tao"])
+def test_nan_outputs_never_become_detections(compat):
     cov = np.array([[[np.nan, 0.9]]], dtype=np.float32)
     bbox = np.ones((4, 1, 2), dtype=np.float32)
     bbox[0, 0, 1] = np.nan
-    got = decode_grid(cov, bbox, DecodeParams(), 32, 16, 32, 16)
-    assert len(got.boxes) == 0
+    assert decode_all(cov, bbox, DecodeParams(), 32, 16, 32, 16, compat) == []
 
 
 def test_mismatched_output_shapes_are_a_contract_error():
     cov = np.zeros((3, 34, 60), np.float32)
     with pytest.raises(ModelContractError, match=r"bbox output has shape \[8, 34, 60\]"):
-        decode_grid(cov, np.zeros((8, 34, 60), np.float32), DecodeParams(), 960, 544, 960, 544)
-    with pytest.raises(ModelContractError, match="coverage output"):
-        decode_grid(cov[0], np.zeros((4, 60), np.float32), DecodeParams(), 960, 544, 960, 544)
+        decode_all(cov, np.zeros((8, 34, 60), np.float32), DecodeParams(), 960, 544, 960, 544)
 
 
 def test_too_few_thresholds_is_a_contract_error():
     cov, bbox = random_outputs(0, 3, 4, 4)
     with pytest.raises(ModelContractError, match="thresholds are given for 2 classes"):
-        decode_grid(cov, bbox, DecodeParams(thresholds=(0.1, 0.2)), 64, 64, 64, 64)
+        decode_all(cov, bbox, DecodeParams(thresholds=(0.1, 0.2)), 64, 64, 64, 64)
+
+
+def test_an_unknown_compat_is_a_config_error():
+    with pytest.raises(ConfigError, match="detection.compat must be one of deepstream, tao"):
+        DetectNetV2Postprocessor(["a"], DecodeParams(), [ClusterParams()], "jetson")
 
 
 # -- the post-processor -----------------------------------------------------------------------
@@ -176,7 +202,8 @@ def test_postprocessor_without_clustering_returns_every_decoded_box_best_first(c
 
     detections = unclustered(labels, thresholds)(cov, bbox, 768, 576, 960, 544)
 
-    expected = reference_decode(cov, bbox, thresholds, DecodeParams(), 960, 544, 768, 576)
+    params = DecodeParams()
+    expected = reference_decode(cov, bbox, thresholds, params, 960, 544, 768, 576, "deepstream")
     expected.sort(key=lambda e: -e[1])
     assert [(d.class_id, d.label) for d in detections] == [(e[0], labels[e[0]]) for e in expected]
     np.testing.assert_allclose([d.confidence for d in detections], [e[1] for e in expected])

@@ -43,6 +43,17 @@ MQTT_STATS = {
     "published_total": 120,
     "publish_failed_total": 2,
     "dropped_total": 1,
+    "results_lost_total": {
+        "outbox_full": 1,
+        "too_large": 0,
+        "disk_full": 7,
+        "write_error": 0,
+        "not_durable_at_exit": 0,
+    },
+    "results_not_durable_total": 40,
+    "outbox_durable": False,
+    "outbox_disk_bytes": 90112,
+    "outbox_memory_messages": 2,
     "reconnects_total": 4,
     "auth_failures_total": 1,
     "client_id_conflict": False,
@@ -293,7 +304,7 @@ def test_a_live_daemon_exports_frames_fps_state_and_stage_latencies(daemon):
 
 def test_model_and_build_info_name_what_runs(daemon):
     values = samples_of(scrape(daemon.metrics.server.url))
-    task = daemon.workers["digits"].task
+    task = daemon.models.task("digits")
     info = dict(next(labels for name, labels in values if name == "edged_model_info"))
     assert info == {
         "model": "digits",
@@ -318,6 +329,7 @@ def test_no_label_carries_an_id_a_pid_or_a_sequence_number(daemon):
         "state",
         "command",
         "sink",
+        "reason",
         "le",
         "version",
         "python",
@@ -362,6 +374,12 @@ def test_mqtt_stats_become_edged_mqtt_series(daemon):
     assert values[("edged_mqtt_auth_failures_total", ())] == 1
     assert values[("edged_mqtt_commands_total", (("command", "ping"), ("result", "ok")))] == 5
     assert values[("edged_mqtt_commands_total", (("command", "reload"), ("result", "error")))] == 1
+    assert values[("edged_mqtt_results_lost_total", (("reason", "disk_full"),))] == 7
+    assert values[("edged_mqtt_results_lost_total", (("reason", "outbox_full"),))] == 1
+    assert values[("edged_mqtt_results_not_durable_total", ())] == 40
+    assert values[("edged_mqtt_outbox_durable", ())] == 0
+    assert values[("edged_mqtt_outbox_disk_bytes", ())] == 90112
+    assert values[("edged_mqtt_outbox_memory_messages", ())] == 2
 
 
 def test_a_part_that_cannot_be_read_is_left_out_and_counted(daemon, caplog):

@@ -241,6 +241,8 @@ def test_a_broker_that_stops_acknowledging_forces_a_reconnect_and_nothing_is_los
         broker.proc.send_signal(18)  # SIGCONT
         wait_for(lambda: service.stats()["outbox_messages"] == 0, 30, "the outbox to empty")
         wait_for(lambda: set(range(20)) <= set(seqs_of(subscriber)), 15, "every seq")
+        # the PUBACKs may come on the old connection after SIGCONT, before the new one is up
+        wait_for(lambda: service.stats()["reconnects_total"] >= 1, 30, "the forced reconnect")
         stats = service.stats()
     finally:
         broker.proc.send_signal(18)

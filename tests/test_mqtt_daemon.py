@@ -6,6 +6,7 @@ constant person box), so every frame yields one detection."""
 import base64
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -252,6 +253,54 @@ def test_commands_on_a_running_daemon_and_bad_ones_leave_it_healthy(tmp_path):
     assert errors[0].startswith("command too large: 67586 bytes") and "invalid JSON" in errors[1]
     assert unknown["error"].startswith("unknown command launch_missiles")
     assert not any("Traceback" in line for line in edged.lines), "\n".join(edged.lines)
+
+
+def test_a_reload_command_with_an_empty_or_streamless_config_keeps_serving(tmp_path):
+    broker = Mosquitto(str(tmp_path / "broker")).start()
+    operator = Subscriber(broker, [BASE + "/cmd/+/reply", RESULTS], client_id="operator")
+    operator.wait_subscribed()
+    config = str(tmp_path / "edged.yaml")
+    write_config(config, broker, tmp_path)
+    with open(config) as f:
+        streamless = re.sub(r"streams:\n  cam: .*\n", "streams: {}\n", f.read())
+    assert "source:" not in streamless
+    edged = Edged(config)
+    replies = {}
+    try:
+        wait_for(lambda: results(operator), 60, "results")
+        for request_id, text in (("empty", ""), ("streamless", streamless)):
+            with open(config, "w") as f:
+                f.write(text)
+            operator.publish(BASE + "/cmd/reload", {"request_id": request_id})
+            replies[request_id] = wait_for(
+                lambda wanted=request_id: [
+                    r for r in operator.json("/reply") if r["request_id"] == wanted
+                ],
+                60, f"the reply to {request_id}",
+            )[0]  # fmt: skip
+            before = max(m["seq"] for m in results(operator))
+            wait_for(lambda seq=before: max(m["seq"] for m in results(operator)) > seq + 5, 30,
+                     "results after the refused reload")  # fmt: skip
+        code = edged.stop(signal.SIGTERM)
+    finally:
+        if edged.proc.poll() is None:
+            edged.stop(signal.SIGKILL)
+        operator.close()
+        broker.stop()
+
+    assert code == 0
+    for request_id, missing in (("empty", "no models and no streams"),
+                                ("streamless", "no streams")):  # fmt: skip
+        reply = replies[request_id]
+        assert reply["ok"] is False, reply
+        assert reply["error"] == (
+            "reload rejected, the running configuration is kept: "
+            f"{config}: {missing}: a reload would stop every stream and model (an empty or "
+            "truncated file?); to stop edged, stop its service"
+        )
+    log = "\n".join(edged.lines)
+    assert log.count("reload rejected, keeping the running configuration") == 2, log
+    assert "reload: stopping" not in log and "reload applied" not in log
 
 
 def test_edged_watch_prints_live_detections(tmp_path):

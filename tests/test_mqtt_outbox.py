@@ -1,5 +1,6 @@
 """The durable MQTT outbox on real files and SQLite, with a real ``kill -9`` (issue 5 item 3)."""
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from edged.errors import PublishError
 from edged.mqtt.outbox import Outbox
 
 from .conftest import REPO
+from .tmpfs import SmallDisk
 
 
 class FakeClock:
@@ -108,15 +110,18 @@ def test_a_failing_build_writes_nothing_and_keeps_the_sequence(tmp_path):
 
 
 def test_a_full_outbox_drops_the_oldest_and_counts_them(tmp_path):
-    topic_and_payload = len("t/cam") + 11  # add(size=10) + one seq digit
-    outbox = open_outbox(tmp_path, max_bytes=5 * topic_and_payload)
-    add(outbox, "cam", 8)  # seqs 0..7
+    outbox = open_outbox(tmp_path, max_bytes=256 << 10, commit_batch=1)
+    rows = outbox.budget.data_bytes  # the rows' share of the budget
+    assert add(outbox, "cam", 30, size=10000) == list(range(30))  # 300 kB: more than fits
     outbox.flush()
-    assert outbox.messages == 5 and outbox.dropped == 3
-    assert outbox.bytes <= outbox.max_bytes
-    assert [m.payload[-1:] for m in outbox.pending(0, 10)] == [b"3", b"4", b"5", b"6", b"7"]
-    assert not outbox.append("t", b"y" * (6 * topic_and_payload), 1)  # can never fit
-    assert outbox.dropped == 4
+    kept = [int(m.payload[10000:]) for m in outbox.pending(0, 100)]
+    assert kept == list(range(30 - len(kept), 30))  # the oldest went
+    assert outbox.bytes <= rows and outbox.disk_bytes() <= outbox.max_bytes
+    assert outbox.lost["outbox_full"] == outbox.dropped == 30 - len(kept) > 0
+    # a message larger than the rows may be is lost and leaves a gap in seq
+    assert outbox.append_result("cam", lambda s: ("t/cam", b"y" * (rows + 1)), 1) == 30
+    assert outbox.lost["too_large"] == 1
+    assert add(outbox, "cam", 1) == [31]
     outbox.close()
 
 
@@ -195,18 +200,109 @@ def test_committed_results_survive_kill_9_and_uncommitted_seqs_are_never_reused_
     outbox.close()
 
 
-def test_a_full_disk_is_one_publish_error_and_the_outbox_stays_consistent(tmp_path):
-    outbox = open_outbox(tmp_path, commit_batch=1)
-    add(outbox, "cam", 2)
-    # SQLite's own page limit makes the next writes fail exactly like a full disk (SQLITE_FULL)
-    outbox._conn().execute("PRAGMA max_page_count = {}".format(
-        outbox._conn().execute("PRAGMA page_count").fetchone()[0]))  # fmt: skip
-    with pytest.raises(PublishError, match="database or disk is full"):
-        for _ in range(100):
-            add(outbox, "cam", 1, size=4000)
-    assert outbox.messages == len(outbox.pending(0, 1000))  # counters match the disk
-    assert outbox.seq("cam") == outbox.messages - 1
-    outbox._conn().execute("PRAGMA max_page_count = 1000000")
-    waiting = outbox.messages
-    assert add(outbox, "cam", 1) == [waiting]  # writes work again, seq without a gap
-    outbox.close()
+def test_a_full_disk_keeps_results_in_memory_leaves_gaps_for_losses_and_recovers(tmp_path, caplog):
+    disk = SmallDisk(str(tmp_path / "disk"), 2 << 20)  # a real 2 MiB tmpfs
+    try:
+        clock = FakeClock()
+        path = os.path.join(disk.directory, "outbox.sqlite3")
+        outbox = Outbox(path, max_bytes=1 << 20, commit_batch=1, clock=clock,
+                        memory_max_bytes=20 * 1010, probe_interval_s=1.0)  # fmt: skip
+        outbox.open()
+        assert add(outbox, "cam", 5, size=1000) == list(range(5))
+        disk.fill()
+        with caplog.at_level(logging.INFO, logger="edged.mqtt.outbox"):
+            assert add(outbox, "cam", 200, size=1000) == list(range(5, 205))
+            assert not outbox.durable  # new pages were needed: the disk is full
+            on_disk = outbox.messages
+            held = outbox.memory_messages
+            lost = outbox.lost["disk_full"]
+            assert 0 < held <= 20 and lost > 0
+            assert on_disk + held + lost == 205 and outbox.not_durable == held
+            waiting = outbox.pending(0, 1000)
+            ids = [m.id for m in waiting]
+            assert ids == sorted(ids) and len(waiting) == on_disk + held
+            arrived = {int(m.payload[1000:]) for m in waiting}
+            assert len(set(range(205)) - arrived) == lost  # a gap for each lost result
+            # acknowledged: memory has room again; the disk is still full
+            outbox.remove(ids)  # deleting may need room too: then it waits, nothing is resent
+            assert outbox.pending(0, 1000) == [] and outbox.messages == 0
+            assert add(outbox, "cam", 3, size=1000) == [205, 206, 207]
+            assert not outbox.durable and outbox.memory_messages == 3
+            assert outbox.disk_bytes() <= outbox.max_bytes
+            disk.unfill()
+            clock.now += 1.0  # the next probe
+            outbox.flush_if_due()
+            assert outbox.durable
+            assert add(outbox, "cam", 2, size=1000) == [208, 209]
+            outbox.flush()
+            assert outbox.memory_messages == 3 and outbox.messages == 2
+        outbox.close()  # the 3 unacknowledged ones from memory go to disk now
+        assert outbox.lost["not_durable_at_exit"] == 0
+        again = Outbox(path)
+        again.open()
+        assert again.seq("cam") == 209 and again.messages == 5
+        assert [int(m.payload[1000:]) for m in again.pending(0, 10)] == [205, 206, 207, 208, 209]
+        again.close()
+    finally:
+        disk.unmount()
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(": ", 1)[1].split(" ", 2)[:2] for r in lines] == [
+        ["cannot", "write"], ["writing", "again"]]  # fmt: skip
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_disk_use_stays_within_max_bytes_while_the_outbox_fills_drops_and_empties(tmp_path):
+    disk = SmallDisk(str(tmp_path / "disk"), 2 << 20)  # a real 2 MiB tmpfs
+    try:
+        outbox = Outbox(os.path.join(disk.directory, "outbox.sqlite3"), max_bytes=1 << 20)
+        outbox.open()
+        peak = 0
+        for i in range(3000):  # 3 MB of results, none acknowledged: the oldest are dropped
+            size = 60000 if i % 100 == 99 else 600 + i % 400  # now and then a large one
+            add(outbox, "cam", 1, size=size)
+            if i % 7 == 0:
+                outbox.flush()
+            peak = max(peak, outbox.disk_bytes())
+        assert outbox.lost["outbox_full"] > 0 and outbox.durable
+        while outbox.messages:  # acknowledged, oldest first
+            outbox.remove([m.id for m in outbox.pending(0, 50)])
+            outbox.flush()
+            peak = max(peak, outbox.disk_bytes())
+        outbox.close()
+        assert peak <= outbox.max_bytes, peak
+    finally:
+        disk.unmount()
+
+
+def test_edged_starting_on_a_full_disk_sends_from_memory_and_opens_the_file_when_room_returns(
+    tmp_path, caplog
+):
+    disk = SmallDisk(str(tmp_path / "disk"), 2 << 20)  # a real 2 MiB tmpfs
+    try:
+        path = os.path.join(disk.directory, "outbox.sqlite3")
+        first = Outbox(path)
+        first.open()
+        add(first, "cam", 10)  # seqs 0..9 wait on disk (the broker was away)
+        first.close()
+        disk.fill()
+        clock = FakeClock()
+        outbox = Outbox(path, clock=clock)
+        with caplog.at_level(logging.INFO, logger="edged.mqtt.outbox"):
+            outbox.open()  # the file cannot be written: its seqs are read, results go to memory
+            assert not outbox.durable
+            assert add(outbox, "cam", 3) == [10, 11, 12]  # seq goes on: no repeats
+            assert [int(m.payload[10:]) for m in outbox.pending(0, 10)] == [10, 11, 12]
+            disk.unfill()
+            clock.now += 1.0
+            outbox.flush_if_due()  # the probe opens the file
+            assert outbox.durable
+            assert add(outbox, "cam", 1) == [13]
+            outbox.flush()
+            waiting = [int(m.payload[10:]) for m in outbox.pending(0, 100)]
+            assert waiting == list(range(14))  # the backlog, then what memory holds, in order
+        outbox.close()
+    finally:
+        disk.unmount()
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "ERROR", "WARNING"]  # fmt: skip
+    assert outbox.lost["disk_full"] == 0

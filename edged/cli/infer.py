@@ -63,6 +63,53 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
     p.set_defaults(run=run)
 
 
+#: The config key each flag is checked as (the schema's bounds and messages, as for a config
+#: file): an error names the flag the user typed instead.
+FLAG_OF_KEY = (
+    ("models.cli.path", "--model"),
+    ("models.cli.labels", "--labels"),
+    ("models.cli.key", "--model-key"),
+    ("models.cli.key_file", "--model-key-file"),
+    ("models.cli.key_env", "--model-key-env"),
+    ("models.cli.task", "--task"),
+    ("models.cli.threads", "--threads"),
+    ("models.cli.input.name", "--input-blob"),
+    ("models.cli.classification.output", "--output-blob"),
+    ("models.cli.classification.top_k", "--top-k"),
+    ("models.cli.classification.threshold", "--threshold"),
+    ("models.cli.detection.classes.default.threshold", "--threshold"),
+)
+
+
+def _model_from_flags(raw: dict) -> ModelConfig:
+    """``raw`` (config keys) validated as model ``cli``; an error names the flag, not the key."""
+    from ..config import schema
+    from ..config.validate import SchemaValidator, first_error
+
+    data = {"models": {"cli": raw}}
+    problems = []  # type: List[str]
+    for problem in SchemaValidator(schema()).errors(data):
+        named = _name_the_flag(problem)
+        if named not in problems:  # --threshold is checked twice: classification, detection
+            problems.append(named)
+    if problems:
+        raise ConfigError(first_error(problems))
+    try:
+        return build_config(data, os.getcwd()).models["cli"]
+    except ConfigError as e:
+        named = _name_the_flag(str(e))
+        if named == str(e):
+            raise
+        raise ConfigError(named) from e
+
+
+def _name_the_flag(message: str) -> str:
+    for key, flag in FLAG_OF_KEY:
+        if message.startswith((key + ":", key + " ")):
+            return flag + message[len(key) :]
+    return message
+
+
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     """The model to run: from --config (and --model-name) or --model, with flags applied.
 
@@ -85,7 +132,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
             model = dataclasses.replace(model, path=args.model)
     elif args.model:
         # Flags go through the same schema as a config file: same bounds, same messages.
-        model = build_config({"models": {"cli": {"path": args.model}}}, os.getcwd()).models["cli"]
+        model = _model_from_flags({"path": args.model})
     else:
         raise ConfigError("give a model with --model PATH or --config FILE")
     return _apply_flags(model, args)
@@ -121,8 +168,7 @@ def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
     if not raw:
         return model
     # Validate the flag values against the schema (bounds, names) before applying them.
-    flags = build_config({"models": {"cli": dict(raw, path=model.path)}}, os.getcwd())
-    checked = flags.models["cli"]
+    checked = _model_from_flags(dict(raw, path=model.path))
     changes = {}  # type: Dict[str, Any]
     for key in ("labels", "key_file", "task", "threads"):
         if key in raw:

@@ -51,6 +51,7 @@ __all__ = [
     "StreamConfig",
     "UpdateConfig",
     "load_config",
+    "check_reloadable",
     "parse_config",
     "build_config",
     "schema",
@@ -88,6 +89,25 @@ def load_config(path: str) -> Config:
         return parse_config(text, base_dir=os.path.dirname(os.path.abspath(path)))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
+
+
+def check_reloadable(config: Config, path: str) -> None:
+    """Refuse, as a reload, a config without models or without streams.
+
+    Applied, it would stop every stream and model while reporting success: far more often an
+    empty, truncated or half-written file than a wish (which stopping the service expresses).
+    Start-up still accepts it: there is nothing running to lose.
+
+    Raises:
+        ConfigError: no models or no streams; the message names the file.
+    """
+    missing = [name for name, items in (("models", config.models), ("streams", config.streams))
+               if not items]  # fmt: skip
+    if missing:
+        raise ConfigError(
+            "{}: no {}: a reload would stop every stream and model (an empty or truncated "
+            "file?); to stop edged, stop its service".format(path, " and no ".join(missing))
+        )
 
 
 def parse_config(text: str, base_dir: str = ".") -> Config:
@@ -151,11 +171,8 @@ def stream_config_from_dict(
     if raw["backoff_max_s"] < raw["backoff_initial_s"]:
         raise ConfigError("{}.backoff_max_s: {} is less than backoff_initial_s {}".format(
             where, raw["backoff_max_s"], raw["backoff_initial_s"]))  # fmt: skip
-    source = raw["source"]
-    if "://" not in source and not source.startswith(("gst:", "gstreamer:", "/dev/")):
-        source = _resolve(base_dir, source)  # a relative file or directory path
     spec = parse_source(
-        source,
+        raw["source"],
         width=raw["width"],
         height=raw["height"],
         fps=raw["fps"],
@@ -167,6 +184,7 @@ def stream_config_from_dict(
         fourcc=raw["fourcc"],
         flip_method=raw["flip_method"],
         key=where + ".source",
+        base_dir=base_dir,  # a relative path resolves once the sources table says it is one
     )
     return StreamConfig(
         name=name,
@@ -301,6 +319,7 @@ def model_config_from_dict(name: str, raw: Mapping[str, Any], base_dir: str) -> 
             min_width=float(detection["min_width"]),
             min_height=float(detection["min_height"]),
             classes=classes,
+            compat=detection["compat"],
         ),
         engine=model_engine_config_from_dict(raw["engine"], base_dir),  # issue 6
     )

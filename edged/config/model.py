@@ -44,6 +44,7 @@ class ClassSettings:
     min_boxes: Optional[int] = None
     min_score: Optional[float] = None
     post_threshold: Optional[float] = None
+    min_cluster_height: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class DetectionConfig:
     min_width: float = 4.0
     min_height: float = 4.0
     classes: Dict[str, ClassSettings] = field(default_factory=dict)
+    compat: str = "deepstream"  # edged/tasks/compat.py registry
 
 
 # -- TensorRT engines (issue 6; edged/engine) ---------------------------------------------

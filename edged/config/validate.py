@@ -13,8 +13,11 @@ WHAT)``; a misspelt key gets a "did you mean" suggestion.
 
 import copy
 import difflib
+import math
 import re
 from typing import Any, List, Mapping, Optional, Sequence
+
+from ..redact import redact
 
 _TYPE_NAMES = {
     "object": "a mapping",
@@ -76,8 +79,8 @@ def _brief(value: Any, budget: int) -> str:
         return "false"
     if isinstance(value, Mapping):
         return "a mapping"
-    if isinstance(value, str):
-        return repr(value[:budget])
+    if isinstance(value, str):  # redacted whole: a cut before the "@" would show a password
+        return repr(redact(value)[:budget])
     if isinstance(value, (list, tuple)):
         parts = []  # type: List[str]
         used = 1
@@ -135,6 +138,12 @@ class SchemaValidator:
     def _check(self, node: Mapping[str, Any], value: Any, path: List[Any], out: List[str]) -> None:
         node = self._resolve(node)
         where = format_path(path)
+        if isinstance(value, float) and not math.isfinite(value):
+            # YAML's .nan and .inf: every comparison with NaN is false, so a NaN passes any
+            # bound and disables a timeout or threshold; JSON (the schema's language) has
+            # neither, so no key of the schema can ask for them
+            out.append(f"{where}: got {_show(value)}; expected a finite number")
+            return
         types = node.get("type")
         if types is not None:
             names = [types] if isinstance(types, str) else list(types)
@@ -174,7 +183,7 @@ class SchemaValidator:
                 continue
             if names and "pattern" in names and not re.search(names["pattern"], key):
                 out.append(
-                    f"{format_path(path)}: invalid name {key!r}; "
+                    f"{format_path(path)}: invalid name {_show(key)}; "
                     "expected letters, digits, '_', '.', '-' "
                     "(at most 64, starting with a letter or digit)"
                 )

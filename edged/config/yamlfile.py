@@ -23,7 +23,35 @@ MAX_INT_CHARS = 100
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate and non-scalar keys."""
+    """SafeLoader that refuses duplicate and non-scalar keys, and deep nesting while scanning.
+
+    The depth is counted on the scanner's own bookkeeping (open block indentations plus open
+    ``[``/``{``), so a deep document is refused at its 33rd level, before the composer recurses
+    into it: measured by ``python -m benchmarks --only config`` (benchmarks/config_parse.py).
+    Waiting for the composer's RecursionError cost seconds on Python 3.6, because PyYAML's
+    scanner revisits every open flow level's possible simple key at each token
+    (``Scanner.stale_possible_simple_keys`` in yaml/scanner.py), quadratic in the depth.
+    """
+
+    def add_indent(self, column: int) -> bool:
+        added = super().add_indent(column)
+        if added:
+            self._check_depth(len(self.indents) + self.flow_level)
+        return added
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 - PyYAML's name
+        self._check_depth(len(self.indents) + self.flow_level + 1)
+        super().fetch_flow_collection_start(TokenClass)
+
+    def _check_depth(self, depth: int) -> None:
+        # open block collections and flow collections are each one real level (an indentless
+        # sequence is not counted here): this never refuses what check_extent would accept
+        if depth > MAX_DEPTH:
+            mark = self.get_mark()
+            raise ConfigError(
+                f"line {mark.line + 1}, column {mark.column + 1}: "
+                f"nested deeper than {MAX_DEPTH} levels"
+            )
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Dict[Any, Any]:

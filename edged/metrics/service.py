@@ -11,12 +11,13 @@ without metrics: inference and MQTT matter more than their dashboard.
 
 import logging
 import threading
-from typing import Any, Optional
+from typing import Optional
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import generate_latest
 
 from ..config import MetricsConfig
+from ..daemon_view import DaemonReader
 from ..errors import ConfigError
 from ..telemetry import TegrastatsReader
 from .collector import DaemonCollector
@@ -36,7 +37,7 @@ class MetricsService:
 
     def __init__(
         self,
-        daemon: Any,
+        daemon: DaemonReader,
         config: MetricsConfig,
         stop: threading.Event,
         telemetry: Optional[TegrastatsReader] = None,

@@ -1,17 +1,28 @@
-"""The durable MQTT outbox: results survive broker outages and ``kill -9`` (issue 5 item 3).
+"""The durable MQTT outbox: results survive broker outages, ``kill -9`` and a full disk.
 
 paho keeps unsent messages only in memory ("we don't have (on disk) persistence
-for the session", paho#284, #382; reliability.md 3.1), so zero loss across a
-daemon crash needs edged's own store. This is one SQLite file in WAL mode:
+for the session", paho#284, #382), so zero loss across a daemon crash needs
+edged's own store, one SQLite file in WAL mode (:mod:`.outboxfile`):
 
-* ``messages``: topic, payload, QoS, ordered by an AUTOINCREMENT id (ids are
-  never reused, so "everything after id N" stays meaningful after deletes).
-  A message is deleted only after its PUBACK arrived; after a reconnect or a
-  restart everything left is sent again, oldest first (at least once).
+* ``messages``: topic, payload, QoS, ordered by id (edged numbers them; ids are
+  never reused while the process runs, so "everything after id N" stays
+  meaningful after deletes). A message is deleted only after its PUBACK arrived;
+  after a reconnect or a restart everything left is sent again, oldest first.
 * ``sequences``: the last ``seq`` of every stream, written in the same
   transaction as the message that used it, so ``seq`` keeps counting across
   restarts and never repeats for a message that left the process.
-* Bounded bytes: when full, the OLDEST messages are dropped and counted.
+* Bounded disk use: ``max_bytes`` bounds the files together (database, WAL,
+  wal-index; :class:`~.diskspace.Budget`). When the rows reach their share, the
+  OLDEST messages are dropped and counted.
+
+A full disk (or an I/O error) rolls the open transaction back; its messages and
+every later one are kept in memory (at most ``memory_max_bytes``) and sent from
+there, counted in :attr:`Outbox.not_durable`. Every ``probe_interval_s`` the
+file system is checked; once it has room and a write commits, messages go to
+disk again; the same when the file cannot be written at the start (see
+:meth:`.outboxfile.OutboxFile.read_only`). A message kept nowhere is lost and counted by reason in
+:attr:`Outbox.lost`; its ``seq`` stays used, so consumers see the gap
+(docs/mqtt.md). The log: :class:`~.diskspace.FullDiskLog`.
 
 Durability bound: writes are batched. A transaction commits when it holds
 ``commit_batch`` writes or is ``commit_interval_s`` old; the publisher thread
@@ -23,45 +34,38 @@ that a crash could take back. ``synchronous=NORMAL`` (``fsync: false``) survives
 a process crash but a power cut may lose the last transactions; ``fsync: true``
 (``synchronous=FULL``) syncs every commit. SQLite features are limited to
 what JetPack 4.6's SQLite 3.22 has (no UPSERT, no RETURNING).
-
-One process per outbox file: an exclusive ``flock`` on ``<path>.lock``.
 """
 
-import contextlib
-import errno
-import fcntl
+import collections
 import logging
-import os
 import sqlite3
 import threading
 import time
-from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple  # noqa: F401
 
 from ..errors import PublishError
+from .diskspace import SUMMARY_INTERVAL_S, Budget, FullDiskLog, disk_bytes, free_bytes
+from .outboxfile import OutboxFile, OutboxMessage
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 DEFAULT_MAX_BYTES = 64 << 20
 DEFAULT_COMMIT_INTERVAL_S = 0.05
 DEFAULT_COMMIT_BATCH = 100
-#: How many oldest rows one look-up considers when making room.
-DROP_CHUNK = 256
+#: Messages held in memory while the disk is full, at most (bytes; never more than max_bytes).
+MEMORY_MAX_BYTES = 4 << 20
+#: While the disk is full: how often the file system is checked for room.
+PROBE_INTERVAL_S = 1.0
+#: Free bytes on the file system after which writing is tried again (see _room_needed).
+RESUME_FREE_BYTES = 256 << 10
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS messages ("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,"
-    " qos INTEGER NOT NULL, size INTEGER NOT NULL, created REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS sequences (stream TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
-)
-
-
-class OutboxMessage(NamedTuple):
-    id: int
-    topic: str
-    payload: bytes
-    qos: int
-    size: int
+#: Why messages were lost (the ``reason`` label of edged_mqtt_results_lost_total).
+OUTBOX_FULL = "outbox_full"  # the outbox reached max_bytes: the oldest were dropped
+TOO_LARGE = "too_large"  # larger than the outbox's rows may be
+DISK_FULL = "disk_full"  # the disk was full and the memory for results too
+WRITE_ERROR = "write_error"  # like disk_full, for another write error (I/O)
+AT_EXIT = "not_durable_at_exit"  # held in memory, unacknowledged when edged stopped
+LOSS_REASONS = (OUTBOX_FULL, TOO_LARGE, DISK_FULL, WRITE_ERROR, AT_EXIT)
 
 
 class Outbox:
@@ -75,26 +79,34 @@ class Outbox:
         commit_batch: int = DEFAULT_COMMIT_BATCH,
         fsync: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        memory_max_bytes: Optional[int] = None,
+        probe_interval_s: float = PROBE_INTERVAL_S,
+        summary_interval_s: float = SUMMARY_INTERVAL_S,
     ) -> None:
         self.path = path
         self.max_bytes = int(max_bytes)
         self.commit_interval_s = float(commit_interval_s)
         self.commit_batch = max(1, int(commit_batch))
-        self.fsync = fsync
+        self.memory_max_bytes = int(
+            min(self.max_bytes, MEMORY_MAX_BYTES) if memory_max_bytes is None else memory_max_bytes
+        )
+        self.probe_interval_s = float(probe_interval_s)
         self._clock = clock
         self._lock = threading.RLock()
-        self._db = None  # type: Optional[sqlite3.Connection]
-        self._lock_fd = None  # type: Optional[int]
-        self._in_tx = False
-        self._tx_started = 0.0
-        self._tx_writes = 0
-        self._last_id = 0  # newest id written (maybe not committed yet)
-        self._committed_id = 0  # newest id known to be on disk
-        self._count = 0
-        self._bytes = 0
-        self._seqs = {}  # type: Dict[str, int]
-        self.dropped = 0  # messages dropped because the outbox was full
-        self.commits = 0
+        self.file = OutboxFile(path, max_bytes, fsync, clock)
+        self._seqs = {}  # type: Dict[str, int]  # the last seq given, per stream
+        self._dirty_seqs = set()  # type: Set[str]  # streams whose last seq is not on disk
+        self._unremoved = set()  # type: Set[int]  # acknowledged; the delete failed: not resent
+        self._last_id = 0  # the newest id given (maybe only in memory)
+        # not durable: kept here while the disk is full, oldest first
+        self._memory = collections.OrderedDict()  # type: Dict[int, OutboxMessage]
+        self._memory_bytes = 0
+        self._reason = DISK_FULL  # of the current (or last) full-disk episode
+        self._next_probe = 0.0
+        self.full = FullDiskLog(path, summary_interval_s, clock)
+        self.dropped = 0  # messages dropped because the outbox was full or they were too large
+        self.lost = collections.Counter()  # type: collections.Counter  # reason -> messages
+        self.not_durable = 0  # messages kept in memory only (the disk was full)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -102,291 +114,308 @@ class Outbox:
         """Open (or create) the file, take the lock, load counters and sequences.
 
         Raises:
-            PublishError: the directory cannot be made, the file is locked by another
-                process, or SQLite cannot open it.
+            PublishError: see :func:`.outboxfile.open_file`.
         """
-        directory = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise PublishError(
-                f"mqtt.outbox.path: cannot create directory {directory} ({e.strerror})"
-            ) from e
-        self._take_lock()
-        try:
-            self._connect()
-        except sqlite3.DatabaseError as e:
-            # A damaged file must not keep an unattended device from starting: keep it for
-            # inspection and begin with an empty outbox (loud, once).
-            self._close_db()
-            aside = f"{self.path}.corrupt-{int(time.time())}"
-            logger.error(
-                "MQTT outbox %s is not a usable SQLite database (%s); moved to %s, "
-                "starting with an empty outbox",
-                self.path,
-                e,
-                aside,
-            )
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(self.path + suffix):
-                    os.replace(self.path + suffix, aside + suffix)
+        with self._lock:
             try:
-                self._connect()
-            except sqlite3.DatabaseError as e2:
-                self._release_lock()
-                raise PublishError(f"mqtt.outbox.path: {self.path}: {e2}") from e2
+                seqs = self.file.open()
+            except PublishError as e:  # a full disk: start from memory if the seqs can be read
+                seqs = self.file.read_only(e)
+                self._disk_full(e.__cause__ or e)
+            self._merge_seqs(seqs)
+            self._last_id = max(self._last_id, self.file.newest_id)
         logger.info(
-            "MQTT outbox %s: %d messages (%d bytes) waiting", self.path, self._count, self._bytes
+            "MQTT outbox %s: %d messages (%d bytes) waiting", self.path, self.messages, self.bytes
         )
 
-    def _take_lock(self) -> None:
-        lock_path = self.path + ".lock"
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as e:
-            raise PublishError(f"mqtt.outbox.path: cannot create {lock_path} ({e.strerror})") from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                raise PublishError(
-                    f"mqtt.outbox.path: {self.path} is in use by another edged process; give each "
-                    "process its own outbox"
-                ) from e
-            raise PublishError(f"mqtt.outbox.path: cannot lock {lock_path} ({e.strerror})") from e
-        self._lock_fd = fd
-
-    def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = None
-
-    def _connect(self) -> None:
-        db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        self._db = db
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous={}".format("FULL" if self.fsync else "NORMAL"))
-        for statement in _SCHEMA:
-            db.execute(statement)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._read_counters(db)
-
-    def _read_counters(self, db: sqlite3.Connection) -> None:
-        """Message count, bytes, newest id and per-stream seqs as they are on disk."""
-        count, total, newest = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(id), 0) FROM messages"
-        ).fetchone()
-        self._count, self._bytes = int(count), int(total)
-        self._last_id = self._committed_id = int(newest)
-        self._seqs = {str(s): int(n) for s, n in db.execute("SELECT stream, seq FROM sequences")}
-
-    def _close_db(self) -> None:
-        if self._db is not None:
-            try:
-                self._db.close()
-            finally:
-                self._db = None
+    def _merge_seqs(self, on_disk: Dict[str, int]) -> None:
+        for stream, seq in on_disk.items():  # never back: a seq given stays used
+            self._seqs[stream] = max(self._seqs.get(stream, -1), seq)
 
     def close(self) -> None:
-        """Commit what is pending, close the file and release the lock."""
+        """Commit what is pending (and what memory holds, if the disk has room now), close the
+        file and release the lock."""
         with self._lock:
-            if self._db is None:
-                return
             try:
                 self.flush()
+                self._save_memory()
             finally:
-                self._close_db()
-                self._release_lock()
+                self.file.close()
+
+    def _save_memory(self) -> None:
+        """Messages sent from memory and not acknowledged: to disk if it takes them now, else
+        lost (counted)."""
+        if not self._memory:
+            return
+        if self.full.active:
+            self._next_probe = 0.0
+            self._probe_if_due()
+        if not self.full.active:
+            try:
+                for message in self._memory.values():
+                    self.file.insert(message)
+                self._write_seqs()
+                self.file.commit()
+                self._memory.clear()
+                self._memory_bytes = 0
+                return
+            except sqlite3.OperationalError:
+                self.file.rollback()
+        self._lose(AT_EXIT, len(self._memory))
+        logger.error(
+            "MQTT outbox %s: %d results sent from memory (the disk was full) were not "
+            "acknowledged before the stop: lost",
+            self.path,
+            len(self._memory),
+        )
+        self._memory.clear()
+        self._memory_bytes = 0
 
     # -- writing --------------------------------------------------------------------------
 
-    def _begin(self) -> None:
-        if not self._in_tx:
-            self._conn().execute("BEGIN")
-            self._in_tx = True
-            self._tx_started = self._clock()
-            self._tx_writes = 0
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise PublishError(f"the MQTT outbox {self.path} is not open")
-        return self._db
-
     def append(self, topic: str, payload: bytes, qos: int) -> bool:
-        """Queue one message; False (and counted as dropped) if it can never fit."""
-        with self._lock, self._guard("writing a message"):
-            return self._insert(topic, payload, qos)
-
-    @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
-        """SQLite failures (disk full, I/O error) become one PublishError; the open
-        transaction is rolled back so the outbox stays what is on disk."""
-        try:
-            yield
-        except sqlite3.Error as e:
-            self._recover()
-            raise PublishError(f"MQTT outbox {self.path}: {what} failed ({e})") from e
-
-    def _recover(self) -> None:
-        before = self._count
-        if self._in_tx:
-            try:
-                self._conn().execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # SQLite may have rolled back already
-            self._in_tx = False
-        self._read_counters(self._conn())
-        lost = max(0, before - self._count)
-        self.dropped += lost  # never published: only committed messages are handed out
-        logger.error(
-            "MQTT outbox %s: a write failed; %d uncommitted messages rolled back", self.path, lost
-        )
+        """Queue one message; False (and counted as lost) if it can be kept nowhere."""
+        with self._lock:
+            return self._put(topic, payload, qos)
 
     def append_result(
         self, stream_id: str, build: Callable[[int], Tuple[str, bytes]], qos: int
     ) -> int:
         """Queue the message ``build(seq)`` makes with the stream's next ``seq``; returns ``seq``.
 
-        ``seq`` and the message are written in one transaction. If ``build`` raises,
-        nothing is written and the sequence does not advance.
+        ``seq`` is written in the transaction of the message. If ``build`` raises,
+        nothing is written and the sequence does not advance. Once built, the seq is
+        used: a message lost afterwards (counted in :attr:`lost`) leaves a gap.
         """
         with self._lock:
             seq = self._seqs.get(stream_id, -1) + 1
             topic, payload = build(seq)
-            with self._guard("writing a message"):
-                self._insert(topic, payload, qos)
-                self._conn().execute(
-                    "INSERT OR REPLACE INTO sequences (stream, seq) VALUES (?, ?)", (stream_id, seq)
-                )
-                self._seqs[stream_id] = seq
-                self._maybe_commit()
+            self._seqs[stream_id] = seq
+            self._dirty_seqs.add(stream_id)
+            self._put(topic, payload, qos)
             return seq
 
-    def _insert(self, topic: str, payload: bytes, qos: int) -> bool:
+    def _put(self, topic: str, payload: bytes, qos: int) -> bool:
         size = len(payload) + len(topic.encode("utf-8"))
-        if size > self.max_bytes:
+        if size > self.file.budget.data_bytes:
             self.dropped += 1
+            self._lose(TOO_LARGE)
             logger.warning(
-                "MQTT outbox: a %d-byte message to %s is larger than the whole outbox "
-                "(%d bytes): dropped",
+                "MQTT outbox: a %d-byte message to %s is larger than the outbox's rows may be "
+                "(%d bytes of max_bytes %d): dropped",
                 size,
                 topic,
+                self.file.budget.data_bytes,
                 self.max_bytes,
             )
             return False
-        self._begin()
-        if self._bytes + size > self.max_bytes:
-            self._make_room(size)
-        cursor = self._conn().execute(
-            "INSERT INTO messages (topic, payload, qos, size, created) VALUES (?, ?, ?, ?, ?)",
-            (topic, sqlite3.Binary(payload), int(qos), size, time.time()),
-        )
-        self._last_id = int(cursor.lastrowid)
-        self._count += 1
-        self._bytes += size
-        self._tx_writes += 1
+        self._last_id += 1
+        message = OutboxMessage(self._last_id, topic, bytes(payload), int(qos), size)
+        if self.full.active:  # nothing is written until the probe finds room again
+            return self._keep_in_memory(message)
+        try:
+            self._write(message)
+        except sqlite3.OperationalError as e:
+            self._write_failed(e)
+            return message.id in self._memory
         return True
 
-    def _make_room(self, size: int) -> None:
-        """Drop the oldest messages until ``size`` more bytes fit."""
-        db = self._conn()
-        dropped = 0
-        while self._bytes + size > self.max_bytes and self._count > 0:
-            rows = db.execute(
-                "SELECT id, size FROM messages ORDER BY id LIMIT ?", (DROP_CHUNK,)
-            ).fetchall()
-            if not rows:
-                break
-            victims = []  # type: List[int]
-            for row_id, row_size in rows:
-                if self._bytes + size <= self.max_bytes:
-                    break
-                victims.append(int(row_id))
-                self._bytes -= int(row_size)
-                self._count -= 1
-            db.execute(
-                "DELETE FROM messages WHERE id IN ({})".format(",".join("?" * len(victims))),
-                victims,
+    def _write(self, message: OutboxMessage) -> None:
+        self.file.begin()
+        self._drop_oldest(message.size)
+        self.file.insert(message)
+        self._write_seqs()
+        self._maybe_commit()
+
+    def _write_seqs(self) -> None:
+        for stream in sorted(self._dirty_seqs):
+            self.file.write_seq(stream, self._seqs[stream])
+        self._dirty_seqs.clear()
+
+    def _drop_oldest(self, size: int) -> None:
+        """Room for ``size`` more bytes: the oldest messages go (counted)."""
+        gone = self.file.drop_oldest(size)
+        if not gone:
+            return
+        self._unremoved.difference_update(gone)
+        self.dropped += len(gone)
+        self._lose(OUTBOX_FULL, len(gone))
+        if self.dropped == len(gone) or self.dropped // 1000 != (self.dropped - len(gone)) // 1000:
+            logger.warning(
+                "MQTT outbox full (%d bytes): dropped the %d oldest messages, %d so far",
+                self.max_bytes,
+                len(gone),
+                self.dropped,
             )
-            dropped += len(victims)
-        self.dropped += dropped
-        if dropped:
-            if self.dropped == dropped or self.dropped // 1000 != (self.dropped - dropped) // 1000:
-                logger.warning(
-                    "MQTT outbox full (%d bytes): dropped the %d oldest messages, %d so far",
-                    self.max_bytes,
-                    dropped,
-                    self.dropped,
-                )
+
+    def _write_failed(self, error: sqlite3.Error) -> None:
+        """A write or commit failed (disk full, I/O error): back to what is on disk; the messages
+        of the lost transaction and what follows go to memory (not durable)."""
+        moved, removed, streams = self.file.rollback()
+        self._unremoved.update(removed)
+        self._dirty_seqs.update(streams)
+        if self.file.at_page_limit():
+            # SQLite's page limit (the budget) came before the rows' limit: the rows took more
+            # pages than estimated. Drop an eighth; this transaction's messages go to memory.
+            self._reason = OUTBOX_FULL
+            try:
+                self.file.begin()
+                budget = self.file.budget.data_bytes
+                self._drop_oldest(budget - self.file.bytes + max(1, budget // 8))
+                self.file.commit()
+            except sqlite3.OperationalError:
+                self.file.rollback()
+        else:
+            self._disk_full(error)
+        for message in moved:
+            self._keep_in_memory(message)
+
+    def _disk_full(self, error: BaseException) -> None:
+        # SQLite says "disk I/O error" when it cannot map its wal-index on a full disk
+        full = "full" in str(error) or free_bytes(self.path) < self._room_needed()
+        self._reason = DISK_FULL if full else WRITE_ERROR
+        self.full.started(str(error), self.memory_max_bytes)
+        self._next_probe = self._clock() + self.probe_interval_s
+        if self.file.is_open:
+            try:  # the WAL's frames into the database: its space can then be written again
+                self.file.checkpoint()
+            except sqlite3.OperationalError as e:
+                logger.debug("MQTT outbox: checkpoint on a full disk failed: %s", e)
+
+    def _keep_in_memory(self, message: OutboxMessage) -> bool:
+        if self._memory_bytes + message.size > self.memory_max_bytes:
+            self._lose(self._reason)  # the newest goes: the older ones may be on the wire
+            return False
+        self._memory[message.id] = message
+        self._memory_bytes += message.size
+        self.not_durable += 1
+        self.full.counted(not_durable=1)
+        return True
+
+    def _lose(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.lost[reason] += n
+            self.full.counted(lost=n)
 
     def remove(self, ids: Sequence[int]) -> int:
-        """Delete acknowledged messages (unknown ids are ignored); returns how many went."""
+        """Forget acknowledged messages (unknown ids are ignored); returns how many went."""
         if not ids:
             return 0
-        with self._lock, self._guard("deleting acknowledged messages"):
-            db = self._conn()
-            marks = ",".join("?" * len(ids))
-            rows = db.execute(
-                f"SELECT id, size FROM messages WHERE id IN ({marks})", list(ids)
-            ).fetchall()
-            if not rows:
-                return 0
-            self._begin()
-            db.execute(f"DELETE FROM messages WHERE id IN ({marks})", list(ids))
-            self._count -= len(rows)
-            self._bytes -= sum(int(size) for _, size in rows)
-            self._tx_writes += 1
-            self._maybe_commit()
-            return len(rows)
+        with self._lock:
+            gone = 0
+            wanted = sorted(self._unremoved)  # acknowledged before; a full disk kept them
+            for message_id in ids:
+                message = self._memory.pop(message_id, None)
+                if message is not None:
+                    self._memory_bytes -= message.size
+                    gone += 1
+                elif message_id not in self._unremoved:
+                    wanted.append(message_id)
+            if not wanted or not self.file.is_open:
+                return gone
+            self._unremoved.update(i for i in wanted if i <= self.file.committed_id)
+            try:
+                found = self.file.delete(wanted)
+                self._unremoved.difference_update(wanted)
+                self._maybe_commit()
+            except sqlite3.OperationalError as e:
+                self._write_failed(e)
+                return gone
+            asked = set(ids)
+            return gone + len([i for i in found if i in asked])
 
     def _maybe_commit(self) -> None:
-        if self._in_tx and self._tx_writes >= self.commit_batch:
-            self.flush()
+        # the transaction's pages are WAL frames until the commit: keep them inside the WAL budget
+        file = self.file
+        if file.in_tx and (
+            file.tx_writes >= self.commit_batch or file.tx_bytes >= file.budget.wal_bytes // 4
+        ):
+            file.commit()
 
     def flush(self) -> None:
-        """Commit the open transaction now (on disk afterwards)."""
-        with self._lock, self._guard("a commit"):
-            if self._in_tx:
-                self._conn().execute("COMMIT")
-                self._in_tx = False
-                self._committed_id = self._last_id
-                self.commits += 1
+        """Commit the open transaction now (on disk afterwards, unless the disk is full)."""
+        with self._lock:
+            try:
+                self.file.commit()
+            except sqlite3.OperationalError as e:
+                self._write_failed(e)
 
     def flush_if_due(self) -> bool:
-        """Commit when the open transaction is ``commit_interval_s`` old; True if it committed."""
+        """Commit when the open transaction is ``commit_interval_s`` old; True if it committed.
+        While the disk is full: the periodic summary, and a probe for room every
+        ``probe_interval_s``."""
         with self._lock:
-            if self._in_tx and self._clock() - self._tx_started >= self.commit_interval_s:
+            if self.full.active:
+                self.full.tick()
+                self._probe_if_due()
+            file = self.file
+            if file.in_tx and self._clock() - file.tx_started >= self.commit_interval_s:
                 self.flush()
-                return True
+                return not file.in_tx
             return False
 
+    def _probe_if_due(self) -> None:
+        """Ends the full-disk episode once the file system has room and a write commits (the
+        sequences, so that seqs sent from memory are not given again after a restart)."""
+        now = self._clock()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + self.probe_interval_s
+        if free_bytes(self.path) < self._room_needed():
+            return  # still full: nothing is written
+        try:
+            if not self.file.is_open:  # it could not be opened at the start
+                self._merge_seqs(self.file.open())
+            self.file.checkpoint()
+            self.file.touch()
+            self._write_seqs()
+            if self._unremoved:
+                self._unremoved.difference_update(self.file.delete(sorted(self._unremoved)))
+            self.file.commit()
+        except (sqlite3.OperationalError, PublishError) as e:
+            _, removed, streams = self.file.rollback()
+            self._unremoved.update(removed)
+            self._dirty_seqs.update(streams)
+            logger.debug("MQTT outbox: still cannot write: %s", e)
+            return
+        self.full.ended()
+
+    def _room_needed(self) -> int:
+        """Free bytes that count as "the disk has room again": the WAL's share, at most
+        RESUME_FREE_BYTES (a small file system may never have the whole share free)."""
+        return min(self.file.budget.wal_bytes, RESUME_FREE_BYTES)
+
     def next_due_in(self) -> Optional[float]:
-        """Seconds until :meth:`flush_if_due` would commit (None: nothing pending)."""
+        """Seconds until :meth:`flush_if_due` has work (None: nothing pending)."""
         with self._lock:
-            if not self._in_tx:
+            if self.full.active:
+                return max(0.0, min(self._next_probe - self._clock(), self.commit_interval_s))
+            if not self.file.in_tx:
                 return None
-            return max(0.0, self._tx_started + self.commit_interval_s - self._clock())
+            return max(0.0, self.file.tx_started + self.commit_interval_s - self._clock())
 
     # -- reading --------------------------------------------------------------------------
 
     def pending(self, after_id: int, limit: int) -> List[OutboxMessage]:
-        """Up to ``limit`` COMMITTED messages with ids above ``after_id``, oldest first."""
+        """Up to ``limit`` messages with ids above ``after_id``, oldest first: COMMITTED ones
+        and those kept in memory while the disk is full."""
         with self._lock:
-            rows = (
-                self._conn()
-                .execute(
-                    "SELECT id, topic, payload, qos, size FROM messages WHERE id > ? AND id <= ? "
-                    "ORDER BY id LIMIT ?",
-                    (int(after_id), self._committed_id, int(limit)),
-                )
-                .fetchall()
-            )
-        return [OutboxMessage(int(i), str(t), bytes(p), int(q), int(s)) for i, t, p, q, s in rows]
+            rows = []  # type: List[OutboxMessage]
+            if self.file.is_open:
+                rows = self.file.rows(after_id, int(limit) + len(self._unremoved))
+            found = [m for m in rows if m.id not in self._unremoved]
+            if self._memory:
+                found.extend(m for m in self._memory.values() if m.id > after_id)
+                found.sort(key=lambda m: m.id)
+        return found[: int(limit)]
 
     @property
     def committed_id(self) -> int:
-        return self._committed_id
+        return self.file.committed_id
+
+    @property
+    def budget(self) -> "Budget":
+        return self.file.budget
 
     def seq(self, stream_id: str) -> Optional[int]:
         """The last ``seq`` given to ``stream_id`` (None: none yet)."""
@@ -395,8 +424,23 @@ class Outbox:
 
     @property
     def messages(self) -> int:
-        return self._count
+        """Messages on disk, not yet acknowledged."""
+        return self.file.count - len(self._unremoved)
 
     @property
     def bytes(self) -> int:
-        return self._bytes
+        return self.file.bytes
+
+    @property
+    def memory_messages(self) -> int:
+        """Messages held in memory only (not durable), waiting for the broker."""
+        return len(self._memory)
+
+    @property
+    def durable(self) -> bool:
+        """False while the disk is full (new messages are kept in memory)."""
+        return not self.full.active
+
+    def disk_bytes(self) -> int:
+        """Bytes the outbox's files take on disk now."""
+        return disk_bytes(self.path)

@@ -43,7 +43,7 @@ from .commands import CommandProcessor
 from .control import DaemonControl
 from .inbox import CommandInbox
 from .link import BrokerLink, Connection, resolve_password, tls_context
-from .outbox import Outbox
+from .outbox import LOSS_REASONS, Outbox
 from .payloads import result_payload, status_payload, stream_state_payload
 from .policy import PolicyBook
 from .topics import Topics
@@ -66,6 +66,11 @@ STATS_KEYS = (
     "published_total",
     "publish_failed_total",
     "dropped_total",
+    "results_lost_total",
+    "results_not_durable_total",
+    "outbox_durable",
+    "outbox_disk_bytes",
+    "outbox_memory_messages",
     "reconnects_total",
     "auth_failures_total",
     "client_id_conflict",
@@ -224,10 +229,14 @@ class MqttService:
 
     def _drain(self) -> None:
         """Keep publishing until the outbox is empty, for at most the drain timeout."""
-        if not self.connected or not self.outbox.messages:
+
+        def waiting() -> int:
+            return self.outbox.messages + self.outbox.memory_messages
+
+        if not self.connected or not waiting():
             return
         deadline = self._clock() + self._drain_timeout_s
-        while self._clock() < deadline and self.outbox.messages and self.connected:
+        while self._clock() < deadline and waiting() and self.connected:
             self._wake.set()
             self._publisher_stop.wait(0.02)  # not set yet: a short sleep
 
@@ -259,6 +268,11 @@ class MqttService:
             "published_total": counters["published_total"],
             "publish_failed_total": counters["publish_failed_total"],
             "dropped_total": int(self.outbox.dropped),
+            "results_lost_total": {r: int(self.outbox.lost[r]) for r in LOSS_REASONS},
+            "results_not_durable_total": int(self.outbox.not_durable),
+            "outbox_durable": bool(self.outbox.durable),
+            "outbox_disk_bytes": int(self.outbox.disk_bytes()),
+            "outbox_memory_messages": int(self.outbox.memory_messages),
             "reconnects_total": int(self.link.reconnects),
             "auth_failures_total": int(self.link.auth_failures),
             "client_id_conflict": bool(self.link.takeover.suspected),

@@ -1,57 +1,44 @@
-"""DetectNet_v2 (PeopleNet, TrafficCamNet, ...) pre- and post-processing, as TAO and DeepStream.
+"""DetectNet_v2 (PeopleNet, TrafficCamNet, ...) post-processing, exactly as DeepStream or TAO.
 
 Input (tao-tensorrt.md 3.1): RGB, ``x / 255``, no mean, stretch resize (no
 letterbox), planar CHW. Outputs: coverage ``[C, H/16, W/16]`` (sigmoid, one
 channel per class) and boxes ``[4C, H/16, W/16]`` (channels ``4c + 0..3`` are
 class c's x1, y1, x2, y2 terms).
 
-Decoding (tao-tensorrt.md 3.2; TAO ``BboxHandler.abs_bbox_converter``,
-DeepStream ``DetectPostprocessor::parseBoundingBox``, jetson-inference
-``postProcessDetectNet_v2``), for grid row i, column j, class c, stride s,
-normaliser n, offset o::
+Decoding (TAO ``BboxHandler.abs_bbox_converter``, DeepStream
+``DetectPostprocessor::parseBoundingBox``), for grid row i, column j, class c,
+stride s, normaliser n, offset o::
 
     cx = s*j + o                 cy = s*i + o
     x1 = cx - n*b[4c+0]          y1 = cy - n*b[4c+1]
     x2 = cx + n*b[4c+2]          y2 = cy + n*b[4c+3]
 
-in network pixels, then scaled by ``src_w / net_w`` and ``src_h / net_h``.
-
-- A cell is a candidate when ``coverage >= threshold[c]``: DeepStream's parser
-  skips a cell only when ``confidence < perClassPreclusterThreshold`` (so ``>=``
-  passes), and its ``pre-cluster-threshold=1.0`` idiom disables a class.
-- Boxes are in continuous edge coordinates (pixel k covers [k, k+1)), so they
-  are clamped to ``[0, src_w] x [0, src_h]``, the image's true extent. DeepStream
-  clamps to ``[0, net_w - 1]`` because it treats corners as pixel indices; that
-  pulls a box touching the right edge about one network pixel inwards and makes
-  its width depend on the network size. edged keeps the formula's coordinates.
-- Then boxes narrower than ``min_width`` or lower than ``min_height`` source
-  pixels are dropped (DeepStream's ``detected-min-w/h``, in source pixels here);
-  boxes with no area are always dropped, as are NaNs.
-
-Clustering per class is in :mod:`edged.tasks.clustering` (NMS, DBSCAN, none). Its
-DBSCAN scores a cluster by its MAX member coverage, as DeepStream does; TAO sums the
-coverage instead, so DeepStream thresholds transfer to edged and TAO's do not.
+in network pixels. Everything after that -- the coverage test (``>=`` or ``>``),
+clamping (to ``net - 1`` before clustering, or to ``net`` after), clustering, and
+scaling to source pixels -- follows the reference named by ``detection.compat``
+(:mod:`edged.tasks.compat`; docs/parity.md), so edged's boxes equal that tool's.
+``min_width``/``min_height`` then drop boxes smaller than that in source pixels
+(DeepStream's ``detected-min-w/h``, applied after clustering as nvinfer does).
 """
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import ConfigError, ModelContractError
-from .clustering import ClusterParams, cluster_boxes
+from .clustering import ClusterParams
+from .compat import DEFAULT_COMPAT, get_compat
 
 __all__ = [
     "BBOX_ALIASES",
     "COVERAGE_ALIASES",
     "INPUT_ALIASES",
-    "Candidates",
     "ClusterParams",
     "DecodeParams",
     "Detection",
     "DetectNetV2Postprocessor",
-    "decode_grid",
     "peoplenet_defaults",
 ]
 
@@ -83,8 +70,8 @@ class DecodeParams:
     bbox_norm: float = 35.0
     offset: float = 0.5
     thresholds: Tuple[float, ...] = ()
-    min_width: float = 4.0  # source pixels
-    min_height: float = 4.0  # source pixels
+    min_width: float = 4.0  # source pixels, after clustering
+    min_height: float = 4.0  # source pixels, after clustering
 
     def __post_init__(self) -> None:
         if self.stride <= 0 or self.bbox_norm <= 0:
@@ -110,14 +97,6 @@ class DecodeParams:
         return np.asarray(given[:num_classes], dtype=np.float32)
 
 
-class Candidates(NamedTuple):
-    """Decoded, thresholded boxes of one image, before clustering."""
-
-    boxes: np.ndarray  # float32 [N, 4] x1, y1, x2, y2 in source pixels
-    scores: np.ndarray  # float32 [N] coverage
-    class_ids: np.ndarray  # int32 [N]
-
-
 def check_output_shapes(cov: np.ndarray, bbox: np.ndarray) -> None:
     """Raise ModelContractError unless cov is [C, H, W] and bbox is [4C, H, W]."""
     if cov.ndim != 3 or cov.shape[0] < 1:
@@ -130,50 +109,6 @@ def check_output_shapes(cov: np.ndarray, bbox: np.ndarray) -> None:
             f"DetectNet_v2 bbox output has shape {list(bbox.shape)}; "
             f"expected {list(expected)} for coverage {list(cov.shape)}"
         )
-
-
-def decode_grid(
-    cov: np.ndarray,
-    bbox: np.ndarray,
-    params: DecodeParams,
-    net_w: int,
-    net_h: int,
-    src_w: int,
-    src_h: int,
-) -> Candidates:
-    """Decode one image's coverage [C, H, W] and bbox [4C, H, W] grids into candidates.
-
-    Candidates come in (class, row, column) order -- DeepStream's order, which
-    decides ties in clustering.
-    """
-    cov = np.asarray(cov)
-    bbox = np.asarray(bbox)
-    check_output_shapes(cov, bbox)
-    num_classes, grid_h, grid_w = cov.shape
-    hits = cov >= params.class_thresholds(num_classes)[:, None, None]
-    cls, row, col = np.nonzero(hits)
-    scores = cov[cls, row, col].astype(np.float32)
-    # [C, 4, H, W] indexed by (cls, :, row, col) -> [N, 4]: the advanced axis goes first.
-    terms = bbox.reshape(num_classes, 4, grid_h, grid_w)[cls, :, row, col].astype(np.float64)
-
-    norm = float(params.bbox_norm)
-    cx = col * float(params.stride) + params.offset
-    cy = row * float(params.stride) + params.offset
-    scale_x = float(src_w) / float(net_w)
-    scale_y = float(src_h) / float(net_h)
-    boxes = np.empty((len(cls), 4), dtype=np.float64)
-    boxes[:, 0] = (cx - norm * terms[:, 0]) * scale_x
-    boxes[:, 1] = (cy - norm * terms[:, 1]) * scale_y
-    boxes[:, 2] = (cx + norm * terms[:, 2]) * scale_x
-    boxes[:, 3] = (cy + norm * terms[:, 3]) * scale_y
-    np.clip(boxes[:, 0::2], 0.0, float(src_w), out=boxes[:, 0::2])
-    np.clip(boxes[:, 1::2], 0.0, float(src_h), out=boxes[:, 1::2])
-
-    width = boxes[:, 2] - boxes[:, 0]
-    height = boxes[:, 3] - boxes[:, 1]
-    # NaN compares False, so NaN boxes go too.
-    keep = (width > 0) & (height > 0) & (width >= params.min_width) & (height >= params.min_height)
-    return Candidates(boxes[keep].astype(np.float32), scores[keep], cls[keep].astype(np.int32))
 
 
 @dataclass(frozen=True)
@@ -203,6 +138,7 @@ class DetectNetV2Postprocessor:
             extra classes ignored (DeepStream's ``num-detected-classes``).
         decode: grid decoding and pre-cluster thresholds.
         clustering: one :class:`ClusterParams` per class (or one for all).
+        compat: whose post-processing to reproduce (``deepstream`` or ``tao``).
     """
 
     def __init__(
@@ -210,7 +146,9 @@ class DetectNetV2Postprocessor:
         labels: Sequence[str],
         decode: DecodeParams,
         clustering: Sequence[ClusterParams],
+        compat: str = DEFAULT_COMPAT,
     ) -> None:
+        self.compat = get_compat(compat)
         self.labels = tuple(labels)
         if not self.labels:
             raise ConfigError("a detector needs at least one label")
@@ -241,18 +179,18 @@ class DetectNetV2Postprocessor:
         bbox = _single_image(np.asarray(bbox), "bbox")
         check_output_shapes(cov, bbox)
         cov, bbox = self._known_classes(cov, bbox)
-        candidates = decode_grid(cov, bbox, self.decode, net_w, net_h, src_w, src_h)
-        detections = []  # type: List[Detection]
-        for class_id, params in enumerate(self.clustering):
-            mine = candidates.class_ids == class_id
-            if not mine.any():
-                continue
-            boxes, scores = cluster_boxes(candidates.boxes[mine], candidates.scores[mine], params)
-            label = self.labels[class_id]
-            detections.extend(
-                Detection(class_id, label, float(s), tuple(float(v) for v in b))
-                for b, s in zip(boxes, scores)
+        found = self.compat.postprocess(
+            cov, bbox, self.decode, self.clustering, (net_w, net_h), (src_w, src_h)
+        )
+        detections = [
+            Detection(
+                int(c),
+                self.labels[c],
+                float(s),
+                (float(b[0]), float(b[1]), float(b[2]), float(b[3])),
             )
+            for b, s, c in zip(found.boxes, found.scores, found.class_ids)
+        ]
         detections.sort(key=lambda d: -d.confidence)  # stable: class order breaks ties
         return detections
 

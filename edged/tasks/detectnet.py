@@ -4,9 +4,10 @@ Binds a backend's tensors (found by alias: ``output_cov/Sigmoid``,
 ``conv2d_cov/Sigmoid``, ``...:0``; issue 3) to the numpy decoder and
 clustering of ``detection.py``. Per-class settings resolve in this order:
 the config's entry for the class label, the config's ``default`` entry,
-the built-in PeopleNet values (DeepStream's current config: threshold 0.4
-for ``person``), then the built-in defaults (threshold 0.2, NMS IoU 0.5,
-top-k 20).
+then the built-in values of the ``detection.compat`` reference
+(:mod:`edged.tasks.compat_deepstream`: DeepStream's PeopleNet config, threshold
+0.2 and 0.4 for ``person``, NMS IoU 0.5, top-k 20;
+:mod:`edged.tasks.compat_tao`: TAO deploy's defaults and PeopleNet's spec).
 """
 
 from typing import Any, Dict, List, Optional, Sequence
@@ -17,6 +18,7 @@ from ..backends.base import Backend, TensorSpec, find_tensor
 from ..config import ClassSettings, ModelConfig
 from ..errors import ConfigError, ModelContractError
 from .base import Size, Task, Tensors
+from .compat import get_compat
 from .contract import InputDefaults
 from .detection import (
     BBOX_ALIASES,
@@ -29,20 +31,6 @@ from .detection import (
 from .labels import check_label_count
 
 __all__ = ["BBOX_ALIASES", "COVERAGE_ALIASES", "DetectNetV2Task", "class_settings"]
-
-#: Built-in settings of every class (DeepStream PeopleNet config, tao-tensorrt.md 3.3).
-BUILTIN_DEFAULT = ClassSettings(
-    threshold=0.2,
-    clustering="nms",
-    iou_threshold=0.5,
-    top_k=20,
-    eps=0.7,
-    min_boxes=1,
-    min_score=0.0,
-    post_threshold=0.0,
-)
-#: Built-in settings by label, on top of BUILTIN_DEFAULT.
-BUILTIN_BY_LABEL = {"person": ClassSettings(threshold=0.4)}
 
 
 def _merge(layers: Sequence[Optional[ClassSettings]]) -> ClassSettings:
@@ -62,6 +50,7 @@ def class_settings(config: ModelConfig, labels: Sequence[str]) -> List[ClassSett
     Raises:
         ConfigError: ``detection.classes`` names a class the model does not have.
     """
+    compat = get_compat(config.detection.compat)
     configured = config.detection.classes
     unknown = sorted(set(configured) - set(labels) - {"default"})
     if unknown:
@@ -72,7 +61,7 @@ def class_settings(config: ModelConfig, labels: Sequence[str]) -> List[ClassSett
         )
     for key, entry in configured.items():  # name the entry whose values do not combine
         try:
-            _cluster_params(_merge([entry, BUILTIN_DEFAULT]))
+            _cluster_params(_merge([entry, compat.builtin_default]))
         except ConfigError as e:
             raise ConfigError(f"models.{config.name}.detection.classes.{key}: {e}") from e
     return [
@@ -80,8 +69,8 @@ def class_settings(config: ModelConfig, labels: Sequence[str]) -> List[ClassSett
             [
                 configured.get(label),
                 configured.get("default"),
-                BUILTIN_BY_LABEL.get(label.lower()),
-                BUILTIN_DEFAULT,
+                compat.builtin_by_label.get(label.lower()),
+                compat.builtin_default,
             ]
         )
         for label in labels
@@ -97,6 +86,7 @@ def _cluster_params(s: ClassSettings) -> ClusterParams:
         min_boxes=s.min_boxes,
         dbscan_min_score=s.min_score,
         post_threshold=s.post_threshold,
+        min_cluster_height=s.min_cluster_height,
     )
 
 
@@ -144,6 +134,7 @@ class DetectNetV2Task(Task):
                 min_height=det.min_height,
             ),
             [_cluster_params(s) for s in self.settings],
+            det.compat,
         )
 
     def postprocess(self, outputs: Dict[str, np.ndarray], source_size: Size) -> List[Any]:
