@@ -1,0 +1,136 @@
+"""A model pushed with ``edged push`` to a running daemon over a real Mosquitto.
+
+Real daemon (a clip stream on the digits classifier, ONNX Runtime), real broker, real
+``edged push`` child process, real files, journal and model switch through the daemon's
+model slots: the classifier is replaced by a detector while the stream runs on; a model that
+outputs NaN is refused by the canary and the old model keeps serving; after a restart the
+committed version serves again.
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from edged.daemon import Daemon
+from edged.update import canonical, keys
+
+from . import onnx_models
+from .mosquitto import Mosquitto, stop_all_brokers
+from .test_daemon import DIGITS, make_clip
+
+SAFETY_S = 60  # generous safety timeouts, never assertions about speed
+DEVICE = "jetson-1"
+
+
+def wait_until(predicate, timeout=SAFETY_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def setup(tmp_path):
+    broker = Mosquitto(str(tmp_path / "broker")).start()
+    ops = tmp_path / "operator"
+    ops.mkdir()
+    pair = keys.generate()
+    keys.write_private(str(ops / "op.key"), pair)
+    keylist = keys.sign_keylist(keys.make_keylist([pair.public], 1, 1), [pair])
+    (tmp_path / "keys.json").write_bytes(canonical.encode(keylist))
+    clip = make_clip(str(tmp_path / "clip.avi"), frames=2000)
+    config = tmp_path / "edged.yaml"
+    config.write_text("\n".join([
+        f"device_id: {DEVICE}",
+        "models:",
+        f"  digits: {{path: {DIGITS}/resnet18.onnx, labels: {DIGITS}/labels.txt, version: '1'}}",
+        "streams:",
+        f"  cam: {{source: {clip}, model: digits}}",
+        "pipeline: {summary_interval_s: 0, drain_timeout_s: 2}",
+        "metrics: {enabled: false}",
+        f"mqtt: {{host: 127.0.0.1, port: {broker.port}, backoff_initial_s: 0.2, "
+        f"backoff_max_s: 1, outbox: {{path: {tmp_path}/outbox.sqlite3}}}}",
+        f"update: {{enabled: true, keys_file: {tmp_path}/keys.json, "
+        f"state_dir: {tmp_path}/state, probation_s: 1, request_timeout_s: 1}}",
+    ]) + "\n")  # fmt: skip
+    yield broker, str(config), ops
+    stop_all_brokers()
+
+
+def sign(ops, model_bytes, version, config):
+    (ops / "model.onnx").write_bytes(model_bytes)
+    (ops / "labels.txt").write_text("person\nbag\nface\n")
+    (ops / "task.json").write_text(json.dumps(config))
+    done = subprocess.run(
+        [sys.executable, "-m", "edged", "sign", "--model", "digits", "--version", str(version),
+         "--file", "model=model.onnx", "--file", "labels=labels.txt", "--config", "task.json",
+         "--device", DEVICE, "--key", "op.key", "--chunk-kib", "16", "-o", f"v{version}.json"],
+        cwd=str(ops), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return str(ops / f"v{version}.json")
+
+
+def push(broker, manifest):
+    return subprocess.run(
+        [sys.executable, "-m", "edged", "push", manifest, "--port", str(broker.port),
+         "--timeout", str(SAFETY_S)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+        timeout=SAFETY_S * 2,
+    )  # fmt: skip
+
+
+def started(config):
+    daemon = Daemon(config)
+    daemon.start()
+    assert wait_until(lambda: daemon.snapshot().streams["cam"].inferred > 0)
+    return daemon
+
+
+def test_a_pushed_detector_replaces_the_classifier_while_the_stream_runs(setup):
+    broker, config, ops = setup
+    detector = onnx_models.detectnet(3, width=128, height=64)
+    manifest = sign(ops, detector, 2, {"task": "detection"})
+    daemon = started(config)
+    try:
+        running = daemon.streams.get("cam").supervisor
+        done = push(broker, manifest)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "COMMITTED" in done.stdout.splitlines()[-1]
+        model = daemon.snapshot().models["digits"]
+        assert (model.kind, model.version) == ("detection", "2")
+        assert daemon.streams.get("cam").supervisor is running  # the stream never restarted
+        inferred = daemon.snapshot().streams["cam"].inferred
+        assert wait_until(lambda: daemon.snapshot().streams["cam"].inferred > inferred)
+        assert daemon.snapshot().workers["digits"].errors == 0
+    finally:
+        daemon.shutdown()
+    again = started(config)  # a restart serves the committed version, not the YAML's
+    try:
+        assert again.snapshot().models["digits"].kind == "detection"
+    finally:
+        again.shutdown()
+
+
+def test_a_model_that_outputs_nan_is_refused_by_the_canary(setup):
+    broker, config, ops = setup
+    nan = np.full((3, 4, 8), np.nan, np.float32)
+    manifest = sign(ops, onnx_models.detectnet(3, width=128, height=64, cov=nan), 2,
+                    {"task": "detection"})  # fmt: skip
+    daemon = started(config)
+    try:
+        done = push(broker, manifest)
+        assert done.returncode == 1, done.stdout + done.stderr
+        last = done.stdout.splitlines()[-1]
+        assert "ROLLED_BACK" in last and "NaN" in last, done.stdout
+        assert daemon.snapshot().models["digits"].kind == "classification"
+        inferred = daemon.snapshot().streams["cam"].inferred
+        assert wait_until(lambda: daemon.snapshot().streams["cam"].inferred > inferred)
+    finally:
+        daemon.shutdown()
