@@ -21,6 +21,7 @@ from edged.update.manifest import FileEntry, make, sign_manifest
 from edged.update.mqtt_transport import MqttTransport
 from edged.update.store import SlotStore
 from edged.update.updater import Settings, Updater
+from tests.conftest import REPO
 from tests.mosquitto import Mosquitto, Subscriber, stop_all_brokers, wait_for
 from tests.update_standins import StandInDeployer
 
@@ -75,12 +76,14 @@ def op(tmp_path, operator):
 
 
 class Device:
-    def __init__(self, broker, state_dir, trusted, groups=(), window=4):
-        self.deployer = StandInDeployer()
+    def __init__(self, broker, state_dir, trusted, groups=(), window=4, device_id=DEVICE,
+                 models=("det",), username=None, password=None):  # fmt: skip
+        self.deployer = StandInDeployer(models=models)
         self.transport = MqttTransport(MqttConfig(host=broker.host, port=broker.port,
-                                                  backoff_initial_s=0.2, backoff_max_s=1),
-                                       DEVICE)  # fmt: skip
-        settings = Settings(device_id=DEVICE, prefix="edged", state_dir=state_dir,
+                                                  backoff_initial_s=0.2, backoff_max_s=1,
+                                                  username=username, password=password),
+                                       device_id)  # fmt: skip
+        settings = Settings(device_id=device_id, prefix="edged", state_dir=state_dir,
                             groups=tuple(groups), probation_s=0.3, window=window,
                             request_timeout_s=1.0)  # fmt: skip
         self.updater = Updater(settings, trusted, self.transport, self.deployer)
@@ -103,7 +106,8 @@ def device_factory(tmp_path, operator, broker):
     made = []
 
     def factory(**kwargs):
-        device = Device(broker, str(tmp_path / "state"), trusted, **kwargs)
+        kwargs.setdefault("trusted", trusted)
+        device = Device(broker, str(tmp_path / "state"), **kwargs)
         made.append(device)
         return device
 
@@ -238,3 +242,66 @@ def test_an_offline_device_converges_from_the_retained_desired_state(broker, op,
             proc.kill()
     assert proc.returncode == 0, out + err
     assert device.deployer.serving == "v2"
+
+
+def readme_commands():
+    with open(os.path.join(REPO, "README.md")) as f:
+        text = f.read()
+    section = text[text.index("## Push a model to a fleet") :]
+    block = section[section.index("```sh") + 5 : section.index("```", section.index("```sh") + 5)]
+    return [c.strip() for c in block.replace("\\\n", " ").splitlines() if c.strip()]
+
+
+def test_the_readme_commands_work_as_written(tmp_path, broker, device_factory):
+    work = tmp_path / "laptop"
+    work.mkdir()
+    os.symlink(os.path.join(REPO, "models"), str(work / "models"))
+    commands = readme_commands()
+    assert [c.split()[1] for c in commands if c.startswith("edged ")] == [
+        "keygen", "keys", "sign", "push"]  # fmt: skip
+    edged = f'edged() {{ "{sys.executable}" -m edged "$@"; }}; '  # as if installed
+    for command in commands:
+        if command.startswith("edged push"):
+            break
+        done = subprocess.run(["bash", "-c", edged + command], cwd=str(work),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True)  # fmt: skip
+        assert done.returncode == 0, (command, done.stderr)
+    trusted = keys.read_keylist(str(work / "keys.json"), int(time.time()))
+    device = device_factory(trusted=trusted, device_id="jetson-01", groups=["site-a"],
+                            models=("peoplenet",)).start()  # fmt: skip
+    command = command.replace("--timeout 600", "--timeout 60")
+    done = subprocess.run(["bash", "-c", f"{edged}{command} --port {broker.port}"], cwd=str(work),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=SAFETY_S * 2)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "COMMITTED" in done.stdout.splitlines()[-1]
+    assert device.deployer.serving == "v2"
+
+
+def test_the_shipped_acl_carries_a_push_and_keeps_other_devices_out(tmp_path, op, operator):
+    users = {DEVICE: "pw-dev", "jetson-2": "pw-2", "operator": "pw-op"}
+    acl = os.path.join(REPO, "docs", "mosquitto", "acl")
+    broker = Mosquitto(str(tmp_path / "acl-broker"), users, acl_file=acl).start()
+    trusted = keys.make_keylist([operator.public], 1, 1)
+    device = Device(broker, str(tmp_path / "state"), trusted, username=DEVICE, password="pw-dev")
+    spy = Subscriber(broker, [f"edged/{DEVICE}/update/#"], client_id="spy", username="jetson-2",
+                     password="pw-2")  # fmt: skip
+    try:
+        device.start()
+        spy.wait_subscribed()
+        # another device cannot push to this one (the broker drops its desired state)
+        spy.publish(f"edged/{DEVICE}/update/desired", b"forged", retain=True)
+        env = dict(os.environ, PUSH_PW="pw-op")
+        done = subprocess.run(push_cmd(broker, op.manifest("v2.json", 2), "--username",
+                                       "operator", "--password-env", "PUSH_PW"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                              universal_newlines=True, timeout=SAFETY_S * 2)  # fmt: skip
+    finally:
+        spy.close()
+        device.stop()
+        stop_all_brokers()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert device.deployer.serving == "v2"
+    assert spy.received() == []  # it read nothing of this device's update
+    assert "Denied PUBLISH from spy" in broker.log_text()

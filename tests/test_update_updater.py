@@ -122,7 +122,10 @@ def push(updater, data):
 
 
 def final(updater):
-    wait_for(lambda: updater.journal.state in (j.COMMITTED, j.ROLLED_BACK), "a final state")
+    finals = (j.COMMITTED, j.ROLLED_BACK)
+    # the journal first, then its status (published after the state's work)
+    wait_for(lambda: updater.journal.state in finals, "a final state")
+    wait_for(lambda: updater.status.get("state") in finals, "its status")
     return updater.journal
 
 

@@ -29,7 +29,8 @@ class Hang:
 class StandInDeployer(Deployer):
     """Stands in for the daemon's model slots: which model serves, nothing runs."""
 
-    def __init__(self, faults=None):
+    def __init__(self, faults=None, models=("det",)):
+        self.models = tuple(models)
         self.serving = "old"
         self.previous = None
         self.faults = faults or {}  # method name -> exception or Hang
@@ -44,7 +45,7 @@ class StandInDeployer(Deployer):
             raise fault
 
     def knows(self, model):
-        return model == "det"
+        return model in self.models
 
     def load(self, model, files_dir, manifest):
         self._fault("load")
