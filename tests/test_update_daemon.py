@@ -63,14 +63,16 @@ def setup(tmp_path):
     stop_all_brokers()
 
 
-def sign(ops, model_bytes, version, config):
+def sign(ops, model_bytes, version, config, canary=None):
     (ops / "model.onnx").write_bytes(model_bytes)
+    (ops / "canary.json").write_text(json.dumps(canary or {}))
     (ops / "labels.txt").write_text("person\nbag\nface\n")
     (ops / "task.json").write_text(json.dumps(config))
     done = subprocess.run(
         [sys.executable, "-m", "edged", "sign", "--model", "digits", "--version", str(version),
          "--file", "model=model.onnx", "--file", "labels=labels.txt", "--config", "task.json",
-         "--device", DEVICE, "--key", "op.key", "--chunk-kib", "16", "-o", f"v{version}.json"],
+         "--device", DEVICE, "--key", "op.key", "--chunk-kib", "16", "-o", f"v{version}.json",
+         "--canary", "canary.json"],
         cwd=str(ops), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -96,7 +98,9 @@ def started(config):
 def test_a_pushed_detector_replaces_the_classifier_while_the_stream_runs(setup):
     broker, config, ops = setup
     detector = onnx_models.detectnet(3, width=128, height=64)
-    manifest = sign(ops, detector, 2, {"task": "detection"})
+    canary = {"shapes": {"output_cov/Sigmoid": [3, 4, 8], "output_bbox/BiasAdd": [12, 4, 8]},
+              "latency_ms": 5000}  # fmt: skip
+    manifest = sign(ops, detector, 2, {"task": "detection"}, canary)
     daemon = started(config)
     try:
         running = daemon.streams.get("cam").supervisor
