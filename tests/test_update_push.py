@@ -305,3 +305,36 @@ def test_the_shipped_acl_carries_a_push_and_keeps_other_devices_out(tmp_path, op
     assert device.deployer.serving == "v2"
     assert spy.received() == []  # it read nothing of this device's update
     assert "Denied PUBLISH from spy" in broker.log_text()
+
+
+def test_one_push_updates_a_group_across_a_bridge_with_one_member_offline(tmp_path, op, operator):
+    """The site-gateway topology: jetson-a on the central broker, jetson-b behind a second
+    Mosquitto bridged to it, jetson-c offline while the push starts."""
+    central = Mosquitto(str(tmp_path / "central")).start()
+    site = Mosquitto(str(tmp_path / "site"), extra_conf=[
+        "connection central", f"address 127.0.0.1:{central.port}", "topic edged/# both 1",
+        "cleansession true", "restart_timeout 1"]).start()  # fmt: skip
+    trusted = keys.make_keylist([operator.public], 1, 1)
+    devices = {}
+    for name, broker in (("jetson-a", central), ("jetson-b", site), ("jetson-c", central)):
+        devices[name] = Device(broker, str(tmp_path / name), trusted, groups=["site-a"],
+                               device_id=name)  # fmt: skip
+    manifest = op.manifest("group.json", 2, devices=[], groups=["site-a"])
+    expect = [arg for name in sorted(devices) for arg in ("--expect", name)]
+    try:
+        devices["jetson-a"].start()
+        devices["jetson-b"].start()
+        time.sleep(1.0)  # the bridge connects
+        proc = subprocess.Popen(push_cmd(central, manifest, *expect), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, universal_newlines=True)  # fmt: skip
+        wait_for(lambda: devices["jetson-a"].updater.status.get("state"), SAFETY_S, "a start")
+        devices["jetson-c"].start()  # comes online during the push: the retained state
+        out, err = proc.communicate(timeout=SAFETY_S * 2)
+    finally:
+        for device in devices.values():
+            device.stop()
+        stop_all_brokers()
+    assert proc.returncode == 0, out + err
+    table = out.splitlines()[-3:]
+    assert all("COMMITTED" in row for row in table), out
+    assert all(d.deployer.serving == "v2" for d in devices.values())

@@ -69,6 +69,9 @@ class SlotsDeployer(Deployer):
 
     def load(self, model: str, files_dir: str, manifest: Manifest) -> Any:
         task = self._daemon.load_model(self.model_config(model, files_dir, manifest))
+        superseded = self._loaded.pop(model, None)  # an update replaced by a newer one
+        if superseded is not None:
+            superseded.backend.close()
         self._loaded[model] = task
         return task
 
