@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from edged.daemon import Daemon
+from edged.metrics.collector import DaemonCollector
 from edged.update import canonical, keys
 
 from . import onnx_models
@@ -113,6 +114,11 @@ def test_a_pushed_detector_replaces_the_classifier_while_the_stream_runs(setup):
         inferred = daemon.snapshot().streams["cam"].inferred
         assert wait_until(lambda: daemon.snapshot().streams["cam"].inferred > inferred)
         assert daemon.snapshot().workers["digits"].errors == 0
+        series = {(x.name, tuple(sorted(x.labels.items()))): x.value
+                  for f in DaemonCollector(daemon).collect() for x in f.samples}  # fmt: skip
+        assert series[("edged_update_outcomes_total", (("result", "committed"),))] == 1
+        labels = (("model", "digits"), ("state", "COMMITTED"), ("version", "2"))
+        assert series[("edged_update_state", labels)] == 1
     finally:
         daemon.shutdown()
     again = started(config)  # a restart serves the committed version, not the YAML's

@@ -78,17 +78,16 @@ class Updater:
         self._thread = None  # type: Optional[threading.Thread]
         self.dropped = 0  # messages dropped on a full queue (counted, never blocking MQTT)
         self.damaged = 0  # chunk frames refused (damaged, malformed, wrong size)
+        self.errors = 0  # unexpected errors at the top of the worker loop (a bug: logged)
+        self.outcomes = dict.fromkeys(("committed", "rolled_back", "refused"), 0)  # metrics
         self._store = None  # type: Optional[SlotStore]  # the slot of the current journal
         self._manifest = None  # type: Optional[Manifest]  # None: gone (rolled back from disk)
-        self._journal = jn.Journal()
-        self._envelope = b""
+        self.journal, self._envelope = jn.Journal(), b""  # journal: written by this thread only
         self._loaded = None  # type: Any
         self._steps = Steps(monotonic)
         self._window = RequestWindow(settings.window)
-        self._last_chunk = 0.0
-        self._since_checkpoint = 0
-        self._probation_end = 0.0
-        self._next_health = 0.0
+        self._last_chunk, self._since_checkpoint = 0.0, 0
+        self._probation_end = self._next_health = 0.0
         self._last_status = {}  # type: Dict[str, Any]
 
     # -- life cycle (called by the daemon) -----------------------------------------------------
@@ -112,10 +111,6 @@ class Updater:
             self.dropped += 1
 
     @property
-    def journal(self) -> jn.Journal:
-        return self._journal
-
-    @property
     def status(self) -> Dict[str, Any]:
         return dict(self._last_status)
 
@@ -129,7 +124,7 @@ class Updater:
             journal = store.load_journal()
             if journal.state in jn.FINAL:
                 continue
-            self._store, self._journal = store, journal
+            self._store, self.journal = store, journal
             self._manifest = store.interrupted_manifest(journal)
             new, actions = jn.recover(journal)
             if self._manifest is None and new.state != jn.FAILED:
@@ -137,7 +132,7 @@ class Updater:
             logger.info("update %s v%s: %s after a restart -> %s", model, journal.version,
                         journal.state, new.state)  # fmt: skip
             self._apply(new, actions)
-            if self._journal.state not in jn.FINAL:
+            if self.journal.state not in jn.FINAL:
                 return  # one update at a time: this one goes on in the thread
 
     # -- the thread ---------------------------------------------------------------------------
@@ -147,18 +142,18 @@ class Updater:
             try:
                 self._once()
             except Exception:  # the top of a worker loop: logged, counted, never dies
-                logger.exception("update worker: unexpected error")
+                self.errors += 1  # logged at 1, 2, 4, 8, ... errors: a bug must not flood
+                level = logging.ERROR if self.errors & (self.errors - 1) == 0 else logging.DEBUG
+                logger.log(level, "update worker: error %d", self.errors, exc_info=True)
 
     def _once(self) -> None:
         result = self._steps.result()
         if result is not None:
-            self._step_done(result)
-            return
+            return self._step_done(result)
         try:
             topic, payload = self._inbox.get(timeout=TICK_S)
         except queue.Empty:
-            self._tick()
-            return
+            return self._tick()
         if topic == self.topics.chunk:
             self._on_chunk(payload)
         elif topic in self.topics.desired_topics:
@@ -171,18 +166,18 @@ class Updater:
         if not data:
             return  # a cleared retained message
         model, identity = peek(data, self.settings.limits)
-        if identity and identity == self._journal.manifest_sha256:
+        if identity and identity == self.journal.manifest_sha256:
             self._report()  # this update again (a retained re-delivery): say where it is
             return
         if not model or not self._deployer.knows(model):
             self._refuse(model, identity, f"no model slot named {model[:40]!r} on this device")
             return
-        busy = self._store is not None and self._journal.state not in jn.FINAL
+        busy = self._store is not None and self.journal.state not in jn.FINAL
         if busy and self._store is not None and self._store.model != model:
             self._refuse(model, identity, "another model's update is under way")
             return
         store = SlotStore(self.settings.state_dir, model)
-        last = self._journal if busy else store.load_journal()
+        last = self.journal if busy else store.load_journal()
         if identity and identity == last.manifest_sha256:
             return  # finished before (committed or rolled back): never tried twice
         try:
@@ -211,23 +206,25 @@ class Updater:
 
     def _refuse(self, model: str, identity: str, why: str) -> None:
         logger.warning("update refused: %s", why)
-        self._publish_status({"state": "REFUSED", "model": model, "update": identity,
-                              "reason": why})  # fmt: skip
+        self.outcomes["refused"] += 1
+        self._publish_status(dict(state="REFUSED", model=model, update=identity, reason=why))
 
     # -- the journal's actions ------------------------------------------------------------------
 
     def _event(self, event: str, why: str = "") -> None:
-        new, actions = jn.transition(self._journal, event, why)
-        if new is self._journal and not actions:
+        new, actions = jn.transition(self.journal, event, why)
+        if new is self.journal and not actions:
             return
-        if new.state == jn.FAILED and self._journal.state != jn.FAILED:
+        if new.state == jn.FAILED and self.journal.state != jn.FAILED:
             logger.warning("update %s v%s failed in %s: %s", new.model, new.version,
-                           self._journal.state, new.reason)  # fmt: skip
+                           self.journal.state, new.reason)  # fmt: skip
         self._apply(new, actions)
 
     def _apply(self, journal: jn.Journal, actions: List[jn.Action]) -> None:
         """Do the journal's actions in order: persist comes before the work it announces."""
-        self._journal = journal
+        if journal.state != self.journal.state and journal.state in (jn.COMMITTED, jn.ROLLED_BACK):
+            self.outcomes[journal.state.lower()] += 1
+        self.journal = journal
         for action in actions:
             name = action[0]
             if name == "persist":
@@ -273,9 +270,9 @@ class Updater:
 
     def _do_canary(self) -> None:
         store, manifest = self._work()
-        if self._journal.state == jn.BUILT:
+        if self.journal.state == jn.BUILT:
             self._event("canary_started", "trying the new model")  # persisted first
-            if self._journal.state != jn.CANARY:
+            if self.journal.state != jn.CANARY:
                 return
         loaded, deployer = self._loaded, self._deployer
         files = store.version_dir(manifest.version)
@@ -361,7 +358,7 @@ class Updater:
         if hung:
             self._event("timeout", f"{hung}: no answer within its timeout (hung)")
             return
-        state = self._journal.state
+        state = self.journal.state
         if state == jn.RECEIVING and self._manifest is not None:
             if now - self._last_chunk > self.settings.transfer_stall_s:
                 self._event("timeout", f"no chunk for {self.settings.transfer_stall_s:g} s")
@@ -385,7 +382,7 @@ class Updater:
             self._transport.publish(self.topics.request, request.encode())
 
     def _on_chunk(self, frame: bytes) -> None:
-        if self._journal.state != jn.RECEIVING or self._manifest is None:
+        if self.journal.state != jn.RECEIVING or self._manifest is None:
             return
         store, manifest = self._work()
         try:
@@ -428,7 +425,7 @@ class Updater:
     # -- status -------------------------------------------------------------------------------
 
     def _report(self) -> None:
-        j = self._journal
+        j = self.journal
         fields = {"state": j.state, "model": j.model, "version": j.version,
                   "update": j.manifest_sha256, "reason": j.reason,
                   "path": [h[0] for h in j.history]}  # type: Dict[str, Any]  # fmt: skip
