@@ -162,13 +162,16 @@ def edged_window(config_path: str, warmup_s: float, window_s: float) -> Dict[str
     daemon = Daemon(config_path)
     daemon.start()
     try:
-        worker = daemon.workers["peoplenet"]
-        wait_for(lambda: worker.stats.frames.get(STREAM_ID, 0) > 0, 60, "edged's first result")
+
+        def inferred() -> int:
+            return daemon.snapshot().streams[STREAM_ID].inferred
+
+        wait_for(lambda: inferred() > 0, 60, "edged's first result")
         time.sleep(warmup_s)
-        n0, t0 = worker.stats.frames.get(STREAM_ID, 0), time.perf_counter()
+        n0, t0 = inferred(), time.perf_counter()
         time.sleep(window_s)
-        n1, t1 = worker.stats.frames.get(STREAM_ID, 0), time.perf_counter()
-        status = daemon.streams[STREAM_ID].supervisor.status()
+        n1, t1 = inferred(), time.perf_counter()
+        status = daemon.snapshot().streams[STREAM_ID].status
         return {"fps": (n1 - n0) / (t1 - t0), "fps_in": float(status.fps)}
     finally:
         daemon.shutdown()

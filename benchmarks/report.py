@@ -15,6 +15,7 @@ GOALS = {
     "warm_start_s": 2.0,
     "rss_excluding_model_mb": 150.0,
     "hostile_config_ms": 100.0,
+    "tracking_ms_per_frame": 1.0,
 }
 
 
@@ -135,6 +136,23 @@ def table_rows(results: Dict[str, Any]) -> List[List[str]]:
              _fmt(1000.0 * h["total_s"], 1), "", ""],
             ["6 hostile configs", "accepted (must be none)", ", ".join(h["accepted"]) or "none",
              "none", _met(not h["accepted"])],
+        ]  # fmt: skip
+    t = results.get("tracking")
+    if t:
+        scene = "{} objects, {} frames".format(t["objects"], t["frames"])
+        rows += [
+            ["7 tracking", f"MOTA, synthetic truth ({scene})", _fmt(t["mota"], 3), "", ""],
+            ["7 tracking", "IDF1", _fmt(t["idf1"], 3), "", ""],
+            ["7 tracking", "id switches / misses / false positives (of {} boxes)".format(
+                t["truth_boxes"]), "{} / {} / {}".format(
+                t["id_switches"], t["misses"], t["false_positives"]), "", ""],
+            ["7 tracking", "tracker + counter CPU, mean (ms/frame)",
+             _fmt(t["cpu_ms_per_frame_mean"], 3), "< 1",
+             _met(t["cpu_ms_per_frame_mean"] < GOALS["tracking_ms_per_frame"])],
+            ["7 tracking", "tracker + counter CPU, p99 (ms/frame)",
+             _fmt(t["cpu_ms_per_frame_p99"], 3), "", ""],
+            ["7 tracking", "the pipeline's whole tracking step, mean (ms/frame)",
+             _fmt(t.get("stage_ms_per_frame_mean"), 3), "", ""],
         ]  # fmt: skip
     return rows
 

@@ -19,7 +19,7 @@ from .common import REPO, Broker, machine_info
 # memory first: RSS is the figure least disturbed by a machine still busy at the start
 BENCHMARKS = ("memory", "pipeline", "offload", "cost", "mqtt", "startup", "profile")
 #: Run only when named in --only (the default full run, and so the README's table, leaves them out).
-OPT_IN = ("config",)
+OPT_IN = ("config", "tracking")
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results")
 
 #: (full, --quick) settings.
@@ -33,6 +33,7 @@ SETTINGS = {
     "memory_s": (600.0, 3.0),
     "memory_interval_s": (2.0, 0.25),
     "profile_s": (20.0, 1.0),
+    "tracking_frames": (3000, 100),
 }
 
 
@@ -151,10 +152,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _run_one(name: str, results: Dict[str, Any], broker: Broker, workdir: str,
              s: Dict[str, Any], out_dir: str) -> None:  # fmt: skip
-    from . import config_parse, mqtt_rate, pipeline, process
+    from . import config_parse, mqtt_rate, pipeline, process, tracking_eval
 
     if name == "config":
         results["hostile_configs"] = config_parse.run_hostile_configs(s["quick"])
+    elif name == "tracking":
+        results["tracking"] = tracking_eval.run_tracking(s["tracking_frames"])
     elif name == "pipeline":
         results["pipeline"] = pipeline.run_pipeline(
             broker, workdir, s["threads"], s["repeats"], s["window_s"], s["warmup_s"]

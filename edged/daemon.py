@@ -32,6 +32,8 @@ from .errors import EdgedError
 from .metrics import MetricsService
 from .pipeline.sinks import LatestResults, ResultSink, SinkDispatcher
 from .pipeline.slots import ModelSlotError, ModelSlots
+from .pipeline.tracking import counts_store
+from .pipeline.tracking import stage_for as tracking_stage_for
 from .reload_plan import ReloadPlan, models_needed, plan_reload
 from .sources import build_source
 from .tasks.base import Task
@@ -104,6 +106,7 @@ class Daemon:
         self.metrics: Optional[MetricsService] = None
         self.mqtt: Optional[MqttService] = None
         self.updates: Optional[Any] = None  # edged.update.wiring.Updates when update.enabled
+        self.counts_store: Optional[Any] = None  # edged.tracking.store.CountsStore
         self._undo: List[Tuple[str, Callable[[], object]]] = []
         self.reloads = {"applied": 0, "rejected": 0}
         self.last_reload_error: Optional[str] = None
@@ -163,6 +166,7 @@ class Daemon:
         if self.mqtt is not None:
             self._undo.append(("stop mqtt", self.mqtt.stop))
             self._extra_sinks.append(self.mqtt.sink)  # the dispatcher is made next, with it
+            self._extra_sinks.append(self.mqtt.counts.sink)  # counts and counting events
 
         self.dispatcher = SinkDispatcher(
             [self.latest] + self._extra_sinks, self.stop_event, self.config.pipeline.result_queue
@@ -241,17 +245,43 @@ class Daemon:
     def _start_worker(self, name: str, task: Task, model: ModelConfig) -> None:
         assert self.config is not None and self.dispatcher is not None
         self.workers.start(name, task, model, self.config.pipeline, self.dispatcher.offer)
+        if model.tracking.enabled:  # edged/pipeline/tracking.py; no frame flows yet
+            if self.counts_store is None:
+                self.counts_store = counts_store(self.config)
+            worker = self.models.worker(name)
+            assert worker is not None, name
+            worker.tracking = tracking_stage_for(self.config, name, task, self.counts_store)
+
+    def _retrack(self, name: str, task: Task) -> None:
+        """A replaced model whose tracking changed: a new stage (or none) for its running
+        streams; totals carry over through the counts file."""
+        assert self.config is not None
+        worker = self.models.worker(name)
+        if worker is None:
+            return
+        if self.counts_store is None:
+            self.counts_store = counts_store(self.config)
+        stage = tracking_stage_for(self.config, name, task, self.counts_store)
+        for _, running in sorted(self.streams.items().items()):
+            if stage is not None and running.model == name:
+                stage.add_stream(self.config.streams[running.config.name])
+        worker.tracking = stage
 
     def _start_stream(self, stream: StreamConfig) -> None:
         worker = self.models.worker(stream.model)
         assert worker is not None, stream.model
+        if worker.tracking is not None:
+            worker.tracking.add_stream(stream)
         self.streams.start(stream, worker)
         self._summaries.start(stream.name, self._clock(), worker.stats.frames.get(stream.name, 0))
 
     def _stop_stream(self, stream_id: str) -> None:
         running = self.streams.get(stream_id)
         assert running is not None, stream_id
-        self.streams.stop(stream_id, self.models.worker(running.model))
+        worker = self.models.worker(running.model)
+        self.streams.stop(stream_id, worker)
+        if worker is not None and worker.tracking is not None:
+            worker.tracking.remove_stream(stream_id)
         self._summaries.forget(stream_id)
 
     def _stop_all_streams(self) -> None:
@@ -316,12 +346,15 @@ class Daemon:
                 self._start_worker(name, tasks[name], new.models[name])
             for name in plan.replace_models:
                 logger.info("reload: replacing model %s; its streams keep running", name)
+                before = self.models.config(name)
                 try:
                     old = self.models.replace(name, tasks[name], new.models[name])
                 except ModelSlotError as e:  # a hung batch: the watchdog restarts edged
                     logger.error("reload: %s; its backend is left open", e)
                     continue
                 old.backend.close()
+                if before is None or before.tracking != new.models[name].tracking:
+                    self._retrack(name, tasks[name])
         for stream_id in sorted(plan.start_streams + plan.restart_streams):
             self._start_stream(new.streams[stream_id])
 

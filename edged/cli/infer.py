@@ -57,6 +57,10 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
         "jetson-inference does); by default the tag is applied, as photo viewers do",
     )
     post.add_argument("--json", action="store_true", help="one JSON object per input/frame")
+    post.add_argument("--track", action="store_true",
+                      help="detectors on videos: give each detection a track_id (stable within "
+                      "the video); on by default with a --config model that has "
+                      "tracking.enabled")  # fmt: skip
     post.add_argument("--output", "-o", metavar="DIR",
                       help="write annotated copies here, in the inputs' folder layout (videos as "
                       ".mp4 at the source's frame rate)")  # fmt: skip
@@ -221,6 +225,38 @@ def _json_line(item: MediaFrame, results: List[Any], kind: str) -> str:
     return json.dumps(record)
 
 
+class _VideoTracks:
+    """One tracker per video, new at each video; images are never tracked. ``overlay`` is
+    the latest frame's track trails, for ``--output``."""
+
+    def __init__(self, config: Any) -> None:
+        from ..pipeline.tracking import tracker_params
+
+        self._params = tracker_params(config)
+        self._anchor = config.anchor
+        self._path = None  # type: Optional[str]
+        self._tracker = None  # type: Optional[Any]
+        self._trails = None  # type: Optional[Any]
+        self.overlay = None  # type: Optional[Dict[str, Any]]  # the trails of the last frame
+
+    def apply(self, item: MediaFrame, results: List[Any]) -> List[Any]:
+        from ..tracking.counting import StreamCounter
+        from ..tracking.tracker import Tracker
+
+        self.overlay = None
+        if not item.is_video:
+            return results
+        if item.path != self._path or self._tracker is None:
+            self._path, self._tracker = item.path, Tracker(self._params)
+            self._trails = StreamCounter(anchor=self._anchor)  # no zones: for the trails
+        ids = self._tracker.update([d.bbox for d in results], [d.confidence for d in results],
+                                   [d.class_id for d in results])  # fmt: skip
+        size = (item.image.shape[1], item.image.shape[0])
+        self._trails.update(self._tracker.tracks(), size, float(item.frame))
+        self.overlay = self._trails.overlay()
+        return [dataclasses.replace(d, track_id=i) for d, i in zip(results, ids)]
+
+
 def _warn(message: str) -> None:
     print(f"edged: warning: {message}", file=sys.stderr)
 
@@ -229,12 +265,18 @@ def run(args: argparse.Namespace) -> int:
     from ..annotate import draw_classifications, draw_detections
     from ..annotated_output import AnnotatedWriter, plan_outputs
     from ..tasks.loader import load_task
+    from ..tracking.draw import draw_overlay
 
     # Output names are settled before the model loads: a clash with an input fails fast.
     plan = plan_outputs(expand_inputs(args.inputs), args.output) if args.output else None
     model = model_config_from_args(args)
     task = load_task(model)
     writer = AnnotatedWriter(plan, _warn) if plan is not None else None
+    tracks = None
+    if (args.track or model.tracking.enabled) and task.kind == "detection":
+        tracks = _VideoTracks(model.tracking)
+    elif args.track:
+        _warn(f"--track is for detectors; this model is a {task.kind} model: not tracked")
     failures = 0
     try:
         for item in iterate_media(args.inputs, apply_exif=not args.ignore_exif):
@@ -243,11 +285,16 @@ def run(args: argparse.Namespace) -> int:
                 print(f"edged: error: {item.error}", file=sys.stderr)
                 continue
             results = task.run([item.image])[0]
+            if tracks is not None:
+                results = tracks.apply(item, results)
             line = (_json_line if args.json else _text_line)(item, results, task.kind)
             print(line, flush=False)
             if writer:
                 draw = draw_detections if task.kind == "detection" else draw_classifications
-                writer.write(item, draw(item.image, results))
+                drawn = draw(item.image, results)
+                if tracks is not None:
+                    drawn = draw_overlay(drawn, tracks.overlay)
+                writer.write(item, drawn)
     finally:
         if writer:
             writer.close_video()

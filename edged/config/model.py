@@ -60,6 +60,39 @@ class DetectionConfig:
     compat: str = "deepstream"  # edged/tasks/compat.py registry
 
 
+# -- tracking and counting (edged/tracking) ------------------------------------------------
+@dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = False
+    high_threshold: float = 0.5
+    low_threshold: float = 0.1
+    new_track_threshold: float = 0.5
+    match_iou: float = 0.2
+    low_match_iou: float = 0.5
+    min_hits: int = 3
+    max_misses: int = 30
+    per_class: bool = True
+    anchor: str = "bottom_center"
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    name: str
+    points: Tuple[Tuple[float, float], ...]
+    units: str = "pixels"
+    labels: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    name: str
+    start: Tuple[float, float]
+    end: Tuple[float, float]
+    units: str = "pixels"
+    labels: Tuple[str, ...] = ()
+    hysteresis: float = 4.0
+
+
 # -- TensorRT engines (issue 6; edged/engine) ---------------------------------------------
 @dataclass(frozen=True)
 class CalibrationConfig:
@@ -129,6 +162,7 @@ class ModelConfig:
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     engine: ModelEngineConfig = field(default_factory=ModelEngineConfig)  # issue 6
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 @dataclass(frozen=True)
@@ -143,6 +177,8 @@ class StreamConfig:
     frozen_timeout_s: Optional[float] = None
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
+    zones: Tuple[ZoneConfig, ...] = ()
+    lines: Tuple[LineConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -216,6 +252,7 @@ class MqttConfig:
     command_max_age_s: float = 60.0
     publish: MqttPublishConfig = field(default_factory=MqttPublishConfig)
     streams: Dict[str, MqttPublishConfig] = field(default_factory=dict)
+    home_assistant: bool = False  # discovery of the counts (edged/mqtt/discovery.py)
 
 
 # -- model updates over MQTT (edged/update) -------------------------------------------------

@@ -24,6 +24,7 @@ from .collector import DaemonCollector
 from .jetson import JetsonCollector
 from .latency import LatencyHistograms, MetricsSink
 from .server import MetricsServer
+from .tracking import TrackingCollector
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class MetricsService:
         self.registry.register(self.histograms)
         self.collector = DaemonCollector(daemon)
         self.registry.register(self.collector)
+        self.registry.register(TrackingCollector(daemon))  # zones and lines (edged/tracking)
         if telemetry is None and config.telemetry_interval_s > 0:
             telemetry = TegrastatsReader(stop, config.telemetry_interval_s)
         self.telemetry = telemetry

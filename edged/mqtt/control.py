@@ -60,6 +60,10 @@ class DaemonControl:
         """The ``mqtt`` section of the running configuration (to notice changes)."""
         return None
 
+    def tracking_stages(self) -> List[Any]:
+        """The models' ``TrackingStage`` objects (edged/pipeline/tracking.py)."""
+        return []
+
 
 def redact_config(value: Any) -> Any:
     """A JSON-friendly copy of a config structure with secrets masked and URLs redacted."""
@@ -154,6 +158,11 @@ class DaemonAdapter(DaemonControl):
     def mqtt_config(self) -> Any:
         config = self._daemon.snapshot().config
         return config.mqtt if config is not None else None
+
+    def tracking_stages(self) -> List[Any]:
+        from ..pipeline.tracking import stages_of
+
+        return list(stages_of(self._daemon))
 
 
 def _engine_state(state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:

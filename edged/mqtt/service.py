@@ -41,6 +41,7 @@ from ..pipeline.sinks import ResultSink
 from . import compat
 from .commands import CommandProcessor
 from .control import DaemonControl
+from .counting import CountsPublisher
 from .inbox import CommandInbox
 from .link import BrokerLink, Connection, resolve_password, tls_context
 from .outbox import LOSS_REASONS, Outbox
@@ -148,6 +149,8 @@ class MqttService:
             max_age_s=config.command_max_age_s,
             require_issue_time=config.protocol != compat.MQTT5,
         )
+        self.counts = CountsPublisher(self)  # edged/mqtt/counting.py
+        processor.handlers["reset_counts"] = self.counts.reset_counts
         self.inbox = CommandInbox(processor, self.topics, self._send_reply, self._commands_stop)
         self._wake = threading.Event()  # new outbox data, acks, connection changes
         self.link = BrokerLink(
@@ -436,6 +439,7 @@ class MqttService:
             self._published_states[stream_id] = (key, status, model)
         for stream_id in sorted(set(self._published_states) - set(states)):
             self._retire_state(connection, stream_id, now)
+        self.counts.poll(connection, force)
         birth = (
             tuple(str(sorted(m.items())) for m in self._control.models()),
             tuple(self._control.stream_ids()),

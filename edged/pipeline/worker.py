@@ -30,7 +30,7 @@ before closing it.
 import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -122,6 +122,8 @@ class InferenceWorker:
         self.stats = WorkerStats()
         # newest (frame, result) per stream: the MQTT snapshot command draws one
         self.latest: Dict[str, Tuple[Frame, InferenceResult]] = {}
+        # the model's TrackingStage (edged/pipeline/tracking.py) when it tracks
+        self.tracking: Optional[Any] = None
 
     # -- the task ----------------------------------------------------------------------------
 
@@ -365,6 +367,8 @@ class InferenceWorker:
                 items=found,
                 latency_ms=latency,
             )
+            if self.tracking is not None:
+                result = self.tracking.apply(frame, result)
             results.append(result)
             # a stream detached while its frame was in flight is not brought back
             if frame.stream_id in self._slots:

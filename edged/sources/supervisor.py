@@ -415,7 +415,8 @@ class SourceSupervisor:
             self._size = (width, height)
             self._recent.append(now)
             self._trim_recent(now)
-        self.slot.put(Frame(self.stream_id, seq, now, self._wall_clock(), (width, height), image))
+        self.slot.put(Frame(self.stream_id, seq, now, self._wall_clock(), (width, height), image,
+                            self._reconnects))  # fmt: skip
 
     def _close_source(self) -> None:
         try:
