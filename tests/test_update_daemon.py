@@ -8,6 +8,7 @@ committed version serves again.
 """
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from edged.metrics.collector import DaemonCollector
 from edged.update import canonical, keys
 
 from . import onnx_models
-from .mosquitto import Mosquitto, stop_all_brokers
+from .mosquitto import Mosquitto, Subscriber, stop_all_brokers
 from .test_daemon import DIGITS, make_clip
 
 SAFETY_S = 60  # generous safety timeouts, never assertions about speed
@@ -62,6 +63,17 @@ def setup(tmp_path):
     ]) + "\n")  # fmt: skip
     yield broker, str(config), ops
     stop_all_brokers()
+
+
+def padded(model_bytes, megabytes):
+    """The model with an unused initializer of ``megabytes`` MB: a transfer that takes a while."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(model_bytes)
+    padding = np.random.default_rng(0).random(megabytes * (1 << 20) // 4, dtype=np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(padding, "padding"))
+    return model.SerializeToString()
 
 
 def sign(ops, model_bytes, version, config, canary=None):
@@ -144,3 +156,49 @@ def test_a_model_that_outputs_nan_is_refused_by_the_canary(setup):
         assert wait_until(lambda: daemon.snapshot().streams["cam"].inferred > inferred)
     finally:
         daemon.shutdown()
+
+
+def test_kill_9_of_edged_run_mid_transfer_resumes_after_the_restart(setup, tmp_path):
+    broker, config, ops = setup
+    with open(config) as f:
+        text = f.read()
+    with open(config, "w") as f:  # one chunk in flight: the transfer takes a while
+        f.write(text.replace("probation_s: 1,", "probation_s: 1, window: 1,"))
+    detector = padded(onnx_models.detectnet(3, width=128, height=64), 4)
+    manifest = sign(ops, detector, 2, {"task": "detection"})
+    statuses = Subscriber(broker, [f"edged/{DEVICE}/update/status"], client_id="t-status")
+    requests = Subscriber(broker, [f"edged/{DEVICE}/update/request"], client_id="t-requests")
+    run = [sys.executable, "-m", "edged", "run", "-c", config]
+    daemon = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pusher = subprocess.Popen(
+        [sys.executable, "-m", "edged", "push", manifest, "--port", str(broker.port),
+         "--timeout", str(SAFETY_S * 2)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+    )  # fmt: skip
+    try:
+
+        def received():
+            got = [s.get("received", 0) for s in statuses.json() if s.get("state") == "RECEIVING"]
+            return max(got or [0])
+
+        assert wait_until(lambda: received() >= 64), "the transfer did not start"
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+        on_disk = received()
+        asked_before = len(requests.received())
+        daemon = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out, err = pusher.communicate(timeout=SAFETY_S * 3)
+        assert pusher.returncode == 0, out + err
+    finally:
+        for proc in (daemon, pusher):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+        statuses.close()
+        requests.close()
+    journal = json.loads((tmp_path / "state" / "updates" / "digits" / "journal.json").read_text())
+    assert journal["state"] == "COMMITTED"
+    assert ["RECEIVING", "resumed after a restart"] in journal["history"]
+    total = max(s.get("chunks", 0) for s in statuses.json())
+    asked_after = len(requests.received()) - asked_before  # one chunk per request (window 1)
+    assert on_disk > 0 and asked_after <= total - on_disk + 16  # resumed, not started over
