@@ -286,11 +286,18 @@ def test_an_error_or_a_hang_in_every_state_rolls_back(tmp_path, operator, truste
 def test_nan_in_probation_rolls_back(tmp_path, operator, trusted):
     deployer = StandInDeployer({"healthy": "output has NaN"})
     updater, _, _ = started(tmp_path, trusted, deployer, probation_s=5)
-    push(updater, envelope(operator))
+    data = envelope(operator)
+    push(updater, data)
     journal = final(updater)
     updater.stop()
     assert journal.state == j.ROLLED_BACK and deployer.serving == "old"
     assert journal.reason == "output has NaN" and "switch" in deployer.calls
+    # the same manifest again (a retained re-delivery, a second push): answered, not retried
+    again, _, transport = started(tmp_path, trusted, StandInDeployer())
+    push(again, data)
+    wait_for(lambda: transport.statuses(), "an answer")
+    again.stop()
+    assert transport.statuses()[-1]["state"] == "ROLLED_BACK" and transport.requested == []
 
 
 #: after a kill right after persisting a state: resumed to the new model, or rolled back

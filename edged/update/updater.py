@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import EdgedError, StagingError, UpdateError
 from . import journal as jn
@@ -179,7 +179,7 @@ class Updater:
         store = SlotStore(self.settings.state_dir, model)
         last = self.journal if busy else store.load_journal()
         if identity and identity == last.manifest_sha256:
-            return  # finished before (committed or rolled back): never tried twice
+            return self._report(last)  # finished before (committed or rolled back): not again
         try:
             manifest = check(
                 data, self._trusted, store.installed(), self.settings.device_id,
@@ -424,12 +424,12 @@ class Updater:
 
     # -- status -------------------------------------------------------------------------------
 
-    def _report(self) -> None:
-        j = self.journal
+    def _report(self, journal: Optional[jn.Journal] = None) -> None:
+        j = journal or self.journal
         fields = {"state": j.state, "model": j.model, "version": j.version,
                   "update": j.manifest_sha256, "reason": j.reason,
                   "path": [h[0] for h in j.history]}  # type: Dict[str, Any]  # fmt: skip
-        if self._store is not None and self._manifest is not None:
+        if journal is None and self._store is not None and self._manifest is not None:
             if j.state == jn.RECEIVING:
                 maps = self._store.chunk_maps(self._manifest)
                 fields["chunks"] = sum(m.count for m in maps.values())
