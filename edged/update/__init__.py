@@ -13,5 +13,7 @@ docs/model-updates.md describes the protocol; the modules here:
 - :mod:`.store`: the device's files: journal, installed version, staging, read-only versions;
 - :mod:`.updater`: the device-side executor (one thread), with :mod:`.steps` and :mod:`.window`;
 - :mod:`.seams`: the transport and deployer interfaces it works through, and the canary checks;
-- :mod:`.wiring`: an updater from the device's config.
+- :mod:`.mqtt_transport`: the updater's own MQTT connection, from the device's ``mqtt`` config;
+- :mod:`.slots_deployer`: the daemon's deployer (its loader, canary, ``ModelSlots`` switch);
+- :mod:`.wiring`: an updater from the device's config, started inside the daemon.
 """
