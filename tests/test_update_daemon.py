@@ -8,6 +8,7 @@ committed version serves again.
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -202,3 +203,43 @@ def test_kill_9_of_edged_run_mid_transfer_resumes_after_the_restart(setup, tmp_p
     total = max(s.get("chunks", 0) for s in statuses.json())
     asked_after = len(requests.received()) - asked_before  # one chunk per request (window 1)
     assert on_disk > 0 and asked_after <= total - on_disk + 16  # resumed, not started over
+
+
+def test_a_pushed_etlt_decrypts_with_the_devices_own_key_which_is_never_echoed(setup, caplog):
+    import logging
+    import shutil
+
+    broker, config, ops = setup
+    secret = "tlt_encode"  # the demo model's key, in the device's config only
+    with open(config) as f:
+        text = f.read()
+    with open(config, "w") as f:
+        f.write(text.replace("version: '1'}", f"version: '1', key: {secret}}}"))
+    demo = os.path.join(os.path.dirname(DIGITS), "peoplenet-demo")
+    shutil.copy(os.path.join(demo, "peoplenet_demo.etlt"), str(ops))
+    shutil.copy(os.path.join(demo, "labels.txt"), str(ops))
+    (ops / "task.json").write_text(json.dumps({"task": "detection"}))
+    done = subprocess.run(
+        [sys.executable, "-m", "edged", "sign", "--model", "digits", "--version", "2",
+         "--file", "model=peoplenet_demo.etlt", "--file", "labels=labels.txt",
+         "--config", "task.json", "--device", DEVICE, "--key", "op.key", "-o", "etlt.json"],
+        cwd=str(ops), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    statuses = Subscriber(broker, ["edged/#"], client_id="t-all")
+    caplog.set_level(logging.DEBUG, logger="edged")
+    daemon = started(config)
+    try:
+        pushed = push(broker, str(ops / "etlt.json"))
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        assert daemon.snapshot().models["digits"].kind == "detection"
+    finally:
+        daemon.shutdown()
+        statuses.close()
+    seen = [m.payload for m in statuses.received()]
+    assert any(b"COMMITTED" in p for p in seen)
+    manifest = (ops / "etlt.json").read_bytes()
+    for text in [caplog.text, pushed.stdout, pushed.stderr, manifest.decode()] + [
+        p.decode("utf-8", "replace") for p in seen
+    ]:
+        assert secret not in text
