@@ -18,6 +18,7 @@ caught there, so a traceback always means a bug in edged.
      ├── PublishError           results cannot be delivered (MQTT, outbox)
      ├── CommandError           an MQTT command is malformed or fails (edged/mqtt/commands.py)
      ├── EngineError            a TensorRT engine cannot be built, loaded or cached
+     │    └── EngineDeserializeError  TensorRT returned None for a cached engine
      └── UpdateError            a model update is refused or failed (edged/update)
           └── StagingError      the update's files cannot be written (disk full, I/O error)
 
@@ -69,6 +70,14 @@ class PublishError(EdgedError):
 
 class EngineError(EdgedError):
     """A TensorRT engine cannot be built, loaded or cached."""
+
+
+class EngineDeserializeError(EngineError):
+    """TensorRT could not deserialize an engine (``deserialize_cuda_engine`` returned None).
+
+    Defined here, not in :mod:`edged.engine.errors`: the TensorRT backend raises it and
+    edged.backends sits below edged.engine.
+    """
 
 
 class UpdateError(EdgedError):

@@ -15,7 +15,7 @@ secret-looking query parameters.
 """
 
 import re
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 MASK = "***"
 
@@ -62,7 +62,7 @@ def redact(text: str) -> str:
 def _next_start(text: str, pos: int) -> Optional[int]:
     """Where the user information of the first URL-ish thing at or after ``pos`` starts;
     a scheme wins over a bare "user:" that begins at the same place."""
-    found = []  # type: List[Tuple[int, int, int]]
+    found: List[Tuple[int, int, int]] = []
     for rank, pattern in enumerate((_SCHEME, _MISTYPED)):
         m = pattern.search(text, pos)
         if m:
@@ -75,7 +75,7 @@ def _next_start(text: str, pos: int) -> Optional[int]:
 
 
 def _mask_user_info(text: str) -> str:
-    out = []  # type: List[str]
+    out: List[str] = []
     pos = 0
     while True:
         found = _next_start(text, pos)

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, List
+from typing import Any, Dict, List, Optional
 
 from ..config import ClassSettings, ModelConfig, build_config, load_config
 from ..errors import ConfigError
@@ -143,7 +143,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
 
 
 def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
-    raw = {}  # type: Dict[str, Any]
+    raw: Dict[str, Any] = {}
     if args.labels:
         raw["labels"] = args.labels
     if args.model_key:
@@ -158,7 +158,7 @@ def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
         raw["threads"] = args.threads
     if args.input_blob:
         raw["input"] = {"name": args.input_blob}
-    classification = {}  # type: Dict[str, Any]
+    classification: Dict[str, Any] = {}
     if args.output_blob:
         classification["output"] = args.output_blob
     if args.top_k is not None:
@@ -173,7 +173,7 @@ def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
         return model
     # Validate the flag values against the schema (bounds, names) before applying them.
     checked = _model_from_flags(dict(raw, path=model.path))
-    changes = {}  # type: Dict[str, Any]
+    changes: Dict[str, Any] = {}
     for key in ("labels", "key_file", "task", "threads"):
         if key in raw:
             changes[key] = getattr(checked, key)
@@ -218,7 +218,7 @@ def _text_line(item: MediaFrame, results: List[Any], kind: str) -> str:
 
 
 def _json_line(item: MediaFrame, results: List[Any], kind: str) -> str:
-    record = {"input": item.path}  # type: Dict[str, Any]
+    record: Dict[str, Any] = {"input": item.path}
     if item.is_video or kind == "detection":
         record["frame"] = item.frame
     record["top" if kind == "classification" else "detections"] = [r.to_dict() for r in results]
@@ -234,10 +234,10 @@ class _VideoTracks:
 
         self._params = tracker_params(config)
         self._anchor = config.anchor
-        self._path = None  # type: Optional[str]
-        self._tracker = None  # type: Optional[Any]
-        self._trails = None  # type: Optional[Any]
-        self.overlay = None  # type: Optional[Dict[str, Any]]  # the trails of the last frame
+        self._path: Optional[str] = None
+        self._tracker: Any = None  # a Tracker per video, made on its first frame
+        self._trails: Any = None  # a StreamCounter with no zones, for the trails
+        self.overlay: Optional[Dict[str, Any]] = None  # the trails of the last frame
 
     def apply(self, item: MediaFrame, results: List[Any]) -> List[Any]:
         from ..tracking.counting import StreamCounter
@@ -266,11 +266,12 @@ def run(args: argparse.Namespace) -> int:
     from ..annotated_output import AnnotatedWriter, plan_outputs
     from ..tasks.loader import load_task
     from ..tracking.draw import draw_overlay
+    from . import engines_for
 
     # Output names are settled before the model loads: a clash with an input fails fast.
     plan = plan_outputs(expand_inputs(args.inputs), args.output) if args.output else None
     model = model_config_from_args(args)
-    task = load_task(model)
+    task = load_task(model, engines_for(model))
     writer = AnnotatedWriter(plan, _warn) if plan is not None else None
     tracks = None
     if (args.track or model.tracking.enabled) and task.kind == "detection":

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError
 
@@ -109,7 +109,7 @@ def run_keys(args: argparse.Namespace) -> int:
 def run_sign(args: argparse.Namespace) -> int:
     from ..update import keys, manifest
 
-    entries = []  # type: List[Any]
+    entries: List[Any] = []
     for spec in args.file:
         role, sep, path = spec.partition("=")
         if not sep or role not in ROLES:
@@ -168,7 +168,7 @@ def _size_and_hash(path: str) -> Any:
 
 
 def _write(path: str, data: bytes) -> None:
-    from ..engine.cache import atomic_write
+    from ..fsutil import atomic_write
 
     try:
         atomic_write(path, data)

@@ -69,7 +69,7 @@ def load(path: str, files_dir: Optional[str]) -> Any:
     except UpdateError as e:
         raise ConfigError(f"{path}: not a signed manifest ({e})") from None
     base = files_dir or os.path.dirname(os.path.abspath(path))
-    paths = {}  # type: Dict[str, str]
+    paths: Dict[str, str] = {}
     for entry in manifest.files:
         file_path = os.path.join(base, entry.name)
         try:
@@ -95,8 +95,8 @@ class Progress:
 
     def __init__(self, update: str, expected: List[str], out: Any = sys.stdout) -> None:
         self.update = update
-        self.devices = {d: {"state": "WAITING"} for d in expected}  # type: Dict[str, Dict]
-        self._printed = {}  # type: Dict[str, str]
+        self.devices: Dict[str, Dict] = {d: {"state": "WAITING"} for d in expected}
+        self._printed: Dict[str, str] = {}
         self._out = out
 
     def status(self, device: str, status: Dict[str, Any]) -> None:
@@ -184,8 +184,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     progress = Progress(manifest.sha256, expected)
     server = ChunkServer(args.prefix, manifest, paths)
-    inbox = queue.Queue(MAX_PENDING)  # type: queue.Queue
-    refused = []  # type: List[str]
+    inbox: queue.Queue = queue.Queue(MAX_PENDING)
+    refused: List[str] = []
     subscribed = threading.Event()
 
     def on_connect(c: Any, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:

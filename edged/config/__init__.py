@@ -19,7 +19,7 @@ from .model import (
     ClassSettings,
     Config,
     DetectionConfig,
-    EngineConfig,  # issue 6
+    EngineConfig,
     InputConfig,
     LineConfig,
     MetricsConfig,
@@ -42,7 +42,7 @@ __all__ = [
     "ClassificationConfig",
     "Config",
     "DetectionConfig",
-    "EngineConfig",  # issue 6
+    "EngineConfig",
     "InputConfig",
     "MetricsConfig",
     "ModelConfig",
@@ -141,9 +141,9 @@ def build_config(data: Any, base_dir: str = ".") -> Config:
         models=models,
         streams=streams,
         pipeline=PipelineConfig(**data["pipeline"]),
-        engine=engine_config_from_dict(data["engine"], base_dir),  # issue 6, edged/engine
-        metrics=MetricsConfig(**data["metrics"]),  # issue 5 item 4
-        mqtt=mqtt_config_from_dict(data["mqtt"], streams, base_dir),  # issue 5, edged/mqtt
+        engine=engine_config_from_dict(data["engine"], base_dir),  # edged/engine
+        metrics=MetricsConfig(**data["metrics"]),
+        mqtt=mqtt_config_from_dict(data["mqtt"], streams, base_dir),  # edged/mqtt
         update=update_config_from_dict(data["update"], data["mqtt"], base_dir),  # edged/update
     )
 
@@ -242,7 +242,7 @@ def _line(where: str, name: str, raw: Mapping[str, Any], model: ModelConfig) -> 
                       labels=tuple(raw["labels"]), hysteresis=float(raw["hysteresis"]))  # fmt: skip
 
 
-# -- MQTT (issue 5; edged/mqtt) -----------------------------------------------------------
+# -- MQTT (edged/mqtt) ---------------------------------------------------------------------
 
 
 def mqtt_config_from_dict(
@@ -370,12 +370,12 @@ def model_config_from_dict(name: str, raw: Mapping[str, Any], base_dir: str) -> 
             classes=classes,
             compat=detection["compat"],
         ),
-        engine=model_engine_config_from_dict(raw["engine"], base_dir),  # issue 6
+        engine=model_engine_config_from_dict(raw["engine"], base_dir),
         tracking=TrackingConfig(**tracking),
     )
 
 
-# -- TensorRT engines (issue 6; edged/engine) ---------------------------------------------
+# -- TensorRT engines (edged/engine) ------------------------------------------------------
 
 
 def engine_config_from_dict(raw: Mapping[str, Any], base_dir: str) -> "EngineConfig":

@@ -93,7 +93,7 @@ class LineConfig:
     hysteresis: float = 4.0
 
 
-# -- TensorRT engines (issue 6; edged/engine) ---------------------------------------------
+# -- TensorRT engines (edged/engine) ------------------------------------------------------
 @dataclass(frozen=True)
 class CalibrationConfig:
     """INT8 calibration: a given cache file, or a folder of images (paths resolved)."""
@@ -161,7 +161,7 @@ class ModelConfig:
     input: InputConfig = field(default_factory=InputConfig)
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
-    engine: ModelEngineConfig = field(default_factory=ModelEngineConfig)  # issue 6
+    engine: ModelEngineConfig = field(default_factory=ModelEngineConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -191,7 +191,7 @@ class PipelineConfig:
     inference_timeout_s: float = 30.0
 
 
-# -- metrics (issue 5 item 4) -------------------------------------------------------------
+# -- metrics (edged/metrics) ---------------------------------------------------------------
 @dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool = True
@@ -200,7 +200,7 @@ class MetricsConfig:
     telemetry_interval_s: float = 1.0
 
 
-# -- MQTT (issue 5; edged/mqtt) -----------------------------------------------------------
+# -- MQTT (edged/mqtt) ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class MqttPublishConfig:
     """When a stream's results are published (``edged.mqtt.policy``)."""
@@ -279,7 +279,7 @@ class Config:
     models: Dict[str, ModelConfig] = field(default_factory=dict)
     streams: Dict[str, StreamConfig] = field(default_factory=dict)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)  # issue 6
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # issue 5 item 4
-    mqtt: Optional[MqttConfig] = None  # issue 5: None when MQTT is not configured
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    mqtt: Optional[MqttConfig] = None  # None when MQTT is not configured
     update: UpdateConfig = field(default_factory=UpdateConfig)  # edged/update

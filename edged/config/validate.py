@@ -70,7 +70,7 @@ def _show(value: Any) -> str:
 
 def _brief(value: Any, budget: int) -> str:
     """Like ``repr`` (JSON names for null/true/false), but stops once ``budget`` characters are
-    written: never the whole of a huge list or string (reliability.md F1)."""
+    written: never the whole of a huge list or string (tests/test_fuzz_inputs.py)."""
     if value is None:
         return "null"
     if value is True:
@@ -285,24 +285,6 @@ def _suggest(word: Any, choices: Sequence[str]) -> str:
         return ""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def unsupported_keywords(schema: Mapping[str, Any]) -> List[str]:
-    """Keywords in ``schema`` this validator does not implement (a test keeps this empty)."""
-    found = []  # type: List[str]
-
-    def walk(node: Any, in_properties: bool) -> None:
-        if isinstance(node, Mapping):
-            for key, sub in node.items():
-                if not in_properties and key not in SUPPORTED_KEYWORDS:
-                    found.append(key)
-                walk(sub, key in ("properties", "definitions"))
-        elif isinstance(node, list):
-            for sub in node:
-                walk(sub, False)
-
-    walk(schema, False)
-    return found
 
 
 def first_error(errors: List[str]) -> Optional[str]:

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 class MetricsService:
     """Build with the daemon, add :attr:`sink` to its result sinks, :meth:`start`, :meth:`stop`.
 
-    Other parts (the TensorRT engine cache of issue 6) add their collectors with
+    Other parts (the TensorRT engine cache) add their collectors with
     ``service.registry.register(collector)``.
     """
 

@@ -1,6 +1,7 @@
 """paho-mqtt 1.6 (the Python 3.6 line, JetPack 4.6) and 2.x behind one small surface.
 
-Differences handled here (reliability.md 3.1), detected by feature, not version:
+Differences handled here (paho.mqtt.python ``src/paho/mqtt/client.py`` of each line), detected
+by feature, not version:
 
 * 2.x requires ``callback_api_version``; edged asks for ``VERSION2`` (VERSION1 is
   deprecated there) and 1.6 has no such argument.
@@ -18,7 +19,7 @@ application locks inside a callback can deadlock against paho's own mutexes).
 
 import collections
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Deque, Optional, Tuple
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
@@ -145,8 +146,8 @@ class Callbacks:
         wake: threading.Event,
         on_message: Callable[[str, bytes, bool], None],
     ) -> None:
-        self.events = collections.deque()  # type: Deque[Tuple[str, Any]]
-        self.acks = collections.deque()  # type: Deque[int]
+        self.events: Deque[Tuple[str, Any]] = collections.deque()
+        self.acks: Deque[int] = collections.deque()
         self.receive_maximum = None  # type: Optional[int]
         self._wake = wake
         self._on_message = on_message

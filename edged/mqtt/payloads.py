@@ -21,7 +21,7 @@ Every payload is compact JSON (ASCII) and bounded: detections beyond
 import datetime
 import json
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import __version__
 from ..errors import PublishError
@@ -123,7 +123,7 @@ def result_payload(
     detector = result.task == "detection"
     items = sorted(result.items, key=lambda i: -float(i.confidence))  # stable: ties keep order
     if detector:
-        encoded = [detection_dict(i, width, height) for i in items]  # type: List[Dict[str, Any]]
+        encoded: List[Dict[str, Any]] = [detection_dict(i, width, height) for i in items]
     else:
         encoded = [classification_dict(i) for i in items]
     message = {

@@ -36,7 +36,7 @@ import os
 import re
 import threading
 from fractions import Fraction
-from typing import Any, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -221,7 +221,7 @@ def _network_plan(spec: SourceSpec, caps: OpenCvCapabilities) -> CapturePlan:
 def _v4l2_plan(spec: SourceSpec, caps: OpenCvCapabilities) -> CapturePlan:
     if not caps.v4l2:
         raise SourceError(f"source {spec.display} needs OpenCV built with V4L2 ({caps.origin})")
-    settings = []  # type: List[Tuple[str, float]]
+    settings: List[Tuple[str, float]] = []
     if spec.fourcc:
         settings.append(("CAP_PROP_FOURCC", float(fourcc_code(spec.fourcc))))
     if spec.width and spec.height:
@@ -269,7 +269,7 @@ def as_bgr(image: np.ndarray, cv2: Any, display: str) -> np.ndarray:
 
 def _open_capture(cv2: Any, plan: CapturePlan) -> Any:
     api = getattr(cv2, plan.api)
-    params = []  # type: List[int]
+    params: List[int] = []
     for name, value in plan.params:
         params.extend((int(getattr(cv2, name)), int(value)))
     if params:

@@ -8,7 +8,7 @@ here imports OpenCV: the factories import it when a source is built.
 """
 
 import re
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import ConfigError
 from ..redact import redact
@@ -43,8 +43,8 @@ class SourceKind(NamedTuple):
 
 
 _PLAIN_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]{0,15}$")  # RFC 3986 section 3.1
-_TABLE = []  # type: List[SourceKind]
-_BY_NAME = {}  # type: Dict[str, SourceKind]
+_TABLE: List[SourceKind] = []
+_BY_NAME: Dict[str, SourceKind] = {}
 
 
 def register(kind: SourceKind) -> None:

@@ -68,7 +68,7 @@ def valid_signers(data: bytes, signatures: Iterable[Any], trusted: Dict[str, byt
     ed = _crypto()
     from cryptography.exceptions import InvalidSignature
 
-    good = []  # type: List[str]
+    good: List[str] = []
     for entry in signatures:
         if not isinstance(entry, dict):
             continue

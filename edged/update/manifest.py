@@ -277,7 +277,7 @@ def _parse_signed(signed: Dict[str, Any], what: str) -> Manifest:
 def _files(raw: List[Any], what: str) -> List[FileEntry]:
     if not 1 <= len(raw) <= MAX_FILES:
         raise UpdateError(f"{what}: {len(raw)} files (1..{MAX_FILES})")
-    files = []  # type: List[FileEntry]
+    files: List[FileEntry] = []
     for i, item in enumerate(raw):
         where = f"{what}: files[{i}]"
         if not isinstance(item, dict):

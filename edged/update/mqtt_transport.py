@@ -14,7 +14,7 @@ paho reconnects with backoff, and every connect subscribes again (clean session)
 
 import logging
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from ..config.model import MqttConfig
 from ..errors import PublishError
@@ -29,10 +29,10 @@ class MqttTransport(Transport):
     def __init__(self, config: MqttConfig, device_id: str) -> None:
         self.config = config
         self.client_id = (config.client_id or f"edged-{device_id}") + "-update"
-        self.handler = None  # type: Optional[Callable[[str, bytes], None]]
-        self._topics = []  # type: List[str]
+        self.handler: Optional[Callable[[str, bytes], None]] = None
+        self._topics: List[str] = []
         self._connected = threading.Event()
-        self._client = None  # type: Any
+        self._client: Any = None
 
     @property
     def connected(self) -> bool:

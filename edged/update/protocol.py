@@ -103,7 +103,7 @@ class ChunkRequest(NamedTuple):
 class Chunk(NamedTuple):
     update: str
     file: str
-    index: int
+    index: int  # type: ignore[assignment]  # a field, shadowing tuple.index on purpose
     data: bytes
 
 

@@ -92,18 +92,18 @@ def check_outputs(
     for name, shape in shapes.items():
         if name not in outputs:
             raise UpdateError(f"canary: no output named {name}")
-        got = list(np.asarray(outputs[name]).shape)
-        if got != list(shape):
-            raise UpdateError(f"canary: output {name} has shape {got}, expected {list(shape)}")
+        dims = list(np.asarray(outputs[name]).shape)
+        if dims != list(shape):
+            raise UpdateError(f"canary: output {name} has shape {dims}, expected {list(shape)}")
     tolerance = float(canary.get("tolerance", DEFAULT_TOLERANCE))
     for name, want in (expected or {}).items():
         if name not in outputs:
             raise UpdateError(f"canary: no output named {name}")
-        got, want = np.asarray(outputs[name]), np.asarray(want)
-        if got.shape != want.shape:
+        got, ref = np.asarray(outputs[name]), np.asarray(want)
+        if got.shape != ref.shape:
             raise UpdateError(f"canary: output {name} has shape {list(got.shape)}, "
-                              f"expected {list(want.shape)}")  # fmt: skip
-        worst = float(np.max(np.abs(got.astype(np.float64) - want))) if got.size else 0.0
+                              f"expected {list(ref.shape)}")  # fmt: skip
+        worst = float(np.max(np.abs(got.astype(np.float64) - ref))) if got.size else 0.0
         if not worst <= tolerance:
             raise UpdateError(f"canary: output {name} differs by {worst:.3g} "
                               f"(tolerance {tolerance:g})")  # fmt: skip

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from ..config import model_config_from_dict, schema
 from ..config.model import ModelConfig
@@ -35,9 +35,9 @@ class SlotsDeployer(Deployer):
     def __init__(self, daemon: Any, clock: Any = time.monotonic) -> None:
         self._daemon = daemon
         self._clock = clock
-        self._old = {}  # type: Dict[str, Any]  # model -> the task switched out (rollback)
-        self._loaded = {}  # type: Dict[str, Any]  # model -> a loaded task not serving yet
-        self._errors = {}  # type: Dict[str, int]  # model -> worker errors at the switch
+        self._old: Dict[str, Any] = {}  # model -> the task switched out (rollback)
+        self._loaded: Dict[str, Any] = {}  # model -> a loaded task not serving yet
+        self._errors: Dict[str, int] = {}  # model -> worker errors at the switch
 
     def knows(self, model: str) -> bool:
         return model in self._daemon.models
@@ -45,7 +45,7 @@ class SlotsDeployer(Deployer):
     def model_config(self, model: str, files_dir: str, manifest: Manifest) -> ModelConfig:
         """``models.<model>`` as the manifest says, with its files and the device's key."""
         current = self._daemon.models.config(model)
-        raw = dict(manifest.config)  # type: Dict[str, Any]
+        raw: Dict[str, Any] = dict(manifest.config)
         raw["path"] = manifest.model_file.name
         for entry in manifest.files:
             if entry.role == "labels":
@@ -79,7 +79,7 @@ class SlotsDeployer(Deployer):
         import numpy as np
 
         tensor = None
-        expected = None  # type: Optional[Dict[str, Any]]
+        expected: Optional[Dict[str, Any]] = None
         for entry in manifest.files:
             path = os.path.join(files_dir, entry.name)
             try:

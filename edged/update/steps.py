@@ -9,7 +9,7 @@ updater ignores it (and undoes a late switch).
 import logging
 import queue
 import threading
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 from ..errors import EdgedError
 
@@ -26,8 +26,8 @@ class Result(NamedTuple):
 class Steps:
     def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
-        self._done = queue.Queue(16)  # type: queue.Queue
-        self._current = None  # type: Optional[Tuple[str, int, float]]
+        self._done: queue.Queue = queue.Queue(16)
+        self._current: Optional[Tuple[str, int, float]] = None
         self._generation = 0
 
     @property
@@ -40,7 +40,8 @@ class Steps:
         self._current = (name, generation, self._now() + timeout)
 
         def run() -> None:
-            error, value = "", None  # type: Tuple[str, Any]
+            error: str = ""
+            value: Any = None
             try:
                 value = work()
             except EdgedError as e:

@@ -70,7 +70,7 @@ class SlotStore:
             _private_dir(self.root)
         except OSError as e:
             raise _disk_error(f"update state {self.root}", e) from e
-        self._maps = {}  # type: Dict[str, ChunkMap]
+        self._maps: Dict[str, ChunkMap] = {}
         self._maps_update = ""
         self._dirty = False
 
@@ -159,14 +159,14 @@ class SlotStore:
         """Per file, the chunks on disk (from the persisted bitmap; empty when none)."""
         if self._maps_update == manifest.sha256:
             return self._maps
-        saved = {}  # type: Dict[str, str]
+        saved: Dict[str, str] = {}
         path = os.path.join(self.staging_dir(manifest.sha256), CHUNKS_FILE)
         try:
             with open(path) as f:
                 saved = json.load(f)
         except (OSError, ValueError):
             saved = {}
-        maps = {}  # type: Dict[str, ChunkMap]
+        maps: Dict[str, ChunkMap] = {}
         for entry in manifest.files:
             count = manifest.chunk_count(entry)
             try:

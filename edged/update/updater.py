@@ -73,22 +73,22 @@ class Updater:
         self._deployer = deployer
         self._clock = clock
         self._now = monotonic
-        self._inbox = queue.Queue(settings.queue_size)  # type: queue.Queue
+        self._inbox: queue.Queue = queue.Queue(settings.queue_size)
         self._stop = threading.Event()
-        self._thread = None  # type: Optional[threading.Thread]
+        self._thread: Optional[threading.Thread] = None
         self.dropped = 0  # messages dropped on a full queue (counted, never blocking MQTT)
         self.damaged = 0  # chunk frames refused (damaged, malformed, wrong size)
         self.errors = 0  # unexpected errors at the top of the worker loop (a bug: logged)
         self.outcomes = dict.fromkeys(("committed", "rolled_back", "refused"), 0)  # metrics
-        self._store = None  # type: Optional[SlotStore]  # the slot of the current journal
-        self._manifest = None  # type: Optional[Manifest]  # None: gone (rolled back from disk)
+        self._store: Optional[SlotStore] = None  # the slot of the current journal
+        self._manifest: Optional[Manifest] = None  # None: gone (rolled back from disk)
         self.journal, self._envelope = jn.Journal(), b""  # journal: written by this thread only
-        self._loaded = None  # type: Any
+        self._loaded: Any = None
         self._steps = Steps(monotonic)
         self._window = RequestWindow(settings.window)
         self._last_chunk, self._since_checkpoint = 0.0, 0
         self._probation_end = self._next_health = 0.0
-        self._last_status = {}  # type: Dict[str, Any]
+        self._last_status: Dict[str, Any] = {}
 
     # -- life cycle (called by the daemon) -----------------------------------------------------
 
@@ -426,9 +426,9 @@ class Updater:
 
     def _report(self, journal: Optional[jn.Journal] = None) -> None:
         j = journal or self.journal
-        fields = {"state": j.state, "model": j.model, "version": j.version,
-                  "update": j.manifest_sha256, "reason": j.reason,
-                  "path": [h[0] for h in j.history]}  # type: Dict[str, Any]  # fmt: skip
+        fields: Dict[str, Any] = {"state": j.state, "model": j.model, "version": j.version,
+                                  "update": j.manifest_sha256, "reason": j.reason,
+                                  "path": [h[0] for h in j.history]}  # fmt: skip
         if journal is None and self._store is not None and self._manifest is not None:
             if j.state == jn.RECEIVING:
                 maps = self._store.chunk_maps(self._manifest)

@@ -14,7 +14,7 @@ from .chunks import ChunkMap
 class RequestWindow:
     def __init__(self, size: int) -> None:
         self.size = size
-        self._asked = {}  # type: Dict[Tuple[str, int], float]  # (file, index) -> when
+        self._asked: Dict[Tuple[str, int], float] = {}  # (file, index) -> when
 
     def __len__(self) -> int:
         return len(self._asked)
@@ -38,7 +38,7 @@ class RequestWindow:
     ) -> List[protocol.ChunkRequest]:
         """The requests that fill the window up with missing chunks, lowest first."""
         room = self.size - len(self._asked)
-        wanted = {}  # type: Dict[str, List[int]]
+        wanted: Dict[str, List[int]] = {}
         for name, chunks in maps.items():
             if room <= 0:
                 break
@@ -51,7 +51,7 @@ class RequestWindow:
 
 
 def _ranges(indices: List[int]) -> List[Tuple[int, int]]:
-    ranges = []  # type: List[Tuple[int, int]]
+    ranges: List[Tuple[int, int]] = []
     for i in sorted(indices):
         if ranges and ranges[-1][1] == i:
             ranges[-1] = (ranges[-1][0], i + 1)
