@@ -33,6 +33,7 @@ from .model import (
     PipelineConfig,
     StreamConfig,
     TrackingConfig,
+    UpdateConfig,
     ZoneConfig,
 )
 from .validate import SchemaValidator, first_error
@@ -56,6 +57,7 @@ __all__ = [
     "TrackingConfig",
     "ZoneConfig",
     "LineConfig",
+    "UpdateConfig",
     "load_config",
     "check_reloadable",
     "parse_config",

@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from ..errors import ConfigError
 from .generic import Context, Hook
-from .model import ModelConfig, MqttConfig, MqttPublishConfig, StreamConfig
+from .model import ModelConfig, MqttConfig, MqttPublishConfig, StreamConfig, UpdateConfig
 
 #: Stream keys that configure the source (``edged.sources.uri.parse_source``), not a field.
 SOURCE_KEYS = (
@@ -113,6 +113,16 @@ def mqtt_derived(raw: Mapping[str, Any], where: str, context: Context) -> Dict[s
     return {"port": port, "streams": per_stream}
 
 
+def update_checks(raw: Mapping[str, Any], where: str, context: Context) -> Dict[str, Any]:
+    """An enabled update needs MQTT (updates arrive over it) and a pinned key list."""
+    if raw["enabled"] and context.sections.get("mqtt") is None:
+        raise ConfigError("update.enabled: model updates arrive over MQTT; set the mqtt section")
+    if raw["enabled"] and not raw["keys_file"]:
+        raise ConfigError("update.keys_file: required when update.enabled is true "
+                          "(the key list this device pins: edged keys -o FILE)")  # fmt: skip
+    return {}
+
+
 def _check_backoff(raw: Mapping[str, Any], where: str) -> None:
     if raw["backoff_max_s"] < raw["backoff_initial_s"]:
         raise ConfigError("{}.backoff_max_s: {} is less than backoff_initial_s {}".format(
@@ -124,4 +134,5 @@ HOOKS: Dict[type, Hook] = {
     ModelConfig: Hook(model_checks),
     StreamConfig: Hook(stream_source, fields=("source",), keys=SOURCE_KEYS),
     MqttConfig: Hook(mqtt_derived, fields=("port", "streams")),
+    UpdateConfig: Hook(update_checks),
 }

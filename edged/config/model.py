@@ -264,6 +264,24 @@ class MqttConfig:
     home_assistant: bool = False  # discovery of the counts (edged/mqtt/discovery.py)
 
 
+# -- model updates over MQTT (edged/update) -------------------------------------------------
+@dataclass(frozen=True)
+class UpdateConfig:
+    enabled: bool = False
+    keys_file: Optional[str] = field(default=None, metadata=PATH)
+    # None: $STATE_DIRECTORY or ~/.local/state/edged
+    state_dir: Optional[str] = field(default=None, metadata=PATH)
+    groups: Tuple[str, ...] = ()
+    probation_s: float = 60.0
+    window: int = 8
+    request_timeout_s: float = 10.0
+    transfer_stall_s: float = 3600.0
+    step_timeout_s: float = 600.0
+    build_timeout_s: float = 3600.0
+    max_total_mb: int = 1024
+    max_chunks: int = 32768
+
+
 @dataclass(frozen=True)
 class Config:
     device_id: str = "edged"
@@ -274,3 +292,4 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     mqtt: Optional[MqttConfig] = None  # None when MQTT is not configured
+    update: UpdateConfig = field(default_factory=UpdateConfig)  # edged/update
