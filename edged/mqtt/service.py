@@ -187,7 +187,8 @@ class MqttService:
         on, across reconnects.
 
         ``callback(topic, payload, retain)`` runs on the ``mqtt-network`` thread and must
-        only enqueue (a bounded queue, ``put_nowait``): paho's locks are held there. Call
+        only enqueue (a bounded queue, ``put_nowait``, ``queue.Full`` caught: an exception
+        there drops the connection): paho's locks are held there. Call
         it before or after :meth:`start`. Messages on the command topics go to the
         commands, not here.
         """
@@ -203,11 +204,12 @@ class MqttService:
     def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
         """On the network thread: route a message to the commands or a subscriber (enqueue only)."""
         taken = False
-        for topic_filter, callback in self._subscribers:
-            if compat.topic_matches(topic_filter, topic):
-                callback(topic, payload, retain)
-                taken = True
-        if not taken or compat.topic_matches(self.topics.command_filter, topic):
+        if not compat.topic_matches(self.topics.command_filter, topic):
+            for topic_filter, callback in self._subscribers:
+                if compat.topic_matches(topic_filter, topic):
+                    callback(topic, payload, retain)
+                    taken = True
+        if not taken:  # commands, and what no subscriber matched (as before: to the inbox)
             self.inbox.on_message(topic, payload, retain)
 
     # -- lifecycle ------------------------------------------------------------------------
