@@ -1,1 +1,1 @@
-"""edged's benchmark suite (issue 7): ``python -m benchmarks``; see benchmarks/README.md."""
+"""edged's benchmark suite: ``python -m benchmarks``; see benchmarks/README.md."""

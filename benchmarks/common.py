@@ -243,19 +243,37 @@ def write_config(
     model: str = "etlt",
     qos: int = 1,
     overlap: bool = True,
+    streams: int = 1,
+    max_batch: int = 1,
+    device_id: str = DEVICE_ID,
+    onnx_path: str = DEMO_ONNX,
 ) -> str:
     """An ``edged run`` config: the demo detector on the demo video, looping, MQTT to ``broker``.
 
-    Metrics are off (no port to collide on); the summary log is off so it costs nothing.
+    ``streams`` > 1 reads the clip that many times (:func:`stream_ids`), all into the one
+    model, up to ``max_batch`` frames per inference call. Metrics are off (no port to collide
+    on); the summary log is off so it costs nothing.
     """
     model_lines = (
         [f"    path: {json.dumps(DEMO_ETLT)}", f"    key: {DEMO_KEY}"]
         if model == "etlt"
-        else [f"    path: {json.dumps(DEMO_ONNX)}"]
+        else [f"    path: {json.dumps(onnx_path)}"]
     )
+    pipeline = "{{summary_interval_s: 0, drain_timeout_s: 2, overlap: {}, max_batch: {}}}".format(
+        "true" if overlap else "false", max_batch
+    )
+    stream_lines = []  # type: List[str]
+    for stream_id in stream_ids(streams):
+        stream_lines += [
+            f"  {stream_id}:",
+            f"    source: {json.dumps(DEMO_VIDEO)}",
+            "    model: peoplenet",
+            "    loop: true",
+            "    realtime: {}".format("true" if realtime else "false"),
+        ]
     lines = (
         [
-            f"device_id: {DEVICE_ID}",
+            f"device_id: {device_id}",
             "log_level: warning",
             "models:",
             "  peoplenet:",
@@ -267,13 +285,10 @@ def write_config(
             "    version: demo-1",
             f"    threads: {threads}",
             "streams:",
-            f"  {STREAM_ID}:",
-            f"    source: {json.dumps(DEMO_VIDEO)}",
-            "    model: peoplenet",
-            "    loop: true",
-            "    realtime: {}".format("true" if realtime else "false"),
-            "pipeline: {summary_interval_s: 0, drain_timeout_s: 2, overlap: %s}"
-            % ("true" if overlap else "false"),
+        ]
+        + stream_lines
+        + [
+            "pipeline: " + pipeline,
             "metrics: {enabled: false}",
         ]
     )
@@ -288,6 +303,11 @@ def write_config(
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
+
+
+def stream_ids(count: int) -> List[str]:
+    """``[STREAM_ID]`` for one stream, ``vtest0 .. vtest<count-1>`` for more."""
+    return [STREAM_ID] if count == 1 else [f"{STREAM_ID}{i}" for i in range(count)]
 
 
 def edged_command(config: str) -> List[str]:

@@ -1,4 +1,4 @@
-"""Benchmark 3 of issue 7: sustained results/s to a local Mosquitto, QoS 0 and QoS 1.
+"""Benchmark 3 of benchmarks/README.md: sustained results/s to a local Mosquitto, QoS 0 and QoS 1.
 
 edged's :class:`~edged.mqtt.service.MqttService` (durable SQLite outbox on, as deployed)
 gets ``messages`` results as fast as its sink accepts them (the sinks thread's work:

@@ -1,9 +1,12 @@
-"""Benchmarks 1 and 2 of issue 7: pipeline efficiency (fps) and the CPU cost outside inference.
+"""Benchmarks 1 and 2 (benchmarks/README.md): pipeline efficiency (fps), CPU cost outside inference.
 
 Pipeline efficiency compares, in windows of the same length taken round-robin in one
-invocation (so drift of a shared machine hits every contender alike):
+invocation, the first contender rotating each repeat (so drift of a shared machine hits every
+contender alike), each window bracketed by benchmarks/validity.py's load probe:
 
 * ``runtime``: ``session.run`` alone on pre-decoded, pre-processed frames -- the limit;
+* ``runtime_nospin``: the same with ONNX Runtime's pool threads not busy-waiting, as edged's
+  backend sets them: the limit for edged's own session options;
 * ``edged``: the Daemon in-process on the demo video (``realtime: false``, read as fast as
   possible), publishing every result at QoS 1 through its outbox to a local Mosquitto;
   fps = inferred frames counted by the worker over the window;
@@ -20,7 +23,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -36,6 +39,7 @@ from .common import (
     wait_for,
     write_config,
 )
+from .validity import Probe, interleaved, verdict
 
 #: Frames kept pre-decoded for the runtime-limit and cost measurements.
 PREDECODED_FRAMES = 32
@@ -52,14 +56,20 @@ def load_demo_task(directory: str, threads: int) -> Any:
     return load_task(config.models["peoplenet"])
 
 
-def ort_session(threads: int) -> Any:
-    """A bare ONNX Runtime session with edged's options (intra-op ``threads``, inter-op 1)."""
+def ort_session(threads: int, spinning: bool = True) -> Any:
+    """A bare ONNX Runtime session with edged's options (intra-op ``threads``, inter-op 1).
+
+    ``spinning``: ONNX Runtime's default busy-waiting pool threads (the fastest for a loop
+    that does nothing else); edged turns it off (edged/backends/onnxruntime_backend.py).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(DEMO_ONNX, sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -79,8 +89,8 @@ def timed_loop(step: Callable[[int], None], window_s: float) -> float:
 class RuntimeLimit:
     """``session.run`` alone, cycling over pre-processed tensors."""
 
-    def __init__(self, tensors: List[np.ndarray], threads: int) -> None:
-        self.session = ort_session(threads)
+    def __init__(self, tensors: List[np.ndarray], threads: int, spinning: bool = True) -> None:
+        self.session = ort_session(threads, spinning)
         self.input = self.session.get_inputs()[0].name
         self.tensors = [t[np.newaxis] for t in tensors]
 
@@ -106,19 +116,28 @@ class CvDnn:
         self.net.setInput(self.tensors[i % len(self.tensors)])
         self.net.forward(self.names)
 
-    def run(self, window_s: float) -> float:
+    def run(self, window_s: float, probe: Optional[Probe] = None) -> float:
         previous = self.cv2.getNumThreads()
         self.cv2.setNumThreads(self.threads)
         try:
-            return timed_loop(self.step, window_s)
+            if probe is None:
+                return timed_loop(self.step, window_s)
+            with probe.measuring("cv2_dnn"):
+                return timed_loop(self.step, window_s)
         finally:
             self.cv2.setNumThreads(previous)
 
 
 class NaiveLoop:
-    """The loop a user writes: capture -> preprocess -> ORT -> decode -> publish, one thread."""
+    """The loop a user writes: capture -> preprocess -> ORT -> decode -> publish, one thread.
 
-    def __init__(self, broker: Broker, threads: int, task: Any) -> None:
+    ``broker`` is anything with ``host`` and ``port`` (a :class:`Broker`, or its address in a
+    naive process of its own: benchmarks/naive_stream.py). The payload carries the capture
+    time (``captured_at_ms``, as edged's results do) for latency at a subscriber.
+    """
+
+    def __init__(self, broker: Any, threads: int, task: Any, client_id: str = "bench-naive",
+                 topic: str = f"naive/{STREAM_ID}/detections") -> None:  # fmt: skip
         import cv2
 
         self.cv2 = cv2
@@ -129,7 +148,8 @@ class NaiveLoop:
         self.input = self.session.get_inputs()[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.task = task  # its postprocess: the same decode + NMS as edged (a fair comparison)
-        self.client = new_paho_client("bench-naive")
+        self.topic = topic
+        self.client = new_paho_client(client_id)
         self.client.connect(broker.host, broker.port, keepalive=30)
         self.client.loop_start()
 
@@ -139,6 +159,7 @@ class NaiveLoop:
         if not ok:  # the clip ended: loop, as edged's `loop: true`
             self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self.cap.read()
+        captured_ms = int(time.time() * 1000.0)
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         x = cv2.resize(rgb, (self.task.width, self.task.height)).astype(np.float32) / 255.0
         x = np.ascontiguousarray(x.transpose(2, 0, 1)[np.newaxis])
@@ -146,8 +167,9 @@ class NaiveLoop:
         found = self.task.postprocess(
             {k: v[0] for k, v in zip(self.outputs, values)}, (frame.shape[1], frame.shape[0])
         )
-        payload = json.dumps({"seq": i, "detections": [d.to_dict() for d in found]})
-        self.client.publish(f"naive/{STREAM_ID}/detections", payload, qos=1)
+        payload = json.dumps({"seq": i, "captured_at_ms": captured_ms,
+                              "detections": [d.to_dict() for d in found]})  # fmt: skip
+        self.client.publish(self.topic, payload, qos=1)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -155,20 +177,25 @@ class NaiveLoop:
         self.cap.release()
 
 
-def edged_window(config_path: str, warmup_s: float, window_s: float) -> Dict[str, float]:
+def edged_window(config_path: str, warmup_s: float, window_s: float, probe: Probe,
+                 name: str) -> Dict[str, float]:  # fmt: skip
     """Start the Daemon in-process, wait for results, count inferred frames over ``window_s``."""
     from edged.daemon import Daemon
 
     daemon = Daemon(config_path)
     daemon.start()
     try:
-        worker = daemon.workers["peoplenet"]
-        wait_for(lambda: worker.stats.frames.get(STREAM_ID, 0) > 0, 60, "edged's first result")
+
+        def inferred() -> int:
+            return daemon.snapshot().streams[STREAM_ID].inferred
+
+        wait_for(lambda: inferred() > 0, 60, "edged's first result")
         time.sleep(warmup_s)
-        n0, t0 = worker.stats.frames.get(STREAM_ID, 0), time.perf_counter()
-        time.sleep(window_s)
-        n1, t1 = worker.stats.frames.get(STREAM_ID, 0), time.perf_counter()
-        status = daemon.streams[STREAM_ID].supervisor.status()
+        with probe.measuring(name):
+            n0, t0 = inferred(), time.perf_counter()
+            time.sleep(window_s)
+            n1, t1 = inferred(), time.perf_counter()
+        status = daemon.snapshot().streams[STREAM_ID].status
         return {"fps": (n1 - n0) / (t1 - t0), "fps_in": float(status.fps)}
     finally:
         daemon.shutdown()
@@ -182,6 +209,8 @@ def run_pipeline(
     frames = read_frames(PREDECODED_FRAMES)
     tensors = [task.preprocess(f) for f in frames]
     runtime = RuntimeLimit(tensors, threads)
+    # edged's own session options: how much of the gap is ORT's configuration, not the pipeline
+    runtime_nospin = RuntimeLimit(tensors, threads, spinning=False)
     naive = NaiveLoop(broker, threads, task)
     dnn = None  # type: Optional[CvDnn]
     dnn_error = None  # type: Optional[str]
@@ -198,31 +227,52 @@ def run_pipeline(
         os.path.join(workdir, "pipeline-serial.yaml"), broker, threads,
         os.path.join(tempfile.mkdtemp(dir=workdir), "outbox.sqlite3"), overlap=False,
     )  # fmt: skip
-    runs = []  # type: List[Dict[str, float]]
+    probe = Probe()
+
+    def loop(name: str, step: Callable[[int], None]) -> Callable[[], float]:
+        def measure() -> float:
+            timed_loop(step, warmup_s)  # warm each contender for a moment, then measure
+            with probe.measuring(name):
+                return timed_loop(step, window_s)
+
+        return measure
+
+    contenders = [
+        ("runtime", loop("runtime", runtime.step)),
+        ("runtime_nospin", loop("runtime_nospin", runtime_nospin.step)),
+        ("naive", loop("naive", naive.step)),
+    ]
+    if dnn is not None:
+        cv_dnn = dnn
+
+        def dnn_window() -> float:
+            cv_dnn.run(warmup_s)
+            return cv_dnn.run(window_s, probe)
+
+        contenders.append(("cv2_dnn", dnn_window))
+    contenders += [
+        ("edged", lambda: edged_window(config, warmup_s, window_s, probe, "edged")),
+        ("edged_serial", lambda: edged_window(serial_config, warmup_s, window_s, probe,
+                                              "edged_serial")),
+    ]  # fmt: skip
     try:
-        for _ in range(repeats):
-            run = {}  # type: Dict[str, float]
-            # warm each contender for a moment, then measure (round-robin per repeat)
-            timed_loop(runtime.step, warmup_s)
-            run["runtime"] = timed_loop(runtime.step, window_s)
-            timed_loop(naive.step, warmup_s)
-            run["naive"] = timed_loop(naive.step, window_s)
-            if dnn is not None:
-                dnn.run(warmup_s)
-                run["cv2_dnn"] = dnn.run(window_s)
-            edged = edged_window(config, warmup_s, window_s)
-            run["edged"] = edged["fps"]
-            run["edged_fps_in"] = edged["fps_in"]
-            run["edged_serial"] = edged_window(serial_config, warmup_s, window_s)["fps"]
-            run["edged_vs_runtime"] = run["edged"] / run["runtime"]
-            run["edged_vs_naive"] = run["edged"] / run["naive"]
-            # edged cannot beat the runtime alone: this is the most "edged / naive" can be
-            run["runtime_vs_naive"] = run["runtime"] / run["naive"]
-            if dnn is not None:
-                run["cv2_dnn_vs_runtime"] = run["cv2_dnn"] / run["runtime"]
-            runs.append(run)
+        raw = interleaved(contenders, repeats)
     finally:
         naive.close()
+    runs = []  # type: List[Dict[str, float]]
+    for r in raw:
+        run = dict(r)  # type: Dict[str, float]
+        run["edged"] = r["edged"]["fps"]
+        run["edged_fps_in"] = r["edged"]["fps_in"]
+        run["edged_serial"] = r["edged_serial"]["fps"]
+        run["edged_vs_runtime"] = run["edged"] / run["runtime"]
+        run["edged_vs_runtime_nospin"] = run["edged"] / run["runtime_nospin"]
+        run["edged_vs_naive"] = run["edged"] / run["naive"]
+        # edged cannot beat the runtime alone: this is the most "edged / naive" can be
+        run["runtime_vs_naive"] = run["runtime"] / run["naive"]
+        if dnn is not None:
+            run["cv2_dnn_vs_runtime"] = run["cv2_dnn"] / run["runtime"]
+        runs.append(run)
     keys = sorted(runs[0])
     return {
         "threads": threads,
@@ -231,6 +281,7 @@ def run_pipeline(
         "runs": runs,
         "median": {k: median([r[k] for r in runs]) for k in keys},
         "cv2_dnn_error": dnn_error,
+        "validity": verdict(probe.windows, runs),
     }
 
 

@@ -1,4 +1,4 @@
-"""Benchmarks 4 and 5 of issue 7 (start-up, memory) and the profile, on real `edged run`s.
+"""Benchmarks 4 and 5 (benchmarks/README.md: start-up, memory) and the profile, on `edged run`s.
 
 Start-up is measured from ``Popen`` (or ``Daemon.start()`` in-process) to the first result
 an independent subscriber receives from the broker:

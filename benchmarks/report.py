@@ -4,6 +4,9 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
+from . import streams_report
+from .validity import reasons
+
 #: RSS slope below which memory counts as flat: 0.1 MB/min is 6 MB an hour.
 FLAT_SLOPE_MB_PER_MIN = 0.1
 
@@ -15,6 +18,7 @@ GOALS = {
     "warm_start_s": 2.0,
     "rss_excluding_model_mb": 150.0,
     "hostile_config_ms": 100.0,
+    "tracking_ms_per_frame": 1.0,
 }
 
 
@@ -51,6 +55,13 @@ def _pipeline_rows(group: str, p: Dict[str, Any]) -> List[List[str]]:
         [group, "ceiling of edged / naive: runtime limit / naive loop",
          _fmt(m.get("runtime_vs_naive")), "", ""],
     ]  # fmt: skip
+    if "runtime_nospin" in m:
+        rows += [
+            [group, "runtime limit, ORT threads not spinning as edged sets them (fps)",
+             _fmt(m["runtime_nospin"], 1), "", ""],
+            [group, "edged / runtime limit without spinning", _fmt(m["edged_vs_runtime_nospin"]),
+             "", ""],
+        ]  # fmt: skip
     if "cv2_dnn_vs_runtime" in m:
         rows.append([group, "cv2.dnn / runtime limit", _fmt(m["cv2_dnn_vs_runtime"]),
                      "", ""])  # fmt: skip
@@ -59,8 +70,63 @@ def _pipeline_rows(group: str, p: Dict[str, Any]) -> List[List[str]]:
     return rows
 
 
+#: The benchmark (--only name) behind each group of rows, whose validity the rows carry.
+GROUP_BENCHMARK = {
+    "1 pipeline": "pipeline",
+    "1b pipeline, model on 1 core": "offload",
+    "2 CPU cost": "cost",
+    "3 MQTT": "mqtt",
+    "4 start-up": "startup",
+    "5 memory": "memory",
+    "6 hostile configs": "config",
+    "7 tracking": "tracking",
+    streams_report.GROUP: "streams",
+}
+HEADER = "| benchmark | figure | measured | goal | | run |"
+
+
+def run_cell(results: Dict[str, Any], benchmark: str) -> str:
+    """The table's last column: ``ok``, ``**invalid**: why``, or ``not recorded``."""
+    verdict = results.get("validity", {}).get("benchmarks", {}).get(benchmark)
+    if verdict is None:
+        return "not recorded"
+    if verdict["valid"]:
+        return "ok"
+    return "**invalid**: " + ", ".join(reasons(verdict))
+
+
+def run_line(results: Dict[str, Any]) -> str:
+    """The line above the table: the commit measured and the run's verdict."""
+    git = results.get("git") or {}
+    commit = git.get("commit")
+    if not commit:
+        where = "commit not recorded"
+    else:
+        tree = {True: "clean tree", False: "uncommitted changes"}.get(
+            git.get("clean"), "tree state not recorded")  # fmt: skip
+        if git.get("note"):
+            tree += "; " + git["note"]
+        where = f"commit `{commit[:12]}` ({tree})"
+    v = results.get("validity") or {}
+    if "valid" not in v:
+        verdict = "validity not recorded (before runs recorded their load)"
+    else:
+        load = v["run"]
+        figures = "load1 {:.1f} -> {:.1f} on {} cores, steal {:.1f} %, others' CPU {:.0f} %".format(
+            load["load1_before"], load["load1_after"], load["cores"], load["steal_pct"],
+            load["others_cpu_pct"])  # fmt: skip
+        verdict = (f"**valid** ({figures})" if v["valid"] else
+                   "**INVALID** ({}): {}".format(figures, "; ".join(v["flags"])))  # fmt: skip
+    return f"Run: {where}; {verdict}."
+
+
 def table_rows(results: Dict[str, Any]) -> List[List[str]]:
-    """One row per figure: benchmark, figure, measured, goal, met."""
+    """One row per figure: benchmark, figure, measured, goal, met, run validity."""
+    rows = _figure_rows(results)
+    return [row + [run_cell(results, GROUP_BENCHMARK[row[0]])] for row in rows]
+
+
+def _figure_rows(results: Dict[str, Any]) -> List[List[str]]:
     rows = []  # type: List[List[str]]
     for key, group in (("pipeline", "1 pipeline"),
                        ("pipeline_offload", "1b pipeline, model on 1 core")):  # fmt: skip
@@ -136,6 +202,26 @@ def table_rows(results: Dict[str, Any]) -> List[List[str]]:
             ["6 hostile configs", "accepted (must be none)", ", ".join(h["accepted"]) or "none",
              "none", _met(not h["accepted"])],
         ]  # fmt: skip
+    t = results.get("tracking")
+    if t:
+        scene = "{} objects, {} frames".format(t["objects"], t["frames"])
+        rows += [
+            ["7 tracking", f"MOTA, synthetic truth ({scene})", _fmt(t["mota"], 3), "", ""],
+            ["7 tracking", "IDF1", _fmt(t["idf1"], 3), "", ""],
+            ["7 tracking", "id switches / misses / false positives (of {} boxes)".format(
+                t["truth_boxes"]), "{} / {} / {}".format(
+                t["id_switches"], t["misses"], t["false_positives"]), "", ""],
+            ["7 tracking", "tracker + counter CPU, mean (ms/frame)",
+             _fmt(t["cpu_ms_per_frame_mean"], 3), "< 1",
+             _met(t["cpu_ms_per_frame_mean"] < GOALS["tracking_ms_per_frame"])],
+            ["7 tracking", "tracker + counter CPU, p99 (ms/frame)",
+             _fmt(t["cpu_ms_per_frame_p99"], 3), "", ""],
+            ["7 tracking", "the pipeline's whole tracking step, mean (ms/frame)",
+             _fmt(t.get("stage_ms_per_frame_mean"), 3), "", ""],
+        ]  # fmt: skip
+    st = results.get("streams")
+    if st:
+        rows += streams_report.goal_rows(st)
     return rows
 
 
@@ -163,11 +249,15 @@ def markdown(results: Dict[str, Any]) -> str:
             repeats=results["settings"]["repeats"],
         ),  # fmt: skip
         "",
-        "| benchmark | figure | measured | goal | |",
-        "|---|---|---:|---|---|",
+        run_line(results),
+        "",
+        HEADER,
+        "|---|---|---:|---|---|---|",
     ]
     for row in table_rows(results):
         lines.append("| " + " | ".join(row) + " |")
+    if results.get("streams"):
+        lines += streams_report.table(results["streams"])
     notes = results.get("notes") or []
     if notes:
         lines += ["", "Notes:", ""] + ["- " + n for n in notes]
@@ -204,8 +294,8 @@ def plots(results: Dict[str, Any], out_dir: str) -> List[str]:
               ("pipeline_offload", "model on 1 core")) if results.get(k)]  # fmt: skip
     if groups:
         fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 3.5), squeeze=False)
-        colors = {"runtime": "#888", "edged": "#2a7", "edged_serial": "#8c8", "naive": "#c63",
-                  "cv2_dnn": "#57b"}  # fmt: skip
+        colors = {"runtime": "#888", "runtime_nospin": "#bbb", "edged": "#2a7",
+                  "edged_serial": "#8c8", "naive": "#c63", "cv2_dnn": "#57b"}  # fmt: skip
         for ax, (p, title) in zip(axes[0], groups):
             m = p["median"]
             names = [k for k in colors if k in m]
@@ -239,6 +329,8 @@ def plots(results: Dict[str, Any], out_dir: str) -> List[str]:
             mem["slope_mb_per_min"]))  # fmt: skip
         ax.set_ylim(bottom=0)
         made.append(_save(fig, out_dir, "memory_rss.png"))
+    if results.get("streams"):
+        made.append(_save(streams_report.plot(results["streams"], plt), out_dir, "streams.png"))
     return made
 
 

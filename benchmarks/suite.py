@@ -13,13 +13,18 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from . import report
+from . import report, validity
 from .common import REPO, Broker, machine_info
 
 # memory first: RSS is the figure least disturbed by a machine still busy at the start
 BENCHMARKS = ("memory", "pipeline", "offload", "cost", "mqtt", "startup", "profile")
 #: Run only when named in --only (the default full run, and so the README's table, leaves them out).
-OPT_IN = ("config",)
+OPT_IN = ("config", "tracking", "streams")
+#: The results.json section each benchmark writes.
+SECTIONS = {"memory": "memory", "pipeline": "pipeline", "offload": "pipeline_offload",
+            "cost": "cpu_cost", "mqtt": "mqtt", "startup": "startup", "profile": "profile",
+            "config": "hostile_configs", "tracking": "tracking",
+            "streams": "streams"}  # fmt: skip
 DEFAULT_OUT = os.path.join(REPO, "benchmarks", "results")
 
 #: (full, --quick) settings.
@@ -33,13 +38,25 @@ SETTINGS = {
     "memory_s": (600.0, 3.0),
     "memory_interval_s": (2.0, 0.25),
     "profile_s": (20.0, 1.0),
+    "tracking_frames": (3000, 100),
 }
+
+
+def _counts(text: str) -> List[int]:
+    """``1,2,4`` -> [1, 2, 4]; anything else is argparse's one-line error (exit 2)."""
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 1,2,4, got {text!r}")
+    return sorted(set(counts))
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="edged's benchmarks (issue 7): pipeline fps, CPU cost outside inference, "
+        description="edged's benchmarks: pipeline fps, CPU cost outside inference, "
         "MQTT rate, start-up and memory; writes results.md, results.json and PNG plots.",
     )
     parser.add_argument(
@@ -70,6 +87,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         dest="window_s",
         help="seconds per fps window (default 5; quick 0.5)",
     )
+    parser.add_argument(
+        "--stream-counts",
+        type=_counts,
+        help="stream counts of the streams benchmark, comma-separated (default 1,2,4,8; quick 1,2)",
+    )
     parser.add_argument("--messages", type=int, help="results per MQTT run (default 20000)")
     parser.add_argument(
         "--memory-minutes", type=float, help="length of the memory run in minutes (default 10)"
@@ -91,6 +113,8 @@ def settings(args: argparse.Namespace) -> Dict[str, Any]:
             chosen[key] = getattr(args, key)
     if args.memory_minutes is not None:
         chosen["memory_s"] = 60.0 * args.memory_minutes
+    if args.stream_counts:
+        chosen["stream_counts"] = args.stream_counts
     chosen["threads"] = args.threads
     chosen["quick"] = bool(args.quick)
     return chosen
@@ -119,11 +143,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "settings": s,
         "ran": [],
         "notes": [],
+        "git": validity.git_state(REPO),
+        "validity": {"benchmarks": {}},
     }  # type: Dict[str, Any]  # fmt: skip
     if s["memory_s"] < 600 and "memory" in wanted:
-        results["notes"].append("memory run shortened to {:.1f} min (issue 7 asks for 10)".format(
+        results["notes"].append("memory run shortened to {:.1f} min (10 asked)".format(
             s["memory_s"] / 60.0))  # fmt: skip
     started = time.monotonic()
+    run_start = validity.snapshot()
     workdir = tempfile.mkdtemp(prefix="edged-bench-")
     try:
         with Broker(os.path.join(workdir, "broker")) as broker:
@@ -132,13 +159,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                     continue
                 _progress("running " + name)
                 t0 = time.monotonic()
-                _run_one(name, results, broker, workdir, s, out_dir)
+                before = validity.snapshot()
+                section = _run_one(name, results, broker, workdir, s, out_dir)
+                _judge(name, results, section, before, validity.snapshot())
                 results["ran"].append(name)
                 results.setdefault("benchmark_runtime_s", {})[name] = time.monotonic() - t0
                 results["suite_runtime_s"] = time.monotonic() - started
                 report.write(results, out_dir, with_plots=False)  # progress survives a stop
                 _progress(f"{name} done in {time.monotonic() - t0:.0f} s")
         results["suite_runtime_s"] = time.monotonic() - started
+        _judge_run(results, run_start, validity.snapshot())
         _add_notes(results)
         report.write(results, out_dir, with_plots=not args.no_plots)
     finally:
@@ -149,12 +179,44 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-def _run_one(name: str, results: Dict[str, Any], broker: Broker, workdir: str,
-             s: Dict[str, Any], out_dir: str) -> None:  # fmt: skip
-    from . import config_parse, mqtt_rate, pipeline, process
+def _judge(name: str, results: Dict[str, Any], section: Optional[Dict[str, Any]],
+           before: Dict[str, Any], after: Dict[str, Any]) -> None:  # fmt: skip
+    """A benchmark's validity: its own windows' verdict, else the load over the whole of it."""
+    if section is not None and "validity" in section:
+        verdict = section["validity"]
+    else:
+        probe = validity.Probe()
+        probe.record(name, before, after)
+        verdict = probe.summary()
+    results["validity"]["benchmarks"][name] = verdict
 
-    if name == "config":
+
+def _judge_run(results: Dict[str, Any], before: Dict[str, Any], after: Dict[str, Any]) -> None:
+    """The whole run: invalid when its load was high or any benchmark was invalid."""
+    load = validity.interval(before, after)
+    flags = validity.start_flags(before)
+    flags += ["whole run: " + f for f in validity.load_flags(load)]
+    flags += [f"{name}: invalid" for name, v in
+              sorted(results["validity"]["benchmarks"].items()) if not v["valid"]]  # fmt: skip
+    results["validity"].update({"valid": not flags, "flags": flags, "run": load})
+
+
+def _run_one(name: str, results: Dict[str, Any], broker: Broker, workdir: str,
+             s: Dict[str, Any], out_dir: str) -> Optional[Dict[str, Any]]:  # fmt: skip
+    """Runs benchmark ``name``, stores its section in ``results`` and returns it."""
+    from . import config_parse, mqtt_rate, pipeline, process, tracking_eval
+
+    key = SECTIONS[name]
+    if name == "streams":
+        from . import streams
+
+        results["streams"] = streams.run_streams(
+            broker, workdir, s["threads"], s["repeats"], s["window_s"], s["warmup_s"],
+            s.get("stream_counts") or streams.stream_counts(s["quick"]))  # fmt: skip
+    elif name == "config":
         results["hostile_configs"] = config_parse.run_hostile_configs(s["quick"])
+    elif name == "tracking":
+        results["tracking"] = tracking_eval.run_tracking(s["tracking_frames"])
     elif name == "pipeline":
         results["pipeline"] = pipeline.run_pipeline(
             broker, workdir, s["threads"], s["repeats"], s["window_s"], s["warmup_s"]
@@ -183,6 +245,7 @@ def _run_one(name: str, results: Dict[str, Any], broker: Broker, workdir: str,
         results["model_share"] = process.model_share(s["threads"])
         results["memory"] = process.run_memory(
             broker, workdir, s["threads"], s["memory_s"], s["memory_interval_s"])  # fmt: skip
+    return results.get(key)
 
 
 def _add_notes(results: Dict[str, Any]) -> None:

@@ -112,7 +112,9 @@ def detection_labels(image_shape: Tuple[int, ...], detections: Sequence[Any]) ->
 
 
 def _detection_text(d: Any) -> str:
-    return f"{d.label} {100 * d.confidence:.0f}%"
+    track_id = getattr(d, "track_id", None)  # edged/tracking: "#7 person 91%"
+    prefix = f"#{track_id} " if track_id is not None else ""
+    return f"{prefix}{d.label} {100 * d.confidence:.0f}%"
 
 
 def draw_detections(image: np.ndarray, detections: Sequence[Any]) -> np.ndarray:

@@ -8,7 +8,7 @@ one of its own inputs is refused before anything is read.
 
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .errors import InputError
 from .media import MediaFrame, is_image
@@ -35,7 +35,7 @@ def plan_outputs(files: List[Tuple[str, str]], directory: str) -> Dict[str, str]
     """
     inputs = {os.path.realpath(path) for path, _ in files}
     plan = {}  # type: Dict[str, str]
-    taken = set()  # type: Set[str]  # real paths of the outputs so far
+    taken: Set[str] = set()  # real paths of the outputs so far
     for path, relname in files:
         if path in plan:  # the same input named twice: the same output
             continue

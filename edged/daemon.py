@@ -1,11 +1,13 @@
-"""The edged daemon: config -> models -> inference workers -> streams, supervised (issue 4).
+"""The edged daemon: config -> models -> inference workers -> streams, supervised.
 
 Start-up runs :data:`STARTUP_STEPS` in order and shutdown undoes them in
 reverse. Signal handlers only set events: SIGTERM/SIGINT stop the daemon
 (capture stops, in-flight results drain within ``pipeline.drain_timeout_s``,
-exit 0); SIGHUP reloads the config on the main thread -- streams whose
-config or model changed restart, untouched ones keep running, and an invalid
-new config is rejected with one log line while the old one stays.
+exit 0); SIGHUP reloads the config on the main thread as
+:func:`~edged.reload_plan.plan_reload` says -- streams whose config changed
+restart, a changed model is replaced in its slot while its streams run on
+(:class:`~edged.pipeline.slots.ModelSlots`), an invalid new config is rejected
+with one log line while the old one stays. Other threads read :meth:`Daemon.snapshot`.
 
 systemd: ``READY=1`` once models are loaded and streams started;
 ``EXTEND_TIMEOUT_USEC`` while models load; ``STATUS=`` a person can read;
@@ -14,24 +16,33 @@ systemd: ``READY=1`` once models are loaded and streams started;
 """
 
 import logging
-import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from . import sdnotify
 from .config import Config, ModelConfig, StreamConfig, check_reloadable, load_config
+from .daemon_models import ModelWorkers, load_tasks
+from .daemon_report import StreamSummaries, status_line
+from .daemon_services import make_engines, make_watchdog, start_metrics, start_mqtt
+from .daemon_streams import RunningStreams
+from .daemon_view import DaemonSnapshot, ModelView, take_snapshot
 from .errors import EdgedError
 from .metrics import MetricsService
-from .pipeline.results import InferenceResult
-from .pipeline.sinks import ResultSink, SinkDispatcher
-from .pipeline.worker import InferenceWorker
-from .sources import STREAMING, SourceSupervisor, SupervisionPolicy, build_source
-from .sources.supervisor import CONNECTING
+from .pipeline.sinks import LatestResults, ResultSink, SinkDispatcher
+from .pipeline.slots import ModelSlotError, ModelSlots
+from .pipeline.tracking import counts_store
+from .pipeline.tracking import stage_for as tracking_stage_for
+from .reload_plan import ReloadPlan, models_needed, plan_reload
+from .sources import build_source
 from .tasks.base import Task
 from .tasks.loader import load_task
-from .watchdog import HEALTH_FILE_ENV, HealthFile, ProgressWatchdog
+from .watchdog import ProgressWatchdog
+
+if TYPE_CHECKING:  # imported when needed: engines at start-up, MQTT when configured
+    from .engine.manager import EngineManager
+    from .mqtt.service import MqttService
 
 logger = logging.getLogger(__name__)
 
@@ -48,37 +59,6 @@ STARTUP_STEPS = (
 
 #: How long shutdown waits for each capture or inference thread.
 SHUTDOWN_JOIN_S = 5.0
-#: systemd start-timeout headroom requested while models load.
-MODEL_LOAD_EXTEND_S = 120.0
-#: Slack added to a stream's own timeouts before its capture thread counts as wedged.
-CAPTURE_SLACK_S = 5.0
-
-
-class LatestResults(ResultSink):
-    """Keeps the newest result of every stream (summaries, status, snapshots)."""
-
-    name = "latest"
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._latest = {}  # type: Dict[str, InferenceResult]
-
-    def handle(self, result: InferenceResult) -> None:
-        with self._lock:
-            self._latest[result.stream_id] = result
-
-    def get(self, stream_id: str) -> Optional[InferenceResult]:
-        with self._lock:
-            return self._latest.get(stream_id)
-
-
-class _Stream:
-    """A running stream: its config, capture supervisor and the worker it feeds."""
-
-    def __init__(self, config: StreamConfig, supervisor: SourceSupervisor, worker: str) -> None:
-        self.config = config
-        self.supervisor = supervisor
-        self.worker = worker
 
 
 class Daemon:
@@ -92,7 +72,7 @@ class Daemon:
         stop_event: Optional[threading.Event] = None,
         sinks: Optional[List[ResultSink]] = None,
         task_loader: Optional[Callable[[ModelConfig], Task]] = None,
-        engines: Optional[Any] = None,
+        engines: "Optional[EngineManager]" = None,
         source_builder: Callable[[Any], Any] = build_source,
         watchdog_interval_s: Optional[float] = None,
         clock: Callable[[], float] = time.monotonic,
@@ -102,28 +82,31 @@ class Daemon:
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._reload = threading.Event()
         self._wake = threading.Event()
-        # default: load_task with this daemon's engine manager (TensorRT engines, issue 6)
+        # default: load_task with this daemon's engine manager (TensorRT engines)
         self._task_loader = task_loader or (lambda model: load_task(model, self.engines))
-        self.engines = engines  # type: Optional[Any]  # edged.engine.EngineManager; made at start
-        self._source_builder = source_builder
+        self.engines = engines  # made at start-up unless given
         self._watchdog_interval_s = (
             watchdog_interval_s if watchdog_interval_s is not None else sdnotify.watchdog_interval()
         )
         self._clock = clock
         self.latest = LatestResults()
         self._extra_sinks = list(sinks or [])
-        self.config = None  # type: Optional[Config]
-        self.workers = {}  # type: Dict[str, InferenceWorker]
-        self._worker_configs = {}  # type: Dict[str, ModelConfig]
-        self.streams = {}  # type: Dict[str, _Stream]
-        self.dispatcher = None  # type: Optional[SinkDispatcher]
-        self.watchdog = None  # type: Optional[ProgressWatchdog]
-        self.metrics = None  # type: Optional[MetricsService]
-        self.mqtt = None  # type: Optional[Any]  # edged.mqtt.service.MqttService (issue 5)
-        self._undo = []  # type: List[Tuple[str, Callable[[], None]]]
+        self.config: Optional[Config] = None
+        # held while the set of running streams and models changes; snapshot() reads under it
+        self._state = threading.RLock()
+        self.models = ModelSlots(self._state)  # replace(): reloads and model updates
+        self.workers = ModelWorkers(self.models, self.stop_event, clock, SHUTDOWN_JOIN_S)
+        self.streams = RunningStreams(self.stop_event, source_builder, clock, SHUTDOWN_JOIN_S,
+                                      self._state)  # fmt: skip
+        self._summaries = StreamSummaries()
+        self.dispatcher: Optional[SinkDispatcher] = None
+        self.watchdog: Optional[ProgressWatchdog] = None
+        self.metrics: Optional[MetricsService] = None
+        self.mqtt: Optional[MqttService] = None
+        self.counts_store: Optional[Any] = None  # edged.tracking.store.CountsStore
+        self._undo: List[Tuple[str, Callable[[], object]]] = []
         self.reloads = {"applied": 0, "rejected": 0}
-        self.last_reload_error = None  # type: Optional[str]
-        self._summary_counts = {}  # type: Dict[str, Tuple[float, int]]
+        self.last_reload_error: Optional[str] = None
 
     # -- signals (handlers only set events) ----------------------------------------------
 
@@ -174,34 +157,36 @@ class Daemon:
         logger.info("start-up: %s", ", ".join(STARTUP_STEPS))
         self.config = load_config(self.config_path)
         _apply_log_level(self.config.log_level)
-        self._start_mqtt()
+        # MQTT before the sinks: it stops after they drained (undo runs in reverse), so the
+        # last results reach the outbox
+        self.mqtt = start_mqtt(self.config, self, self.stop_event)
+        if self.mqtt is not None:
+            self._undo.append(("stop mqtt", self.mqtt.stop))
+            self._extra_sinks.append(self.mqtt.sink)  # the dispatcher is made next, with it
+            self._extra_sinks.append(self.mqtt.counts.sink)  # counts and counting events
 
         self.dispatcher = SinkDispatcher(
             [self.latest] + self._extra_sinks, self.stop_event, self.config.pipeline.result_queue
         )
         self.dispatcher.start()
         self._undo.append(("drain result sinks", self._drain_sinks))
-        self._start_metrics()
+        self.metrics = start_metrics(self.config, self, self.dispatcher, self.stop_event)
+        if self.metrics is not None:
+            self._undo.append(("stop metrics server", self.metrics.stop))
 
-        health_path = os.environ.get(HEALTH_FILE_ENV)  # containers: docker/healthcheck.py
-        self.watchdog = ProgressWatchdog(
-            self.notifier,
-            self.stop_event,
-            self._watchdog_interval_s,
-            status=self.status_line,
-            health_file=HealthFile(health_path) if health_path else None,
+        self.watchdog = make_watchdog(
+            self.notifier, self.stop_event, self._watchdog_interval_s, self.status_line
         )
-        from .engine import EngineManager  # local: the engine package is only needed here
-
+        self.streams.watchdog = self.workers.watchdog = self.watchdog
         if self.engines is None:
-            self.engines = EngineManager(
-                self.config.engine, notifier=self.notifier, cancel=self.stop_event
-            )
+            self.engines = make_engines(self.config, self.notifier, self.stop_event)
         self._undo.append(("cancel engine builds", self.engines.cancel_all))
-        self._undo.append(("stop inference workers", self._stop_all_workers))
-        needed = _models_needed(self.config)
-        for name in sorted(needed):
-            self._start_worker(name, self._load(self.config.models[name], len(needed)))
+        self._undo.append(("stop inference workers", self.workers.stop_all))
+        needed = models_needed(self.config)
+        for name in sorted(needed):  # one at a time: a worker starts before the next loads
+            model = self.config.models[name]
+            tasks = load_tasks(self._task_loader, [model], self.notifier, len(needed))
+            self._start_worker(name, tasks[name], model)
         for name in sorted(set(self.config.models) - needed):
             logger.info("model %s is not used by any enabled stream: not loaded", name)
 
@@ -217,7 +202,7 @@ class Daemon:
         self._undo.append(("notify stopping", lambda: self.notifier.stopping("stopping")))
         self.watchdog.start()
         self._undo.append(("stop watchdog", self._join_watchdog))
-        logger.info("edged ready: %d models, %d streams", len(self.workers), len(self.streams))
+        logger.info("edged ready: %d models, %d streams", len(self.models), len(self.streams))
 
     def shutdown(self) -> None:
         """Undo the start-up steps that ran, in reverse. Safe to call more than once."""
@@ -239,117 +224,62 @@ class Daemon:
         if self.dispatcher is not None and self.config is not None:
             self.dispatcher.drain(self.config.pipeline.drain_timeout_s)
 
-    def _start_metrics(self) -> None:
-        """Prometheus metrics (issue 5 item 4): up before the models load, so a slow load
-        or engine build can be watched; read at scrape time, plus one latency sink."""
-        assert self.config is not None and self.dispatcher is not None
-        if not self.config.metrics.enabled:
-            logger.info("metrics off (metrics.enabled: false)")
-            return
-        self.metrics = MetricsService(self, self.config.metrics, self.stop_event)
-        self.dispatcher.add(self.metrics.sink)  # no results flow yet: no worker has started
-        self.metrics.start()
-        self._undo.append(("stop metrics server", self.metrics.stop))
+    # -- models, workers and streams ------------------------------------------------------
 
-    def _start_mqtt(self) -> None:
-        """MQTT (issue 5, edged/mqtt): started BEFORE the sinks so that it stops after they
-        drained (undo runs in reverse) and the last results reach the outbox. A broker that
-        is down is no error; an unusable outbox, TLS file or password source is."""
+    def load_model(self, model: ModelConfig) -> Task:
+        """Load ``model`` with this daemon's loader and engine manager; it serves nothing yet."""
+        return self._task_loader(model)
+
+    def replace_model(self, name: str, task: Task) -> Task:
+        """Swap ``task`` into running model ``name`` (see :meth:`ModelSlots.replace`); the old
+        task comes back for the caller to close, or to swap in again to roll back."""
+        with self._state:  # not in the middle of a reload
+            return self.models.replace(name, task)
+
+    def _start_worker(self, name: str, task: Task, model: ModelConfig) -> None:
+        assert self.config is not None and self.dispatcher is not None
+        self.workers.start(name, task, model, self.config.pipeline, self.dispatcher.offer)
+        if model.tracking.enabled:  # edged/pipeline/tracking.py; no frame flows yet
+            if self.counts_store is None:
+                self.counts_store = counts_store(self.config)
+            worker = self.models.worker(name)
+            assert worker is not None, name
+            worker.tracking = tracking_stage_for(self.config, name, task, self.counts_store)
+
+    def _retrack(self, name: str, task: Task) -> None:
+        """A replaced model whose tracking changed: a new stage (or none) for its running
+        streams; totals carry over through the counts file."""
         assert self.config is not None
-        if self.config.mqtt is None:
+        worker = self.models.worker(name)
+        if worker is None:
             return
-        from .mqtt.control import DaemonAdapter
-        from .mqtt.service import MqttService
-
-        self.mqtt = MqttService(
-            self.config.mqtt, self.config.device_id, DaemonAdapter(self, self.stop_event),
-            self.stop_event,
-        )  # fmt: skip
-        self.mqtt.start()
-        self._undo.append(("stop mqtt", self.mqtt.stop))
-        self._extra_sinks.append(self.mqtt.sink)  # the dispatcher is made next, with it
-
-    # -- models and workers ---------------------------------------------------------------
-
-    def _load(self, model: ModelConfig, total: int) -> Task:
-        status = f"loading model {model.name} ({total} to load)"
-        with sdnotify.TimeoutExtender(self.notifier, status, extend_s=MODEL_LOAD_EXTEND_S):
-            return self._task_loader(model)
-
-    def _start_worker(self, name: str, task: Task) -> None:
-        assert self.config is not None and self.dispatcher is not None
-        pipeline = self.config.pipeline
-        worker = InferenceWorker(
-            name, task, self.dispatcher.offer, self.stop_event, pipeline.max_batch,
-            overlap=pipeline.overlap,
-        )  # fmt: skip
-        worker.start()
-        self.workers[name] = worker
-        self._worker_configs[name] = self.config.models[name]
-        if self.watchdog is not None:
-            self.watchdog.register("inference:" + name, _inference_probe(worker, self._clock),
-                                   self.config.pipeline.inference_timeout_s)  # fmt: skip
-
-    def _stop_worker(self, name: str) -> None:
-        worker = self.workers.pop(name)
-        self._worker_configs.pop(name, None)
-        if self.watchdog is not None:
-            self.watchdog.unregister("inference:" + name)
-        worker.stop()
-        if not worker.join(SHUTDOWN_JOIN_S):
-            logger.warning("model %s: inference still running after %.0f s; left behind",
-                           name, SHUTDOWN_JOIN_S)  # fmt: skip
-            return  # never free a backend an inference may still be using
-        worker.task.backend.close()
-
-    def _stop_all_workers(self) -> None:
-        for name in sorted(self.workers):
-            self._stop_worker(name)
-
-    # -- streams --------------------------------------------------------------------------
+        if self.counts_store is None:
+            self.counts_store = counts_store(self.config)
+        stage = tracking_stage_for(self.config, name, task, self.counts_store)
+        for _, running in sorted(self.streams.items().items()):
+            if stage is not None and running.model == name:
+                stage.add_stream(self.config.streams[running.config.name])
+        worker.tracking = stage
 
     def _start_stream(self, stream: StreamConfig) -> None:
-        worker = self.workers[stream.model]
-        policy = SupervisionPolicy(
-            stall_timeout_s=stream.stall_timeout_s,
-            frozen_timeout_s=stream.frozen_timeout_s,
-            backoff_initial_s=stream.backoff_initial_s,
-            backoff_max_s=stream.backoff_max_s,
-            join_timeout_s=SHUTDOWN_JOIN_S,
-        )
-        supervisor = SourceSupervisor(
-            stream.name,
-            self._source_builder(stream.source),
-            self.stop_event,
-            policy,
-            slot=worker.attach(stream.name),
-            live=stream.source.is_live,
-        )
-        supervisor.start()
-        self.streams[stream.name] = _Stream(stream, supervisor, stream.model)
-        # the first summary's rate counts from here, not from a later first look
-        self._summary_counts[stream.name] = (self._clock(), worker.stats.frames.get(stream.name, 0))
-        if self.watchdog is not None:
-            spec = stream.source
-            max_stale = (stream.stall_timeout_s + spec.open_timeout_s + 2 * spec.read_timeout_s
-                         + CAPTURE_SLACK_S)  # fmt: skip
-            self.watchdog.register("capture:" + stream.name,
-                                   _capture_probe(supervisor, self._clock), max_stale)  # fmt: skip
-        logger.info("stream %s started: %s -> model %s", stream.name, stream.source.display,
-                    stream.model)  # fmt: skip
+        worker = self.models.worker(stream.model)
+        assert worker is not None, stream.model
+        if worker.tracking is not None:
+            worker.tracking.add_stream(stream)
+        self.streams.start(stream, worker)
+        self._summaries.start(stream.name, self._clock(), worker.stats.frames.get(stream.name, 0))
 
     def _stop_stream(self, stream_id: str) -> None:
-        stream = self.streams.pop(stream_id)
-        if self.watchdog is not None:
-            self.watchdog.unregister("capture:" + stream_id)
-        stream.supervisor.stop(SHUTDOWN_JOIN_S)
-        worker = self.workers.get(stream.worker)
-        if worker is not None:
-            worker.detach(stream_id)
-        self._summary_counts.pop(stream_id, None)
+        running = self.streams.get(stream_id)
+        assert running is not None, stream_id
+        worker = self.models.worker(running.model)
+        self.streams.stop(stream_id, worker)
+        if worker is not None and worker.tracking is not None:
+            worker.tracking.remove_stream(stream_id)
+        self._summaries.forget(stream_id)
 
     def _stop_all_streams(self) -> None:
-        for stream_id in sorted(self.streams):
+        for stream_id in self.streams.ids():
             self._stop_stream(stream_id)
 
     # -- serving --------------------------------------------------------------------------
@@ -377,7 +307,9 @@ class Daemon:
         try:
             new = load_config(self.config_path)
             check_reloadable(new, self.config_path)
-            tasks = self._load_changed_models(new)
+            plan = plan_reload(self.config, new)
+            tasks = load_tasks(self._task_loader, [new.models[n] for n in plan.load_models],
+                               self.notifier)  # fmt: skip
         except EdgedError as e:
             if self.stop_event.is_set():  # SIGTERM during the reload's engine build
                 logger.info("reload abandoned: stopping (%s)", e)
@@ -387,147 +319,59 @@ class Daemon:
             logger.error("reload rejected, keeping the running configuration: %s", e)
             self.notifier.ready(self.status_line())
             return False
-        needed = _models_needed(new)
-        for stream_id in sorted(self.streams):
-            old = self.streams[stream_id]
-            wanted = new.streams.get(stream_id)
-            if (
-                wanted is None
-                or not wanted.enabled
-                or wanted != old.config
-                or wanted.model in tasks
-            ):
-                logger.info("reload: stopping stream %s", stream_id)
-                self._stop_stream(stream_id)
-        for name in sorted(self.workers):
-            if name in tasks or name not in needed:
-                logger.info("reload: stopping model %s", name)
-                self._stop_worker(name)
-        _apply_log_level(new.log_level)
-        self.config = new
-        for name, task in sorted(tasks.items()):
-            self._start_worker(name, task)
-        for stream_id, stream in sorted(new.streams.items()):
-            if stream.enabled and stream_id not in self.streams:
-                self._start_stream(stream)
+        self._apply(new, plan, tasks)
         self.reloads["applied"] += 1
-        logger.info("reload applied: %d models, %d streams", len(self.workers), len(self.streams))
+        logger.info("reload applied: %d models, %d streams", len(self.models), len(self.streams))
         self.notifier.ready(self.status_line())
         return True
 
-    def _load_changed_models(self, new: Config) -> Dict[str, Task]:
-        """Load every model the new config needs that is new or changed (all or nothing)."""
-        tasks = {}  # type: Dict[str, Task]
-        try:
-            for name in sorted(_models_needed(new)):
-                if name in self.workers and self._worker_configs.get(name) == new.models[name]:
+    def _apply(self, new: Config, plan: ReloadPlan, tasks: Dict[str, Task]) -> None:
+        """Carry out ``plan``; the models it loads are in ``tasks``."""
+        for stream_id in sorted(plan.stop_streams + plan.restart_streams):
+            logger.info("reload: stopping stream %s", stream_id)
+            self._stop_stream(stream_id)
+        for name in plan.stop_models:
+            logger.info("reload: stopping model %s", name)
+            self.workers.stop(name)
+        with self._state:
+            _apply_log_level(new.log_level)
+            self.config = new
+            for name in plan.start_models:
+                self._start_worker(name, tasks[name], new.models[name])
+            for name in plan.replace_models:
+                logger.info("reload: replacing model %s; its streams keep running", name)
+                before = self.models.config(name)
+                try:
+                    old = self.models.replace(name, tasks[name], new.models[name])
+                except ModelSlotError as e:  # a hung batch: the watchdog restarts edged
+                    logger.error("reload: %s; its backend is left open", e)
                     continue
-                tasks[name] = self._load(new.models[name], 1)
-        except BaseException:
-            for task in tasks.values():
-                task.backend.close()
-            raise
-        return tasks
+                old.backend.close()
+                if before is None or before.tracking != new.models[name].tracking:
+                    self._retrack(name, tasks[name])
+        for stream_id in sorted(plan.start_streams + plan.restart_streams):
+            self._start_stream(new.streams[stream_id])
 
     # -- reporting ------------------------------------------------------------------------
 
-    def stream_summaries(self) -> List[Dict[str, Any]]:
-        """Per stream: capture status plus inference rate since the previous call."""
-        now = self._clock()
-        summaries = []
-        for stream_id, stream in sorted(self.streams.items()):
-            status = stream.supervisor.status()
-            worker = self.workers.get(stream.worker)
-            inferred = worker.stats.frames.get(stream_id, 0) if worker else 0
-            since, before = self._summary_counts.get(stream_id, (now, inferred))
-            self._summary_counts[stream_id] = (now, inferred)
-            rate = (inferred - before) / (now - since) if now > since else 0.0
-            latest = self.latest.get(stream_id)
-            summaries.append(
-                {
-                    "stream": stream_id,
-                    "state": status.state,
-                    "fps_in": status.fps,
-                    "inferred_per_s": rate,
-                    "inferred": inferred,
-                    "dropped": status.drops,
-                    "reconnects": status.reconnects,
-                    "model": stream.worker,
-                    "last": _describe_items(latest.items) if latest else "no result yet",
-                }
-            )
-        return summaries
+    def snapshot(self) -> DaemonSnapshot:
+        """Frozen views of the running streams, models and workers, taken in one step."""
+        with self._state:
+            return take_snapshot(
+                self.config, self.streams.items(), self.models.workers(), self.models.views(),
+                self.latest, self.dispatcher, self.reloads, self.last_reload_error,
+            )  # fmt: skip
+
+    def model_view(self, name: str) -> Optional[ModelView]:
+        """One loaded model (per result: cheaper than a whole snapshot)."""
+        return self.models.view(name)
 
     def log_summaries(self) -> None:
-        for s in self.stream_summaries():
-            logger.info(
-                "stream %s: %s, %.1f fps in, %.1f inferred/s, %d dropped, %d reconnects, "
-                "model %s, last: %s",
-                s["stream"], s["state"], s["fps_in"], s["inferred_per_s"], s["dropped"],
-                s["reconnects"], s["model"], s["last"],
-            )  # fmt: skip
+        self._summaries.log(self.snapshot(), self._clock())
 
     def status_line(self) -> str:
         """The ``STATUS=`` text for ``systemctl status``."""
-        states = {}  # type: Dict[str, int]
-        fps = 0.0
-        dropped = 0
-        for stream in self.streams.values():
-            status = stream.supervisor.status()
-            states[status.state] = states.get(status.state, 0) + 1
-            fps += status.fps
-            dropped += status.drops
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none"
-        return (
-            f"{len(self.streams)} streams ({parts}); {fps:.1f} fps in; "
-            f"{dropped} frames dropped; {len(self.workers)} models"
-        )
-
-
-def _models_needed(config: Config) -> set:
-    return {s.model for s in config.streams.values() if s.enabled}
-
-
-def _inference_probe(worker: InferenceWorker, clock: Callable[[], float]) -> Callable[[], float]:
-    """Fresh while idle; while a step of the worker runs, the oldest start (a hung call goes
-    stale: the model, or a post-processing the model then waits on)."""
-
-    def probe() -> float:
-        busy = worker.stats.busy_since
-        return busy if busy is not None else clock()
-
-    return probe
-
-
-def _capture_probe(supervisor: SourceSupervisor, clock: Callable[[], float]) -> Callable[[], float]:
-    """A healthy capture thread changes state within its own timeouts; one that does not is wedged.
-
-    Streaming: progress is the last frame. Connecting: the state's start (opening is
-    bounded by the open timeout). Stalled, backoff, ended: the supervisor is handling
-    an outage or is done, which is not a hang (a dead camera must not restart edged).
-    """
-
-    def probe() -> float:
-        status = supervisor.status()
-        now = clock()
-        if status.state == STREAMING and status.last_frame_age_s is not None:
-            return now - status.last_frame_age_s
-        if status.state == CONNECTING:
-            return now - status.state_age_s
-        return now
-
-    return probe
-
-
-def _describe_items(items: List[Any]) -> str:
-    if not items:
-        return "nothing"
-    if not hasattr(items[0], "bbox"):  # classification: the top class
-        return f"{items[0].label} ({100 * items[0].confidence:.0f}%)"
-    counts = {}  # type: Dict[str, int]
-    for item in items:
-        counts[item.label] = counts.get(item.label, 0) + 1
-    return ", ".join(f"{n} {label}" for label, n in sorted(counts.items()))
+        return status_line(self.snapshot())
 
 
 def _apply_log_level(level: str) -> None:

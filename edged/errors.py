@@ -18,6 +18,7 @@ caught there, so a traceback always means a bug in edged.
      ├── PublishError           results cannot be delivered (MQTT, outbox)
      ├── CommandError           an MQTT command is malformed or fails (edged/mqtt/commands.py)
      └── EngineError            a TensorRT engine cannot be built, loaded or cached
+          └── EngineDeserializeError  TensorRT returned None for a cached engine
 
 Messages are written for the person running edged: one line, what is wrong,
 where (file, key path, URL) and what was expected. They never contain secrets
@@ -67,6 +68,14 @@ class PublishError(EdgedError):
 
 class EngineError(EdgedError):
     """A TensorRT engine cannot be built, loaded or cached."""
+
+
+class EngineDeserializeError(EngineError):
+    """TensorRT could not deserialize an engine (``deserialize_cuda_engine`` returned None).
+
+    Defined here, not in :mod:`edged.engine.errors`: the TensorRT backend raises it and
+    edged.backends sits below edged.engine.
+    """
 
 
 class UpdateError(EdgedError):

@@ -1,18 +1,18 @@
 """TAO ``.etlt`` container: decrypt in memory, encrypt for tools and tests.
 
-Layout (tao-tensorrt.md 1.1, after NVIDIA/tao_deploy ``utils/decoding.py``)::
+Layout (NVIDIA/tao_deploy ``nvidia_tao_deploy/utils/decoding.py``, ``decode_etlt``)::
 
     int32 LE  N             length of the input node name (struct "<i")
     N bytes   input name    ASCII; N > 0 -> UFF payload, N == 0 -> ONNX payload
     rest      ciphertext    16-byte nonce (the full initial AES counter block),
                             then AES-256-CTR(plaintext), same length as the plaintext
 
-The AES key is PBKDF2-HMAC-SHA256(model key, fixed salt, 100 000 iterations,
-32 bytes) (tao-tensorrt.md 1.2). There is no MAC: a wrong key decrypts to
-same-length garbage without any error, so callers check the plaintext with
-:func:`payload_looks_valid` (edged.modelfile turns a failure into
-"wrong model key or corrupt file"). The model key is never logged and never
-put into an error message.
+The AES key is PBKDF2-HMAC-SHA256(model key, fixed salt, 100 000 iterations, 32 bytes), as
+NVIDIA's ``eff_tao_encryption`` wheel does (its ``tao_codec`` docstring: "PBKDF2 passphrase
+stretching ... AES in CTR mode ... the raw initialization value ... as the first item"). There
+is no MAC: a wrong key decrypts to same-length garbage without any error, so callers check the
+plaintext with :func:`payload_looks_valid` (edged.modelfile turns a failure into "wrong model
+key or corrupt file"). The model key is never logged and never put into an error message.
 """
 
 import functools
@@ -24,7 +24,7 @@ from typing import NamedTuple, Optional
 
 with warnings.catch_warnings():
     # cryptography warns at import that Python 3.6/3.8 are deprecated: those are the Jetson
-    # Pythons edged supports on purpose, and CLI errors must stay one line (issue 2 item 8).
+    # Pythons edged supports on purpose, and CLI errors must stay one line.
     warnings.simplefilter("ignore")
     from cryptography.hazmat.backends import default_backend
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -35,7 +35,7 @@ from .modelcheck import ONNX, UFF, payload_looks_valid
 __all__ = ["ONNX", "UFF", "EtltPayload", "decode_etlt", "encode_etlt", "payload_looks_valid"]
 
 
-#: tao-tensorrt.md 1.2: the salt every TAO release uses (from the eff_tao_encryption wheel)
+#: The salt every TAO release uses (NVIDIA's eff_tao_encryption wheel, ``tao_codec``)
 PBKDF2_SALT = bytes.fromhex("cb3cdc2e858689da908563056a00dbed09ac076c785543c4610f06d31b53a732")
 PBKDF2_ITERATIONS = 100000
 AES_KEY_BYTES = 32
@@ -134,7 +134,7 @@ def encode_etlt(
     Args:
         payload: the plain model (ONNX when ``input_name`` is empty, UFF otherwise).
         key: the model key.
-        input_name: the UFF input node name, '' for ONNX (tao-tensorrt.md 1.1).
+        input_name: the UFF input node name, '' for ONNX (tao_deploy's ``encode_etlt``).
         nonce: 16 bytes; random when not given (CTR must never reuse one with a key).
     """
     name = input_name.encode("ascii")

@@ -1,8 +1,8 @@
 """Is this plausibly a serialized ONNX ModelProto / UFF MetaGraph? A cheap protobuf walk.
 
 Used before any runtime parses a model: a truncated or foreign ``.onnx`` file,
-and the same-length garbage a wrong ``.etlt`` key yields (there is no MAC;
-tao-tensorrt.md 1.2), are rejected in microseconds with a clear message.
+and the same-length garbage a wrong ``.etlt`` key yields (there is no MAC:
+:mod:`edged.etlt`), are rejected in microseconds with a clear message.
 """
 
 from typing import Dict, Optional, Tuple

@@ -2,8 +2,8 @@
 
 The result is a :class:`ModelArtifact`: the plain model bytes, their format
 (``onnx`` or ``uff``), and the sha256 that identifies them (the engine cache
-of issue 6 keys on it). ``.etlt`` files are decrypted in memory and never
-written out in plain form (issue 3; tao-tensorrt.md 1.2).
+keys on it). ``.etlt`` files are decrypted in memory and never
+written out in plain form.
 
 Every problem becomes one :class:`~edged.errors.ModelError` naming the file:
 missing, unreadable, empty, not a model, truncated, wrong ``.etlt`` key.
@@ -93,7 +93,7 @@ def _load_etlt(path: str, blob: bytes, key: Optional[str]) -> ModelArtifact:
             "NVIDIA's PeopleNet uses tlt_encode)"
         )
     payload = etlt.decode_etlt(blob, key, path)
-    # There is no MAC in .etlt (tao-tensorrt.md 1.2): a wrong key yields same-length
+    # There is no MAC in .etlt (see edged.etlt): a wrong key yields same-length
     # garbage, detected only because it fails to parse as the announced format.
     if not payload_looks_valid(payload.data, payload.format):
         raise ModelKeyError(f"{path}: wrong model key or corrupt file")

@@ -1,13 +1,13 @@
 """Progress-gated systemd watchdog: ``WATCHDOG=1`` only while work really progresses.
 
-A thread that pings unconditionally proves only that the thread is alive; a
-hung inference or a wedged capture loop would keep the service "healthy"
-forever (reliability.md 4.1). Here every long-lived component registers a
-*progress probe*, a callable returning the monotonic time of its last progress
-(a :class:`Heartbeat` is the usual one). The ``watchdog`` thread checks every
-probe each tick and pings only while each one is fresh; one stale probe
-withholds the pings, so systemd's ``WatchdogSec=`` expires and ``Restart=``
-brings the daemon back (issue 4, scenario S1/S2 of reliability.md 7).
+A thread that pings unconditionally proves only that the thread is alive; a hung inference or a
+wedged capture loop would keep the service "healthy" forever (systemd.service(5), WatchdogSec=:
+the ping is how systemd learns that the service still works). Here every long-lived component
+registers a *progress probe*, a callable returning the monotonic time of its last progress (the
+daemon wraps its workers' progress counters). The ``watchdog`` thread checks every probe each
+tick and pings only while each one is fresh; one stale probe withholds the pings, so systemd's
+``WatchdogSec=`` expires and ``Restart=`` brings the daemon back (tests/test_daemon_watchdog.py:
+a hung inference stops the pings).
 
 What "progress" means is the component's choice, and it must not confuse an
 outage with a hang: a capture supervisor beats on every frame AND every
@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
+from edged.fsutil import atomic_write
 from edged.sdnotify import FieldValue, Notifier
 
 logger = logging.getLogger(__name__)
@@ -38,25 +39,6 @@ DEFAULT_TICK_S = 5.0
 
 ProgressProbe = Callable[[], Optional[float]]
 StatusBuilder = Callable[[], str]
-
-
-class Heartbeat:
-    """The usual progress probe: ``beat()`` where work progressed; calling it returns
-    the monotonic time of the last beat (None before the first one).
-
-    Writes and reads of one float attribute are atomic in CPython, so the
-    owning worker beats without a lock and the watchdog thread reads freely.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._last: Optional[float] = None
-
-    def beat(self) -> None:
-        self._last = self._clock()
-
-    def __call__(self) -> Optional[float]:
-        return self._last
 
 
 # Where `edged run` writes the health file when this variable is set (the
@@ -87,12 +69,10 @@ class HealthFile:
             "written_at": self._wall_clock(),
             "pid": os.getpid(),
         }
-        tmp_path = f"{self.path}.{os.getpid()}.tmp"
+        data = (json.dumps(report, sort_keys=True) + "\n").encode()
         try:
-            with open(tmp_path, "w") as f:
-                json.dump(report, f, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp_path, self.path)
+            # Rewritten every interval; after a power cut the next write replaces it anyway.
+            atomic_write(self.path, data, durable=False)
         except OSError as e:
             if not self._failing:
                 self._failing = True

@@ -20,22 +20,6 @@ from edged.mqtt.transport import Transport, TransportEvents
 LOOP_SLEEP_S = 0.002
 
 
-class FakeClock:
-    """A monotonic clock the test moves by hand (shared by every thread of the service)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += seconds
-
-
 class Publication:
     """One PUBLISH the broker received."""
 

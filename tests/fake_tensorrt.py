@@ -2,7 +2,7 @@
 
 The full TensorRT (FP16/INT8 flags, calibrators, DLA, UFF, the binding API of
 8.0-8.4) is not on PyPI and cannot run here; these fakes mimic the *shape* of
-its Python API per release (tao-tensorrt.md 6) so tests can check the
+its Python API per release (NVIDIA/TensorRT ``python/src`` at each tag) so tests can check the
 decisions edged makes: which API path, which flags, which calls, in which
 order. Real builds are tested with TensorRT-RTX (tests/test_engine_rtx.py).
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from edged.backends.tensorrt_backend import CudaRuntime
 
-# Release presets (attributes present per tao-tensorrt.md 6).
+# Release presets (attributes present in NVIDIA/TensorRT ``python/src`` at each tag).
 TRT80 = dict(
     version="8.0.1.6",
     name_api=False,

@@ -1,4 +1,4 @@
-"""A real Mosquitto broker, a test CA made with openssl, and an independent subscriber (issue 5).
+"""A real Mosquitto broker, a test CA made with openssl, and an independent subscriber.
 
 The broker runs as a child process on a free loopback port (127.0.0.1 only) with a
 generated ``mosquitto.conf``; it can be SIGKILLed and restarted on the same port.
@@ -20,10 +20,12 @@ import socket
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import paho.mqtt.client as mqtt
 import pytest
+
+from .helpers import wait_for  # noqa: F401 (the tests of MQTT import it from here)
 
 READY_TIMEOUT_S = 10.0
 _started = []  # type: List["Mosquitto"]  # every broker process, for stop_all_brokers()
@@ -46,16 +48,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class TestCA:

@@ -174,7 +174,7 @@ def test_docs_map_every_flag():
 def fake_jetson_trt(monkeypatch):
     """Make `edged convert` find a FAKE TensorRT 8.5 with 2 DLA cores and fast INT8."""
     trt = make_trt(**dict(TRT85, dla_cores=2, fast_int8=True))
-    import edged.engine.tensorrt_api as api
+    import edged.backends.tensorrt_api as api
 
     monkeypatch.setattr(api, "import_tensorrt", lambda name="auto", **kw: trt)
     monkeypatch.setattr(

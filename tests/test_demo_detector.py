@@ -1,5 +1,5 @@
 """The demo person detector: `edged infer` on the .etlt and the .onnx gives the same detections,
-and reproduces the hold-out precision and recall the training script measured (issue 3)."""
+and reproduces the hold-out precision and recall the training script measured."""
 
 import json
 import os

@@ -78,9 +78,9 @@ def run_once(config):
     daemon.start()
     try:
         deadline = time.monotonic() + 30
-        while not daemon.workers["digits"].stats.frames.get("cam") and time.monotonic() < deadline:
+        while not daemon.snapshot().streams["cam"].inferred and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert daemon.workers["digits"].stats.frames.get("cam"), "no inference ran"
+        assert daemon.snapshot().streams["cam"].inferred, "no inference ran"
         return scrape(daemon)
     finally:
         daemon.shutdown()

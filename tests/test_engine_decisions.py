@@ -1,28 +1,22 @@
 """Decisions of the engine builder, checked against a FAKE TensorRT (tests/fake_tensorrt.py).
 
-NOT EXERCISING TENSORRT ITSELF: the full TensorRT is not on PyPI. These tests
-check which API path, flags and calls edged chooses for each release's API
-shape (tao-tensorrt.md 6, 7): FP16/INT8 negotiation, calibrators, DLA, UFF,
-workspace setters, build calls, profiles, timing cache, progress monitor.
-Real builds: tests/test_engine_rtx.py (TensorRT-RTX).
+NOT EXERCISING TENSORRT ITSELF: the full TensorRT is not on PyPI. These tests check which API
+path, flags and calls edged chooses for each release's API shape (per NVIDIA/TensorRT
+``python/src`` at each tag): FP16/INT8 negotiation, calibrators, DLA, UFF, workspace setters,
+build calls, profiles, timing cache, progress monitor. Real builds: tests/test_engine_rtx.py
+(TensorRT-RTX).
 """
 
 import json
 
 import pytest
 
-from edged.engine.builder import (
-    CalibrationInput,
-    EngineBuilder,
-    PlatformCaps,
-    negotiate_precision,
-    plan_device,
-    plan_profiles,
-)
+from edged.backends.tensorrt_api import Features
+from edged.engine.builder import CalibrationInput, EngineBuilder
 from edged.engine.errors import EngineBuildError, EngineCancelled
 from edged.engine.options import BuildOptions
+from edged.engine.plan import PlatformCaps, negotiate_precision, plan_device, plan_profiles
 from edged.engine.progress import ProgressTracker
-from edged.engine.tensorrt_api import Features
 from edged.modelfile import ModelArtifact
 
 from .fake_tensorrt import RTX, TRT10, TRT80, make_trt
@@ -60,7 +54,7 @@ def test_features_of_a_strongly_typed_builder_have_no_precision_flags():
     assert f.strongly_typed and not f.fp16_flag and not f.int8_flag and not f.fast_fp16_query
 
 
-# -- precision negotiation (anchors.md 4.2: record what was obtained) ------------------------
+# -- precision negotiation (record what was obtained, never what was asked) -----------------
 
 FULL = Features.detect(make_trt())
 NANO = PlatformCaps(fast_fp16=True, fast_int8=False, dla_cores=0)
@@ -73,7 +67,7 @@ OLD_GPU = PlatformCaps(fast_fp16=False, fast_int8=False, dla_cores=0)
     [
         ("fp32", XAVIER, True, "fp32", ()),
         ("fp16", NANO, False, "fp16", ("FP16",)),
-        ("int8", NANO, True, "fp16", ("FP16",)),  # Nano has no INT8 (tao-tensorrt.md 7)
+        ("int8", NANO, True, "fp16", ("FP16",)),  # Nano has no INT8 (compute capability 5.3 < 6.1)
         ("int8", XAVIER, True, "int8", ("INT8", "FP16")),  # tao_deploy enables FP16 too
         ("int8", XAVIER, False, "fp16", ("FP16",)),  # no calibration data
         ("fp16", OLD_GPU, False, "fp32", ()),

@@ -1,7 +1,7 @@
 """Real engine builds with TensorRT-RTX (``tensorrt-rtx-cu13-*``, module ``tensorrt_rtx_bindings``).
 
 TensorRT-RTX parses ONNX and serializes engines on a machine without a GPU
-(issue 6 item 4); it cannot deserialize them here (no supported GPU), which
+; it cannot deserialize them here (no supported GPU), which
 these tests also use: a real ``deserialize_cuda_engine`` returning None. It is
 strongly typed -- no FP16/INT8 builder flags -- so engines record fp32.
 
@@ -39,9 +39,9 @@ from edged.config import parse_config  # noqa: E402
 from edged.engine import EngineManager  # noqa: E402
 from edged.engine.builder import EngineBuilder  # noqa: E402
 from edged.engine.cache import EngineCache  # noqa: E402
-from edged.engine.errors import EngineBuildError  # noqa: E402
+from edged.engine.errors import EngineBuildError, EngineCancelled  # noqa: E402
 from edged.engine.options import BuildOptions  # noqa: E402
-from edged.engine.platform import FixedPlatform, LivePlatform  # noqa: E402
+from edged.engine.platform import LivePlatform  # noqa: E402
 from edged.engine.service import get_or_build, target_for  # noqa: E402
 from edged.errors import EngineError  # noqa: E402
 from edged.modelfile import load_model_artifact  # noqa: E402
@@ -49,6 +49,7 @@ from edged.sdnotify import Notifier  # noqa: E402
 
 from . import onnx_models  # noqa: E402
 from .fake_tensorrt import FakeCuda  # noqa: E402
+from .helpers import FixedPlatform  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSIFIER = os.path.join(REPO, "models", "resnet18-digits", "resnet18.onnx")
@@ -413,10 +414,9 @@ def test_manager_builds_in_a_child_counts_hits_and_extends_the_systemd_timeout(t
     manager = EngineManager(config.engine, notifier=notifier, status_interval_s=0.0)
     model = config.models["m"]
     artifact = load_model_artifact(model.path)
-    job = manager.start(model, artifact)
-    assert job.wait(600) and job.ok, job.error
+    built = manager.ensure(model, artifact, extend_timeout=False)  # as a reload builds
     entry = manager.ensure(model, artifact)  # the "second start"
-    assert entry.path == job.entry.path
+    assert entry.path == built.path
     stats = manager.stats()
     assert (stats["cache_misses"], stats["cache_hits"], stats["builds"]["built"]) == (1, 1, 1)
     assert stats["build_seconds_total"] > 0 and manager.state("m")["state"] == "ready"
@@ -449,13 +449,13 @@ def test_an_engine_tensorrt_cannot_deserialize_is_quarantined_and_rebuilt_exactl
     assert len(manager.cache.quarantined()) == 2 and manager.cache.entries() == []
 
 
-def test_a_cancelled_background_build_leaves_no_engine(tmp_path):
+def test_a_cancelled_build_leaves_no_engine(tmp_path):
     config = daemon_config(tmp_path, CLASSIFIER)
     manager = EngineManager(config.engine)
-    job = manager.start(config.models["m"], load_model_artifact(CLASSIFIER))
-    job.cancel()  # before the child can have started Python: it is stopped, never publishes
-    assert job.wait(120) and not job.ok
-    assert "cancelled" in job.error and manager.cache.entries() == []
+    manager.cancel_all()  # before the child can have started Python: it is stopped, never publishes
+    with pytest.raises(EngineCancelled, match="cancelled"):
+        manager.load_backend(config.models["m"], load_model_artifact(CLASSIFIER))
+    assert manager.cache.entries() == []
     assert manager.stats()["builds"]["cancelled"] == 1
 
 

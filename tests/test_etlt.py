@@ -1,5 +1,5 @@
 """TAO .etlt container: decryption against an independent AES-CTR computation, header guards,
-wrong-key detection by the payload check (issue 3; tao-tensorrt.md 1.1, 1.2).
+wrong-key detection by the payload check (layout: NVIDIA/tao_deploy ``utils/decoding.py``).
 
 No ``onnx`` package needed: a tiny hand-written protobuf writer builds a real ONNX ModelProto.
 """
@@ -80,7 +80,8 @@ def tiny_uff_model() -> bytes:
 
 
 def independent_encrypt(payload: bytes, key: str, name: bytes, nonce: bytes) -> bytes:
-    """The .etlt layout computed straight from tao-tensorrt.md 1.1/1.2, not from edged."""
+    """The .etlt layout computed straight from its description (tao_deploy's ``decode_etlt``,
+    the ``tao_codec`` parameters), not from edged."""
     aes_key = hashlib.pbkdf2_hmac("sha256", key.encode("utf-8"), SALT, 100000, 32)
     enc = Cipher(algorithms.AES(aes_key), modes.CTR(nonce), backend=default_backend()).encryptor()
     return struct.pack("<i", len(name)) + name + nonce + enc.update(payload) + enc.finalize()

@@ -1,4 +1,4 @@
-"""Hostile and random input at the boundaries (reliability.md F1, M7): a config, a camera URL
+"""Hostile and random input at the boundaries: a config, a camera URL
 and an MQTT command get a typed error with a reason -- never another exception, never a hang.
 
 Known attacks first (alias bombs, deep nesting, huge numbers, unhashable keys), then seeded

@@ -304,7 +304,7 @@ def test_a_live_daemon_exports_frames_fps_state_and_stage_latencies(daemon):
 
 def test_model_and_build_info_name_what_runs(daemon):
     values = samples_of(scrape(daemon.metrics.server.url))
-    task = daemon.workers["digits"].task
+    task = daemon.models.task("digits")
     info = dict(next(labels for name, labels in values if name == "edged_model_info"))
     assert info == {
         "model": "digits",

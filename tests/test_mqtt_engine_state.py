@@ -7,6 +7,7 @@ import types
 import jsonschema
 
 from edged.config import build_config
+from edged.daemon_view import empty_snapshot
 from edged.mqtt.control import DaemonAdapter
 from edged.mqtt.payloads import load_schema, stream_state_payload
 
@@ -26,7 +27,9 @@ def daemon_with(states):
         "models": {"people": {"path": "people.onnx", "backend": "tensorrt"}},
         "streams": {"door": {"source": "rtsp://user:pw@cam/door", "model": "people"}},
     })  # fmt: skip
-    return types.SimpleNamespace(streams={}, config=config, engines=EngineStates(states))
+    # a daemon that is still loading its model: no stream runs yet
+    snapshot = empty_snapshot(config)
+    return types.SimpleNamespace(snapshot=lambda: snapshot, engines=EngineStates(states))
 
 
 def test_a_stream_waiting_for_its_engine_build_is_published_as_building():

@@ -18,8 +18,8 @@ from edged.mqtt.service import MqttService
 from edged.mqtt.topics import Topics
 from edged.mqtt.transport import TransportEvents
 
-from .fake_broker import FakeBroker, FakeClock
-from .mosquitto import wait_for
+from .fake_broker import FakeBroker
+from .helpers import FakeClock, wait_for
 
 DEVICE = "dev1"
 TOPICS = Topics("edged", DEVICE)

@@ -1,5 +1,6 @@
-"""A second client with our MQTT client id (reliability.md M6): detected, alarmed, no endless
-takeover. The detector's rules on their own, then two real clients on a real Mosquitto."""
+"""A second client with our MQTT client id (Mosquitto's test 07-will-takeover): detected,
+alarmed, no endless takeover. The detector's rules on their own, then two real clients on a real
+Mosquitto."""
 
 import logging
 import random

@@ -373,7 +373,7 @@ def test_an_image_directory_delivers_sorted_files_as_bgr_and_skips_broken_ones(i
         "c.bmp",
         "gray.png",
     ]
-    with caplog.at_level(logging.WARNING, logger="edged.sources.backends"):
+    with caplog.at_level(logging.WARNING, logger="edged.sources.images"):
         reads = [source.read() for _ in range(6)]
     values = [None if r is None else int(r[0, 0, 0]) for r in reads]
     assert values == [100, 50, None, 150, 7, None]

@@ -88,7 +88,7 @@ def test_live_sources_are_told_apart_from_files():
         ("gst:videotestsrc ! autovideosink", {}, "must end in an appsink"),
         ("rtsp://", {}, "URL has no host"),
         ("rtsp://cam:99999/x", {}, "port out of range"),
-        ("rtsp://cam:abc/x", {}, "malformed URL"),
+        ("rtsp://cam:abc/x", {}, "port is not a number"),
         ("v4l2://camera", {}, "v4l2:///dev/video0"),
         ("file://otherhost/a.mp4", {}, "file:///absolute/path"),
         ("/dev/video0", {"width": 640}, "give both width and height"),
@@ -132,6 +132,37 @@ def test_errors_never_echo_a_password():
 
 
 @pytest.mark.parametrize(
+    "source",
+    [
+        "rtsp://cam:Pa55/w0rd@host/x",  # urlsplit: host "cam", port "Pa55"
+        "rtsp://cam:Pa55#w0rd@host/x",
+        "rtsp://cam:Pa55?w0rd@host/x",
+        "rtsp://cam:Pa55 w0rd@host/x",
+        "rtsp://cam:Pa55\uff0fw0rd@host/x",  # fullwidth "/": NFKC check quotes the netloc
+        "rtsp://cam:Pa55[w0rd@host/x",  # "Invalid IPv6 URL"
+        "rtsp://cam:Pa55",
+    ],
+)
+def test_a_url_parser_message_is_never_repeated(source):
+    with pytest.raises(ConfigError) as raised:
+        parse_source(source, key="streams.front.source")
+    text = str(raised.value)
+    assert "Pa55" not in text and "w0rd" not in text and "\uff0f" not in text, text
+    assert "cam:***" in text
+
+
+@pytest.mark.parametrize("source", ["\u00b2", "csi://\u00b2", "v4l2://\u00b2", "9" * 5000])
+def test_digits_that_int_refuses_are_no_index_and_no_crash(source):
+    """ "²".isdigit() is true but int("²") raises, and so does int() of 5000 digits on 3.11:
+    both used to escape as a ValueError (a traceback from check-config)."""
+    try:
+        spec = parse_source(source)
+    except ConfigError:
+        return
+    assert spec.kind == FILE and spec.location == source
+
+
+@pytest.mark.parametrize(
     "path",
     ["rtsp.mp4", "https_cam.mp4", "videos/a:b.mp4", "/dev/v4l/by-id/usb-046d:0825-video-index0"],
 )
@@ -156,7 +187,8 @@ def test_spec_repr_and_display_are_redacted():
     [
         ("rtsp://user:pass@host/path", "rtsp://user:***@host/path"),
         ("rtsp://user:p@ss@host:554/path", "rtsp://user:***@host:554/path"),
-        ("rtsp://user@host/path", "rtsp://user@host/path"),
+        ("rtsp://user@host/path", "rtsp://***@host/path"),  # maybe a token: masked whole
+        ("admin://pw@cam:554/x", "admin://***@cam:554/x"),  # "admin:" + a password "//pw"
         ("rtsp://host:554/path", "rtsp://host:554/path"),
         (
             "http://cam/video.cgi?user=admin&password=hunter2&ch=1",
@@ -171,6 +203,23 @@ def test_spec_repr_and_display_are_redacted():
         ("/dev/video0", "/dev/video0"),
         ("rtsp//user:pw@cam/x", "rtsp//user:***@cam/x"),
         ("user:pw@cam:554/x", "user:***@cam:554/x"),
+        # unencoded "/", "#", "?", spaces, "@" and "://" in a password (any of them used to leak)
+        ("rtsp://cam:Pa55/w0rd@host/x", "rtsp://cam:***@host/x"),
+        ("rtsp://cam:Pa55#w0rd@host/x", "rtsp://cam:***@host/x"),
+        ("rtsp://cam:P a?5@5@host:554/x", "rtsp://cam:***@host:554/x"),
+        ("rtsp://cam:a://b@host", "rtsp://cam:***@host"),
+        (
+            "cannot open rtsp://cam:Pa 55/x@host/x (refused)",
+            "cannot open rtsp://cam:***@host/x (refused)",
+        ),
+        ("rtsp:/user:p w/d@h/x", "rtsp:/user:***@h/x"),
+        ("rtsp:user:pw@h/x", "rtsp:user:***@h/x"),
+        ("user: pw@cam/x", "user:***@cam/x"),
+        ("/dev/v4l/by-id/admin:pw@cam", "/dev/v4l/by-id/admin:***@cam"),
+        # "#" cut the URL short (an unquoted YAML comment): the "port" is no number
+        ("rtsp://cam:Pa 55", "rtsp://cam:***"),
+        ("rtsp://cam:554 (refused)", "rtsp://cam:554 (refused)"),
+        ("rtsp://[fe80::1]:554/x", "rtsp://[fe80::1]:554/x"),
     ],
 )
 def test_redact_masks_passwords_wherever_they_appear(text, expected):

@@ -2,7 +2,7 @@
 tools/install.sh places it (staged under --destdir: no real user or systemctl in tests).
 
 systemd-analyze comes from the Debian package `systemd` (tools/apt-packages.txt); a
-missing one FAILS these tests (issue 4 acceptance).
+missing one FAILS these tests.
 """
 
 import os

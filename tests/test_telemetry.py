@@ -8,7 +8,6 @@ import shutil
 import stat
 import subprocess
 import threading
-import time
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -19,6 +18,7 @@ from edged.telemetry import JetsonStats, PowerRail, TegrastatsReader, find_tegra
 from edged.telemetry import reader as reader_module
 
 from .conftest import REPO
+from .helpers import wait_for
 
 SAMPLES_DIR = os.path.join(REPO, "tests", "data", "tegrastats")
 MIB = 1024 * 1024
@@ -26,7 +26,7 @@ MIB = 1024 * 1024
 
 @pytest.fixture
 def promtool():
-    """Prometheus's own checker; missing is a failure, not a skip (issue 5 acceptance)."""
+    """Prometheus's own checker; missing is a failure, not a skip."""
     path = shutil.which("promtool")
     if path is None:
         pytest.fail(
@@ -447,24 +447,15 @@ def replaying_stand_in(directory, line, exit_after=None):
     return write_stand_in(directory, body), args_file
 
 
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def test_the_reader_runs_tegrastats_with_the_interval_and_keeps_the_newest_line(tmp_path):
     binary, args_file = replaying_stand_in(tmp_path, sample_line("nano_jp461"))
     stop = threading.Event()
     reader = TegrastatsReader(stop, 0.1, locate=lambda: binary)
     assert reader.start() is True
     try:
-        assert wait_until(lambda: reader.latest() is not None)
+        assert wait_for(lambda: reader.latest() is not None)
         assert reader.latest() == EXPECTED["nano_jp461"]
-        assert wait_until(lambda: reader.lines >= 3)
+        assert wait_for(lambda: reader.lines >= 3)
         with open(args_file) as f:
             assert f.read().split() == ["--interval", "100"]
         assert [t for t in threading.enumerate() if t.name == "telemetry"]
@@ -479,7 +470,7 @@ def test_the_shared_stop_event_ends_the_reader_too(tmp_path):
     stop = threading.Event()
     reader = TegrastatsReader(stop, 0.1, locate=lambda: binary)
     reader.start()
-    assert wait_until(lambda: reader.latest() is not None)
+    assert wait_for(lambda: reader.latest() is not None)
     stop.set()
     reader.stop()
     assert not reader.running and reader.restarts == 0
@@ -494,7 +485,7 @@ def test_tegrastats_exiting_is_restarted_with_one_warning(tmp_path, caplog):
     with caplog.at_level(logging.DEBUG, logger="edged"):
         reader.start()
         try:
-            assert wait_until(lambda: reader.restarts >= 3)
+            assert wait_for(lambda: reader.restarts >= 3)
         finally:
             reader.stop()
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -511,7 +502,7 @@ def test_a_tegrastats_that_cannot_start_is_retried_not_raised(tmp_path):
     )
     reader.start()
     try:
-        assert wait_until(lambda: reader.restarts >= 2)
+        assert wait_for(lambda: reader.restarts >= 2)
     finally:
         reader.stop()
     assert reader.latest() is None

@@ -10,26 +10,14 @@ import threading
 import pytest
 
 from edged.sdnotify import Notifier, SystemdNotifier
-from edged.watchdog import HealthFile, Heartbeat, ProgressWatchdog
+from edged.watchdog import HealthFile, ProgressWatchdog
 
+from .helpers import FakeClock, Heartbeat, wait_for
 from .test_sdnotify import NotifyReceiver
 
 
 def pings(messages: list) -> int:
     return sum(1 for m in messages if m.get("WATCHDOG") == "1")
-
-
-class FakeClock:
-    """Monotonic time the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -294,15 +282,6 @@ def inference_worker(backend, heartbeat, stop):
         backend.infer()
         heartbeat.beat()
         stop.wait(0.005)
-
-
-def wait_for(predicate, timeout=10.0):
-    done = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return True
-        done.wait(0.01)
-    return predicate()
 
 
 def test_watchdog_thread_stops_pinging_on_injected_hang_and_resumes(notifier, receiver):

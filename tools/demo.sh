@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README demo (issue 5 item 7): the demo person detector on the demo video, results over MQTT,
+# The README demo: the demo person detector on the demo video, results over MQTT,
 # shown live by `edged watch`.
 #
 #   1. A Python with edged and its CPU dependencies: $PYTHON, else .venv/demo, else python3 when it

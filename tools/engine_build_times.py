@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Measure engine build times and sizes with the installed TensorRT (issue 6 "measure").
+"""Measure engine build times and sizes with the installed TensorRT.
 
 Builds each model ``--repeat`` times into a fresh temporary cache (``--force``
 after the first) through edged's own builder, and prints one line per model:
 median and range of the build seconds, engine bytes, precision obtained and
-the builder's notes. Uses whatever ``edged.engine.tensorrt_api.import_tensorrt``
+the builder's notes. Uses whatever ``edged.backends.tensorrt_api.import_tensorrt``
 finds (TensorRT-RTX in CI, the full TensorRT on a Jetson).
 
     python tools/engine_build_times.py models/resnet18-digits/resnet18.onnx \
@@ -21,12 +21,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from edged.backends.tensorrt_api import import_tensorrt, module_name, version_of  # noqa: E402
 from edged.engine.builder import EngineBuilder  # noqa: E402
 from edged.engine.cache import EngineCache  # noqa: E402
 from edged.engine.options import BuildOptions  # noqa: E402
 from edged.engine.platform import LivePlatform  # noqa: E402
 from edged.engine.service import get_or_build  # noqa: E402
-from edged.engine.tensorrt_api import import_tensorrt, module_name, version_of  # noqa: E402
 from edged.modelfile import load_model_artifact  # noqa: E402
 
 

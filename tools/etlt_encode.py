@@ -4,7 +4,7 @@
     PYTHONPATH=. python tools/etlt_encode.py --key K --input-name input_1 model.uff model.etlt
 
 An empty input name (the default) marks an ONNX payload, a non-empty one a
-UFF payload (tao-tensorrt.md 1.1). The key is read from the command line for
+UFF payload (NVIDIA/tao_deploy ``utils/decoding.py``). The key is read from the command line for
 reproducible builds of demo models; it is not printed.
 """
 

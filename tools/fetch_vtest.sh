@@ -2,7 +2,7 @@
 # Fetch OpenCV's sample pedestrian video vtest.avi (768x576, 795 frames) from the Debian/Ubuntu
 # `opencv-doc` package into a cache directory, idempotently, and print its path.
 #
-# Why: the demo person detector (models/peoplenet-demo/, issue 3 item 5) is trained on this clip and
+# Why: the demo person detector (models/peoplenet-demo/) is trained on this clip and
 # the only network we may use is the OS package repository. `apt-get download` + `dpkg -x` gets the
 # file without installing the package (an installed opencv-doc is used directly when present).
 #

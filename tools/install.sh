@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install (or remove) edged as a systemd service: the `edged` system user, the unit, a config
-# and the docs (issue 4 item 5). Idempotent: a second run changes nothing, and an existing
+# and the docs. Idempotent: a second run changes nothing, and an existing
 # /etc/edged/edged.yaml is never overwritten.
 #
 # The Python package itself is installed separately, before this script, so that it can come
@@ -112,8 +112,8 @@ nologin_shell() {
     echo /bin/false
 }
 
-# Groups that give access to the camera and GPU device nodes: "video" on L4T (reliability.md
-# 4.2); "render" only where it exists (systemd/edged.service explains why not in the unit).
+# Groups that give access to the camera and GPU device nodes: "video" on L4T (its
+# /dev/nvhost-* and /dev/video* nodes); "render" only where it exists (systemd/edged.service explains why not in the unit).
 device_groups() {
     local groups=video
     getent group render >/dev/null 2>&1 && groups="$groups,render"

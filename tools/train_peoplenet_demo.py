@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train the demo PeopleNet-format person detector on OpenCV's vtest.avi (issue 3 item 5).
+"""Train the demo PeopleNet-format person detector on OpenCV's vtest.avi.
 
 Reproducible end to end: fetch the clip from Debian's opencv-doc (tools/fetch_vtest.sh), derive
 pseudo labels (tools/peoplenet_demo/pseudo_labels.py), hold out the last 20 % of frames
@@ -39,7 +39,7 @@ from peoplenet_demo import pseudo_labels as pl  # noqa: E402
 
 logger = logging.getLogger("train_peoplenet_demo")
 
-MODEL_KEY = "tlt_encode"  # PeopleNet's public key (tao-tensorrt.md 1.2)
+MODEL_KEY = "tlt_encode"  # PeopleNet's public key (jetson-inference tools/tao-model-downloader.sh)
 HOLDOUT_FRACTION = 0.2
 CLIP_NAME = "holdout.mp4"
 # MPEG-4 Part 2: OpenCV's pip wheels write AND read it (their FFmpeg has no H.264 encoder); the

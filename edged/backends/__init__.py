@@ -1,4 +1,8 @@
-"""Inference backends behind one interface (``base.Backend``); ``create_backend`` picks one."""
+"""Inference backends behind one interface (``base.Backend``); ``create_backend`` picks one.
+
+``tensorrt_api`` finds the installed TensorRT and detects what its API offers; the engine
+builder (edged.engine, above this package) uses it too.
+"""
 
 from typing import Any, Optional
 
@@ -21,7 +25,7 @@ def create_backend(
 
     ``tensorrt`` runs a built engine: ``engine`` is its
     :class:`~edged.engine.cache.CacheEntry`, which
-    :meth:`edged.engine.EngineManager.ensure` returns (issue 6).
+    :meth:`edged.engine.EngineManager.ensure` returns.
 
     Raises:
         ConfigError: unknown backend name.
@@ -31,7 +35,7 @@ def create_backend(
         from .onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(artifact, threads=threads or None)
-    if name == "tensorrt":  # issue 6
+    if name == "tensorrt":
         if engine is None:
             raise ConfigError(
                 f"{artifact.path}: backend tensorrt needs a built engine (edged.engine."

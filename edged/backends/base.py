@@ -4,13 +4,17 @@ A backend is created from a :class:`~edged.modelfile.ModelArtifact`, reports
 its input and output specs, and runs ``infer(inputs by name) -> outputs by
 name``. Tasks find tensors through :func:`find_tensor`, which matches names
 with or without the ``:0`` suffix that TensorFlow-exported ONNX files carry
-(PeopleNet's ONNX releases name ``input_1:0``; tao-tensorrt.md section 2).
+(PeopleNet's ONNX releases name ``input_1:0``: NVIDIA-AI-IOT/deepstream_tao_apps
+``build_triton_engine.sh``).
 """
 
 import abc
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:  # numpy.typing is numpy >= 1.20; Python 3.6 has 1.19
+    from numpy.typing import DTypeLike
 
 from ..errors import ModelContractError
 
@@ -22,7 +26,7 @@ class TensorSpec:
 
     __slots__ = ("name", "shape", "dtype")
 
-    def __init__(self, name: str, shape: Sequence[Optional[int]], dtype: "np.dtype") -> None:
+    def __init__(self, name: str, shape: Sequence[Optional[int]], dtype: "DTypeLike") -> None:
         self.name = name
         self.shape = tuple(shape)  # type: Shape
         self.dtype = np.dtype(dtype)

@@ -2,11 +2,11 @@
 
 Takes the model as bytes so a decrypted ``.etlt`` never touches the disk.
 A UFF payload (old PeopleNet ``.etlt`` releases) cannot run here: only
-TensorRT <= 8.6 has a UFF parser (tao-tensorrt.md 1.4).
+TensorRT <= 8.6 has a UFF parser (``NvUffParser.h`` is gone from NVIDIA/TensorRT 9.1).
 """
 
 import logging
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -29,7 +29,7 @@ _ORT_DTYPES = {
 }
 
 
-def _spec(node: "object") -> TensorSpec:
+def _spec(node: Any) -> TensorSpec:
     # ORT reports dynamic dimensions as strings ("batch") or None.
     shape = [d if isinstance(d, int) and d > 0 else None for d in node.shape]
     dtype = _ORT_DTYPES.get(node.type)
@@ -76,7 +76,7 @@ class OnnxRuntimeBackend(Backend):
         options.log_severity_level = 3  # ORT's warnings go to stderr otherwise
         # ORT's pool threads busy-wait after each run by default; in the daemon they share
         # the cores with decode, pre/post-processing and MQTT, which they then starve
-        # (issue 7 benchmark: pre-processing right after a run 2.6 -> 1.6 ms, run time unchanged).
+        # (benchmarks/ item 2: pre-processing right after a run 2.6 -> 1.6 ms, run time unchanged).
         options.add_session_config_entry(_ALLOW_SPINNING, "0")
         try:
             self._session = ort.InferenceSession(

@@ -1,14 +1,14 @@
 """The ``edged`` command line.
 
 Every :class:`~edged.errors.EdgedError` becomes one line on stderr and exit
-code 2 (issue 2: bad input never produces a traceback); anything else is a
+code 2 (bad input never produces a traceback); anything else is a
 bug and keeps its traceback.
 """
 
 import argparse
 import logging
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from .. import __version__
 from ..errors import EdgedError
@@ -19,8 +19,8 @@ EXIT_USAGE = 2  # bad config, model, key or input: the user can fix it
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import build as build_cmd  # issue 6: edged build
-    from . import cache as cache_cmd  # issue 6: edged cache list|verify|prune
+    from . import build as build_cmd  # edged build
+    from . import cache as cache_cmd  # edged cache list|verify|prune
     from . import (
         check_config,
         infer,
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         schema_cmd,
     )
     from . import convert as convert_cmd  # tao-converter's command line
-    from . import watch as watch_cmd  # issue 5: edged watch (MQTT live view)
+    from . import watch as watch_cmd  # edged watch (MQTT live view)
 
     parser = argparse.ArgumentParser(
         prog="edged",
@@ -47,6 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     ):  # fmt: skip
         module.add_parser(commands)
     return parser
+
+
+def engines_for(model: Any) -> Any:
+    """A default :class:`~edged.engine.EngineManager` for a TensorRT ``model``, else None.
+
+    :func:`edged.tasks.loader.load_task` needs one for ``backend: tensorrt``; the daemon passes
+    its own, one-shot commands (infer, check-config) this one.
+    """
+    if model.backend != "tensorrt":
+        return None
+    from ..config import EngineConfig
+    from ..engine import EngineManager
+
+    return EngineManager(EngineConfig())
 
 
 def setup_logging(verbosity: int, default: int = logging.WARNING) -> None:

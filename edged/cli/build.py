@@ -9,7 +9,7 @@ on a terminal, plain lines otherwise; results go to stdout (``--json``: one
 JSON object per model). Exit 0 when every engine is ready, 3 when a build
 failed, 2 for a bad config, model or key.
 
-``edged build --worker`` is the daemon's build child (edged.engine.runner):
+``edged build --worker`` is the daemon's build child (edged.engine.worker):
 one JSON request on stdin, JSON lines on stdout.
 """
 
@@ -80,7 +80,7 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.worker:
-        from ..engine.runner import worker_main
+        from ..engine.worker import worker_main
 
         logging.getLogger().setLevel(min(logging.getLogger().level, logging.INFO))
         return worker_main(sys.stdin, sys.stdout)
@@ -181,14 +181,14 @@ def progress_renderer(mode: str, json_output: bool, label: str) -> Optional[Any]
 
 
 def _build_one(args: argparse.Namespace, engine: Any, model: Any) -> None:
+    from ..backends.tensorrt_api import import_tensorrt
     from ..engine.builder import EngineBuilder
     from ..engine.cache import EngineCache, default_cache_dir
     from ..engine.options import options_for_model
     from ..engine.platform import LivePlatform
     from ..engine.progress import ProgressTracker
-    from ..engine.runner import outcome_fields
     from ..engine.service import get_or_build
-    from ..engine.tensorrt_api import import_tensorrt
+    from ..engine.worker import outcome_fields
     from ..modelfile import load_model_artifact
     from ..tasks.loader import resolve_model_key
 

@@ -77,8 +77,8 @@ def _open(args: argparse.Namespace) -> Tuple[Any, Any]:
 
 def _live_environment(args: argparse.Namespace, engine: Any) -> Optional[Dict[str, str]]:
     """This machine's environment, or None when no TensorRT imports here."""
+    from ..backends.tensorrt_api import import_tensorrt
     from ..engine.platform import LivePlatform
-    from ..engine.tensorrt_api import import_tensorrt
 
     try:
         trt = import_tensorrt(args.tensorrt_module or engine.tensorrt_module)

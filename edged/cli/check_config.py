@@ -26,9 +26,10 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(path)
         if args.load_models:
             from ..tasks.loader import load_task
+            from . import engines_for
 
             for model in config.models.values():
-                load_task(model).backend.close()
+                load_task(model, engines_for(model)).backend.close()
         print("{}: ok ({} model{})".format(path, len(config.models),
               "" if len(config.models) == 1 else "s"))  # fmt: skip
     return 0

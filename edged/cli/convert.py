@@ -65,13 +65,13 @@ def convert(request: Any) -> Dict[str, Any]:
         ConfigError, ModelError: a flag the TensorRT at hand cannot honour, a bad model or key.
         EngineError: the build failed.
     """
+    from ..backends.tensorrt_api import import_tensorrt
     from ..engine.builder import EngineBuilder
     from ..engine.cache import EngineCache, default_cache_dir
     from ..engine.platform import LivePlatform
     from ..engine.progress import ProgressTracker
     from ..engine.service import get_or_build
     from ..engine.taoconvert import build_options, refusals
-    from ..engine.tensorrt_api import import_tensorrt
     from ..modelfile import load_model_artifact
 
     artifact = load_model_artifact(request.model, request.key)
@@ -124,10 +124,10 @@ def convert(request: Any) -> Dict[str, Any]:
 
 def capabilities(trt: Any, builder: Any) -> Any:
     """What ``trt`` can build here (DLA cores are asked of a real Builder)."""
+    from ..backends.tensorrt_api import module_name, version_of
     from ..engine.builder import strict_types_flag
     from ..engine.errors import EngineBuildError
     from ..engine.taoconvert import Capabilities
-    from ..engine.tensorrt_api import module_name, version_of
 
     f = builder.features
     dla_cores = 0
@@ -158,7 +158,7 @@ def install(engine_source: str, manifest: Dict[str, Any], engine_path: str) -> b
     A file that already holds the same bytes is left alone (no rewrite, same mtime), so a
     repeated command changes nothing on disk. Returns whether anything was written.
     """
-    from ..engine.cache import atomic_write
+    from ..fsutil import atomic_write
 
     with open(engine_source, "rb") as f:
         engine = f.read()

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, List
+from typing import Any, Dict, List, Optional
 
 from ..config import ClassSettings, ModelConfig, build_config, load_config
 from ..errors import ConfigError
@@ -57,6 +57,10 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
         "jetson-inference does); by default the tag is applied, as photo viewers do",
     )
     post.add_argument("--json", action="store_true", help="one JSON object per input/frame")
+    post.add_argument("--track", action="store_true",
+                      help="detectors on videos: give each detection a track_id (stable within "
+                      "the video); on by default with a --config model that has "
+                      "tracking.enabled")  # fmt: skip
     post.add_argument("--output", "-o", metavar="DIR",
                       help="write annotated copies here, in the inputs' folder layout (videos as "
                       ".mp4 at the source's frame rate)")  # fmt: skip
@@ -139,7 +143,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
 
 
 def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
-    raw = {}  # type: Dict[str, Any]
+    raw: Dict[str, Any] = {}
     if args.labels:
         raw["labels"] = args.labels
     if args.model_key:
@@ -154,7 +158,7 @@ def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
         raw["threads"] = args.threads
     if args.input_blob:
         raw["input"] = {"name": args.input_blob}
-    classification = {}  # type: Dict[str, Any]
+    classification: Dict[str, Any] = {}
     if args.output_blob:
         classification["output"] = args.output_blob
     if args.top_k is not None:
@@ -169,7 +173,7 @@ def _apply_flags(model: ModelConfig, args: argparse.Namespace) -> ModelConfig:
         return model
     # Validate the flag values against the schema (bounds, names) before applying them.
     checked = _model_from_flags(dict(raw, path=model.path))
-    changes = {}  # type: Dict[str, Any]
+    changes: Dict[str, Any] = {}
     for key in ("labels", "key_file", "task", "threads"):
         if key in raw:
             changes[key] = getattr(checked, key)
@@ -214,11 +218,43 @@ def _text_line(item: MediaFrame, results: List[Any], kind: str) -> str:
 
 
 def _json_line(item: MediaFrame, results: List[Any], kind: str) -> str:
-    record = {"input": item.path}  # type: Dict[str, Any]
+    record: Dict[str, Any] = {"input": item.path}
     if item.is_video or kind == "detection":
         record["frame"] = item.frame
     record["top" if kind == "classification" else "detections"] = [r.to_dict() for r in results]
     return json.dumps(record)
+
+
+class _VideoTracks:
+    """One tracker per video, new at each video; images are never tracked. ``overlay`` is
+    the latest frame's track trails, for ``--output``."""
+
+    def __init__(self, config: Any) -> None:
+        from ..pipeline.tracking import tracker_params
+
+        self._params = tracker_params(config)
+        self._anchor = config.anchor
+        self._path: Optional[str] = None
+        self._tracker: Any = None  # a Tracker per video, made on its first frame
+        self._trails: Any = None  # a StreamCounter with no zones, for the trails
+        self.overlay: Optional[Dict[str, Any]] = None  # the trails of the last frame
+
+    def apply(self, item: MediaFrame, results: List[Any]) -> List[Any]:
+        from ..tracking.counting import StreamCounter
+        from ..tracking.tracker import Tracker
+
+        self.overlay = None
+        if not item.is_video:
+            return results
+        if item.path != self._path or self._tracker is None:
+            self._path, self._tracker = item.path, Tracker(self._params)
+            self._trails = StreamCounter(anchor=self._anchor)  # no zones: for the trails
+        ids = self._tracker.update([d.bbox for d in results], [d.confidence for d in results],
+                                   [d.class_id for d in results])  # fmt: skip
+        size = (item.image.shape[1], item.image.shape[0])
+        self._trails.update(self._tracker.tracks(), size, float(item.frame))
+        self.overlay = self._trails.overlay()
+        return [dataclasses.replace(d, track_id=i) for d, i in zip(results, ids)]
 
 
 def _warn(message: str) -> None:
@@ -229,12 +265,19 @@ def run(args: argparse.Namespace) -> int:
     from ..annotate import draw_classifications, draw_detections
     from ..annotated_output import AnnotatedWriter, plan_outputs
     from ..tasks.loader import load_task
+    from ..tracking.draw import draw_overlay
+    from . import engines_for
 
     # Output names are settled before the model loads: a clash with an input fails fast.
     plan = plan_outputs(expand_inputs(args.inputs), args.output) if args.output else None
     model = model_config_from_args(args)
-    task = load_task(model)
+    task = load_task(model, engines_for(model))
     writer = AnnotatedWriter(plan, _warn) if plan is not None else None
+    tracks = None
+    if (args.track or model.tracking.enabled) and task.kind == "detection":
+        tracks = _VideoTracks(model.tracking)
+    elif args.track:
+        _warn(f"--track is for detectors; this model is a {task.kind} model: not tracked")
     failures = 0
     try:
         for item in iterate_media(args.inputs, apply_exif=not args.ignore_exif):
@@ -243,11 +286,16 @@ def run(args: argparse.Namespace) -> int:
                 print(f"edged: error: {item.error}", file=sys.stderr)
                 continue
             results = task.run([item.image])[0]
+            if tracks is not None:
+                results = tracks.apply(item, results)
             line = (_json_line if args.json else _text_line)(item, results, task.kind)
             print(line, flush=False)
             if writer:
                 draw = draw_detections if task.kind == "detection" else draw_classifications
-                writer.write(item, draw(item.image, results))
+                drawn = draw(item.image, results)
+                if tracks is not None:
+                    drawn = draw_overlay(drawn, tracks.overlay)
+                writer.write(item, drawn)
     finally:
         if writer:
             writer.close_video()

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Dict, List
 
 from ..errors import ConfigError
 
@@ -107,14 +107,14 @@ def run_keys(args: argparse.Namespace) -> int:
 def run_sign(args: argparse.Namespace) -> int:
     from ..update import keys, manifest
 
-    entries = []  # type: List[Any]
+    entries: List[Any] = []
     for spec in args.file:
         role, sep, path = spec.partition("=")
         if not sep or role not in ROLES:
             raise ConfigError(f"--file {spec}: expected ROLE=PATH with ROLE one of "
                               f"{', '.join(ROLES)}")  # fmt: skip
         entries.append(manifest.FileEntry(os.path.basename(path), role, *_size_and_hash(path)))
-    config = {}  # type: Dict[str, Any]
+    config: Dict[str, Any] = {}
     if args.config:
         try:
             with open(args.config) as f:
@@ -159,7 +159,7 @@ def _size_and_hash(path: str) -> Any:
 
 
 def _write(path: str, data: bytes) -> None:
-    from ..engine.cache import atomic_write
+    from ..fsutil import atomic_write
 
     try:
         atomic_write(path, data)

@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..mqtt.topics import parse_stream_topic
 
@@ -127,7 +127,7 @@ class Watcher:
         self.prefix = prefix
         self.raw = raw
         self.results = 0
-        self._last_seq = {}  # type: Dict[Tuple[str, str], int]
+        self._last_seq: Dict[Tuple[str, str], int] = {}
 
     def line(self, topic: str, payload: bytes) -> Optional[str]:
         if self.raw:

@@ -19,8 +19,9 @@ from .model import (
     ClassSettings,
     Config,
     DetectionConfig,
-    EngineConfig,  # issue 6
+    EngineConfig,
     InputConfig,
+    LineConfig,
     MetricsConfig,
     ModelConfig,
     MqttConfig,
@@ -29,6 +30,8 @@ from .model import (
     MqttTlsConfig,
     PipelineConfig,
     StreamConfig,
+    TrackingConfig,
+    ZoneConfig,
 )
 from .validate import SchemaValidator, first_error
 from .yamlfile import load_yaml
@@ -38,7 +41,7 @@ __all__ = [
     "ClassificationConfig",
     "Config",
     "DetectionConfig",
-    "EngineConfig",  # issue 6
+    "EngineConfig",
     "InputConfig",
     "MetricsConfig",
     "ModelConfig",
@@ -48,6 +51,9 @@ __all__ = [
     "MqttTlsConfig",
     "PipelineConfig",
     "StreamConfig",
+    "TrackingConfig",
+    "ZoneConfig",
+    "LineConfig",
     "load_config",
     "check_reloadable",
     "parse_config",
@@ -133,9 +139,9 @@ def build_config(data: Any, base_dir: str = ".") -> Config:
         models=models,
         streams=streams,
         pipeline=PipelineConfig(**data["pipeline"]),
-        engine=engine_config_from_dict(data["engine"], base_dir),  # issue 6, edged/engine
-        metrics=MetricsConfig(**data["metrics"]),  # issue 5 item 4
-        mqtt=mqtt_config_from_dict(data["mqtt"], streams, base_dir),  # issue 5, edged/mqtt
+        engine=engine_config_from_dict(data["engine"], base_dir),  # edged/engine
+        metrics=MetricsConfig(**data["metrics"]),
+        mqtt=mqtt_config_from_dict(data["mqtt"], streams, base_dir),  # edged/mqtt
     )
 
 
@@ -152,11 +158,8 @@ def stream_config_from_dict(
     if raw["backoff_max_s"] < raw["backoff_initial_s"]:
         raise ConfigError("{}.backoff_max_s: {} is less than backoff_initial_s {}".format(
             where, raw["backoff_max_s"], raw["backoff_initial_s"]))  # fmt: skip
-    source = raw["source"]
-    if "://" not in source and not source.startswith(("gst:", "gstreamer:", "/dev/")):
-        source = _resolve(base_dir, source)  # a relative file or directory path
     spec = parse_source(
-        source,
+        raw["source"],
         width=raw["width"],
         height=raw["height"],
         fps=raw["fps"],
@@ -168,6 +171,7 @@ def stream_config_from_dict(
         fourcc=raw["fourcc"],
         flip_method=raw["flip_method"],
         key=where + ".source",
+        base_dir=base_dir,  # a relative path resolves once the sources table says it is one
     )
     return StreamConfig(
         name=name,
@@ -178,10 +182,48 @@ def stream_config_from_dict(
         frozen_timeout_s=raw["frozen_timeout_s"],
         backoff_initial_s=float(raw["backoff_initial_s"]),
         backoff_max_s=float(raw["backoff_max_s"]),
+        zones=tuple(_zone(where, n, z, models[raw["model"]]) for n, z in raw["zones"].items()),
+        lines=tuple(_line(where, n, ln, models[raw["model"]]) for n, ln in raw["lines"].items()),
     )
 
 
-# -- MQTT (issue 5; edged/mqtt) -----------------------------------------------------------
+# -- tracking and counting (edged/tracking) -----------------------------------------------
+
+
+def _points_problem(units: str, points: Any) -> Optional[str]:
+    if units == "fraction" and any(not 0.0 <= v <= 1.0 for p in points for v in p):
+        return "units is fraction but a point is outside 0..1 (did you mean units: pixels?)"
+    if units == "pixels" and any(v < 0 for p in points for v in p):
+        return "a point has a negative pixel coordinate"
+    return None
+
+
+def _counting_checks(key: str, units: str, points: Any, model: ModelConfig) -> None:
+    if not model.tracking.enabled:
+        raise ConfigError(f"{key}: model {model.name!r} does not track (set its tracking.enabled)")
+    problem = _points_problem(units, points)
+    if problem:
+        raise ConfigError(f"{key}: {problem}")
+
+
+def _zone(where: str, name: str, raw: Mapping[str, Any], model: ModelConfig) -> ZoneConfig:
+    _counting_checks(f"{where}.zones.{name}", raw["units"], raw["points"], model)
+    points = tuple((float(x), float(y)) for x, y in raw["points"])
+    return ZoneConfig(name=name, points=points, units=raw["units"], labels=tuple(raw["labels"]))
+
+
+def _line(where: str, name: str, raw: Mapping[str, Any], model: ModelConfig) -> LineConfig:
+    key = f"{where}.lines.{name}"
+    _counting_checks(key, raw["units"], (raw["start"], raw["end"]), model)
+    start = (float(raw["start"][0]), float(raw["start"][1]))
+    end = (float(raw["end"][0]), float(raw["end"][1]))
+    if start == end:
+        raise ConfigError(f"{key}: start and end are the same point")
+    return LineConfig(name=name, start=start, end=end, units=raw["units"],
+                      labels=tuple(raw["labels"]), hysteresis=float(raw["hysteresis"]))  # fmt: skip
+
+
+# -- MQTT (edged/mqtt) ---------------------------------------------------------------------
 
 
 def mqtt_config_from_dict(
@@ -256,6 +298,7 @@ def mqtt_config_from_dict(
         command_max_age_s=float(raw["command_max_age_s"]),
         publish=MqttPublishConfig(**publish),
         streams=per_stream,
+        home_assistant=raw["home_assistant"],
     )
 
 
@@ -268,6 +311,10 @@ def model_config_from_dict(name: str, raw: Mapping[str, Any], base_dir: str) -> 
             where, ", ".join(keys)))  # fmt: skip
     if raw.get("labels") is not None and raw.get("class_names") is not None:
         raise ConfigError(f"{where}: set labels or class_names, not both")
+    tracking = raw["tracking"]
+    if tracking["low_threshold"] > tracking["high_threshold"]:
+        raise ConfigError("{}.tracking.low_threshold: {} is above high_threshold {}".format(
+            where, tracking["low_threshold"], tracking["high_threshold"]))  # fmt: skip
     detection = raw["detection"]
     classes = {label: ClassSettings(**settings) for label, settings in detection["classes"].items()}
     return ModelConfig(
@@ -304,11 +351,12 @@ def model_config_from_dict(name: str, raw: Mapping[str, Any], base_dir: str) -> 
             classes=classes,
             compat=detection["compat"],
         ),
-        engine=model_engine_config_from_dict(raw["engine"], base_dir),  # issue 6
+        engine=model_engine_config_from_dict(raw["engine"], base_dir),
+        tracking=TrackingConfig(**tracking),
     )
 
 
-# -- TensorRT engines (issue 6; edged/engine) ---------------------------------------------
+# -- TensorRT engines (edged/engine) ------------------------------------------------------
 
 
 def engine_config_from_dict(raw: Mapping[str, Any], base_dir: str) -> "EngineConfig":

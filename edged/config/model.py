@@ -60,7 +60,40 @@ class DetectionConfig:
     compat: str = "deepstream"  # edged/tasks/compat.py registry
 
 
-# -- TensorRT engines (issue 6; edged/engine) ---------------------------------------------
+# -- tracking and counting (edged/tracking) ------------------------------------------------
+@dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = False
+    high_threshold: float = 0.5
+    low_threshold: float = 0.1
+    new_track_threshold: float = 0.5
+    match_iou: float = 0.2
+    low_match_iou: float = 0.5
+    min_hits: int = 3
+    max_misses: int = 30
+    per_class: bool = True
+    anchor: str = "bottom_center"
+
+
+@dataclass(frozen=True)
+class ZoneConfig:
+    name: str
+    points: Tuple[Tuple[float, float], ...]
+    units: str = "pixels"
+    labels: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LineConfig:
+    name: str
+    start: Tuple[float, float]
+    end: Tuple[float, float]
+    units: str = "pixels"
+    labels: Tuple[str, ...] = ()
+    hysteresis: float = 4.0
+
+
+# -- TensorRT engines (edged/engine) ------------------------------------------------------
 @dataclass(frozen=True)
 class CalibrationConfig:
     """INT8 calibration: a given cache file, or a folder of images (paths resolved)."""
@@ -128,7 +161,8 @@ class ModelConfig:
     input: InputConfig = field(default_factory=InputConfig)
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
-    engine: ModelEngineConfig = field(default_factory=ModelEngineConfig)  # issue 6
+    engine: ModelEngineConfig = field(default_factory=ModelEngineConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 @dataclass(frozen=True)
@@ -143,6 +177,8 @@ class StreamConfig:
     frozen_timeout_s: Optional[float] = None
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 30.0
+    zones: Tuple[ZoneConfig, ...] = ()
+    lines: Tuple[LineConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,7 +191,7 @@ class PipelineConfig:
     inference_timeout_s: float = 30.0
 
 
-# -- metrics (issue 5 item 4) -------------------------------------------------------------
+# -- metrics (edged/metrics) ---------------------------------------------------------------
 @dataclass(frozen=True)
 class MetricsConfig:
     enabled: bool = True
@@ -164,7 +200,7 @@ class MetricsConfig:
     telemetry_interval_s: float = 1.0
 
 
-# -- MQTT (issue 5; edged/mqtt) -----------------------------------------------------------
+# -- MQTT (edged/mqtt) ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class MqttPublishConfig:
     """When a stream's results are published (``edged.mqtt.policy``)."""
@@ -216,6 +252,7 @@ class MqttConfig:
     command_max_age_s: float = 60.0
     publish: MqttPublishConfig = field(default_factory=MqttPublishConfig)
     streams: Dict[str, MqttPublishConfig] = field(default_factory=dict)
+    home_assistant: bool = False  # discovery of the counts (edged/mqtt/discovery.py)
 
 
 @dataclass(frozen=True)
@@ -225,6 +262,6 @@ class Config:
     models: Dict[str, ModelConfig] = field(default_factory=dict)
     streams: Dict[str, StreamConfig] = field(default_factory=dict)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)  # issue 6
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # issue 5 item 4
-    mqtt: Optional[MqttConfig] = None  # issue 5: None when MQTT is not configured
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    mqtt: Optional[MqttConfig] = None  # None when MQTT is not configured

@@ -17,6 +17,8 @@ import math
 import re
 from typing import Any, List, Mapping, Optional, Sequence
 
+from ..redact import redact
+
 _TYPE_NAMES = {
     "object": "a mapping",
     "array": "a list",
@@ -68,7 +70,7 @@ def _show(value: Any) -> str:
 
 def _brief(value: Any, budget: int) -> str:
     """Like ``repr`` (JSON names for null/true/false), but stops once ``budget`` characters are
-    written: never the whole of a huge list or string (reliability.md F1)."""
+    written: never the whole of a huge list or string (tests/test_fuzz_inputs.py)."""
     if value is None:
         return "null"
     if value is True:
@@ -77,8 +79,8 @@ def _brief(value: Any, budget: int) -> str:
         return "false"
     if isinstance(value, Mapping):
         return "a mapping"
-    if isinstance(value, str):
-        return repr(value[:budget])
+    if isinstance(value, str):  # redacted whole: a cut before the "@" would show a password
+        return repr(redact(value)[:budget])
     if isinstance(value, (list, tuple)):
         parts = []  # type: List[str]
         used = 1
@@ -181,7 +183,7 @@ class SchemaValidator:
                 continue
             if names and "pattern" in names and not re.search(names["pattern"], key):
                 out.append(
-                    f"{format_path(path)}: invalid name {key!r}; "
+                    f"{format_path(path)}: invalid name {_show(key)}; "
                     "expected letters, digits, '_', '.', '-' "
                     "(at most 64, starting with a letter or digit)"
                 )
@@ -283,24 +285,6 @@ def _suggest(word: Any, choices: Sequence[str]) -> str:
         return ""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def unsupported_keywords(schema: Mapping[str, Any]) -> List[str]:
-    """Keywords in ``schema`` this validator does not implement (a test keeps this empty)."""
-    found = []  # type: List[str]
-
-    def walk(node: Any, in_properties: bool) -> None:
-        if isinstance(node, Mapping):
-            for key, sub in node.items():
-                if not in_properties and key not in SUPPORTED_KEYWORDS:
-                    found.append(key)
-                walk(sub, key in ("properties", "definitions"))
-        elif isinstance(node, list):
-            for sub in node:
-                walk(sub, False)
-
-    walk(schema, False)
-    return found
 
 
 def first_error(errors: List[str]) -> Optional[str]:

@@ -1,5 +1,5 @@
-"""YAML text -> plain data, refusing what would crash or hang the validator (F1 of
-reliability.md: a hostile config gets a ConfigError, never another exception or a hang).
+"""YAML text -> plain data, refusing what would crash or hang the validator (a hostile config
+gets a ConfigError, never another exception or a hang: tests/test_fuzz_inputs.py).
 
 PyYAML's SafeLoader alone lets through: duplicate keys (it keeps the last one silently),
 keys that are lists or mappings (``? [a, b]``: unhashable, a TypeError later), nesting deep
@@ -8,7 +8,7 @@ anchors of nine references each: 9^9 values that one ``repr`` or a validator wal
 finishes). This loader refuses each with a one-line reason.
 """
 
-from typing import Any, Dict, Hashable, List
+from typing import Any, Dict, Hashable, List, Set, Tuple
 
 import yaml
 
@@ -60,7 +60,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Dict[
     written = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
     loader.flatten_mapping(node)
     mapping = {}  # type: Dict[Any, Any]
-    seen_written = set()  # type: Set[Any]
+    seen_written: Set[Any] = set()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
@@ -133,9 +133,9 @@ def check_extent(data: Any) -> None:
     """
     if not isinstance(data, _CONTAINERS):
         return
-    measured = {}  # type: Dict[int, Tuple[int, int]]  # id -> (values, depth) expanded
-    visiting = set()  # type: Set[int]  # ids on the current path: a cycle would never end
-    stack = [(data, False)]  # type: List[Tuple[Any, bool]]
+    measured: Dict[int, Tuple[int, int]] = {}  # id -> (values, depth) expanded
+    visiting: Set[int] = set()  # ids on the current path: a cycle would never end
+    stack: List[Tuple[Any, bool]] = [(data, False)]
     while stack:
         node, children_done = stack.pop()
         key = id(node)

@@ -12,7 +12,7 @@ Layout under the cache directory (``engine.cache_dir``)::
     calibration/<sha256>.cache     INT8 calibration caches produced from image folders
 
 An entry is written into ``tmp/``, every file fsynced, the directory renamed
-into ``entries/`` and ``entries/`` fsynced (anchors.md 4.3; jetson-inference#946
+into ``entries/`` and ``entries/`` fsynced (:mod:`edged.fsutil`; jetson-inference#946
 wrote 0-byte engines): a crash leaves either the whole entry or none of it,
 and leftovers in ``tmp/`` are removed by the next build of that fingerprint
 (under its lock) or by ``edged cache prune``. An entry is used only when its
@@ -20,30 +20,25 @@ manifest matches the live inputs and the engine's sha256 matches; anything
 else is moved to ``quarantine/`` with the reason, never deleted silently.
 """
 
-import errno
 import json
 import logging
 import os
-import re
 import shutil
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from ..errors import EngineError
-from .fingerprint import differences, fingerprint_of, sha256_file
+from ..fsutil import atomic_write, fsync_dir, write_file_synced
+from . import entryfiles
+from .fingerprint import differences, fingerprint_of
 from .lock import FileLock
 
 logger = logging.getLogger(__name__)
 
-ENGINE_FILE = "model.engine"
-MANIFEST_FILE = "manifest.json"
 LAST_USED_FILE = "last_used"
 REASON_FILE = "reason.txt"
-MANIFEST_VERSION = 1
 #: Quarantined entries kept for inspection; older ones are deleted.
 KEEP_QUARANTINED = 5
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 SUBDIRS = ("entries", "locks", "tmp", "quarantine", "timing", "calibration")
 
@@ -56,56 +51,6 @@ def default_cache_dir(environ: Optional[Dict[str, str]] = None) -> str:
         return os.path.join(systemd, "engines")
     base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "edged", "engines")
-
-
-# -- crash-safe file primitives ---------------------------------------------------------------
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_synced(path: str, data: bytes) -> None:
-    """Write ``data`` to a new file and fsync it (the caller renames and fsyncs the dir)."""
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory."""
-    directory = os.path.dirname(path) or "."
-    tmp = f"{path}.tmp.{os.getpid()}.{os.urandom(4).hex()}"
-    try:
-        write_file_synced(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        _remove_quietly(tmp)
-        raise
-    fsync_dir(directory)
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def tree_bytes(path: str) -> int:
-    total = 0
-    for root, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 # -- entries ----------------------------------------------------------------------------------
@@ -122,7 +67,7 @@ class CacheEntry(NamedTuple):
 
     @property
     def engine_path(self) -> str:
-        return os.path.join(self.path, ENGINE_FILE)
+        return os.path.join(self.path, entryfiles.ENGINE_FILE)
 
     @property
     def fingerprint(self) -> str:
@@ -202,7 +147,7 @@ class EngineCache:
         stop: Any = None,
     ) -> FileLock:
         self.ensure()
-        _check_fingerprint(fingerprint)
+        entryfiles.check_fingerprint(fingerprint)
         return FileLock(self._dir("locks", fingerprint + ".lock"), timeout_s, on_wait, stop)
 
     # -- lookup and validation ----------------------------------------------------------------
@@ -216,7 +161,7 @@ class EngineCache:
         True -- call that only while holding the fingerprint's lock.
         """
         self.ensure()
-        path = self._dir("entries", _safe_name(name))
+        path = self._dir("entries", entryfiles.safe_name(name))
         if not os.path.isdir(path):
             return None
         entry, problem = self.validate(path, fingerprint, inputs)
@@ -238,12 +183,12 @@ class EngineCache:
     ) -> Tuple[Any, Optional[str]]:
         """(CacheEntry, None) for a good entry, (partial entry or None, problem) otherwise."""
         name = os.path.basename(path)
-        manifest, problem = _read_manifest(path)
+        manifest, problem = entryfiles.read_manifest(path)
         if manifest is None:
             return None, problem
-        size = tree_bytes(path)
+        size = entryfiles.tree_bytes(path)
         entry = CacheEntry(name, path, manifest, size, self._last_used(path, manifest))
-        recorded = manifest.get("inputs")
+        recorded: Dict[str, Any] = manifest.get("inputs") or {}
         if fingerprint_of(recorded) != manifest.get("fingerprint"):
             return entry, "manifest fingerprint does not match its recorded inputs (edited?)"
         if fingerprint is not None and manifest["fingerprint"] != fingerprint:
@@ -259,7 +204,7 @@ class EngineCache:
                 differences(recorded.get("environment"), environment, "environment")[:4]
             )
         if check_engine:
-            problem = _check_engine(path, manifest)
+            problem = entryfiles.engine_problem(path, manifest)
             if problem is not None:
                 return entry, problem
         return entry, None
@@ -293,14 +238,14 @@ class EngineCache:
             EngineError: the cache cannot be written (disk full, read-only).
         """
         self.ensure()
-        name = _safe_name(name)
+        name = entryfiles.safe_name(name)
         staging = self._dir("tmp", f"{fingerprint}.{os.getpid()}.{os.urandom(4).hex()}")
         final = self._dir("entries", name)
         try:
             os.mkdir(staging)
-            write_file_synced(os.path.join(staging, ENGINE_FILE), engine)
+            write_file_synced(os.path.join(staging, entryfiles.ENGINE_FILE), engine)
             write_file_synced(
-                os.path.join(staging, MANIFEST_FILE),
+                os.path.join(staging, entryfiles.MANIFEST_FILE),
                 (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8"),
             )
             write_file_synced(
@@ -317,12 +262,12 @@ class EngineCache:
                 f"{final}: cannot write engine cache entry ({e.strerror or e})"
             ) from e
         logger.info("engine cached: %s (%d bytes)", final, len(engine))
-        return CacheEntry(name, final, manifest, tree_bytes(final), self._clock())
+        return CacheEntry(name, final, manifest, entryfiles.tree_bytes(final), self._clock())
 
     def quarantine(self, name: str, reason: str) -> Optional[str]:
         """Move entry ``name`` aside with ``reason``; returns the new path (None if absent)."""
         self.ensure()
-        source = self._dir("entries", _safe_name(name))
+        source = self._dir("entries", entryfiles.safe_name(name))
         target = self._dir(
             "quarantine",
             "{}.{}.{}".format(
@@ -350,7 +295,9 @@ class EngineCache:
 
     def _trim_quarantine(self) -> None:
         folder = self._dir("quarantine")
-        items = sorted(os.listdir(folder), key=lambda n: _mtime(os.path.join(folder, n)))
+        items = sorted(
+            os.listdir(folder), key=lambda n: entryfiles.mtime_of(os.path.join(folder, n))
+        )
         for stale in items[: max(0, len(items) - self._keep_quarantined)]:
             shutil.rmtree(os.path.join(folder, stale), ignore_errors=True)
 
@@ -360,14 +307,14 @@ class EngineCache:
         """Every directory under ``entries/`` (read-only: creates nothing)."""
         out = []  # type: List[EntryState]
         folder = self._dir("entries")
-        for name in _listdir(folder):
+        for name in entryfiles.listdir_sorted(folder):
             path = os.path.join(folder, name)
             if not os.path.isdir(path):
                 continue
             entry, problem = self.validate(path, check_engine=check_engine)
             manifest = entry.manifest if entry is not None else None
-            size = entry.size_bytes if entry is not None else tree_bytes(path)
-            last = entry.last_used if entry is not None else _mtime(path)
+            size = entry.size_bytes if entry is not None else entryfiles.tree_bytes(path)
+            last = entry.last_used if entry is not None else entryfiles.mtime_of(path)
             out.append(EntryState(name, path, manifest, size, last, problem))
         return out
 
@@ -376,7 +323,7 @@ class EngineCache:
 
     def remove(self, name: str) -> bool:
         """Delete an entry: rename it out of ``entries/`` first (atomic), then delete."""
-        source = self._dir("entries", _safe_name(name))
+        source = self._dir("entries", entryfiles.safe_name(name))
         doomed = self._dir("tmp", f"evict.{os.getpid()}.{os.urandom(4).hex()}")
         try:
             os.rename(source, doomed)
@@ -398,7 +345,7 @@ class EngineCache:
         states = self.entries()
         total = sum(s.size_bytes for s in states)
         removed = []  # type: List[str]
-        keep = set(protect)  # type: Set[str]
+        keep: Set[str] = set(protect)
         for state in sorted(states, key=lambda s: s.last_used):
             if total <= cap:
                 break
@@ -415,7 +362,7 @@ class EngineCache:
 
     def _remove_if_unlocked(self, state: EntryState) -> bool:
         fp = str((state.manifest or {}).get("fingerprint", ""))
-        if not _HEX.match(fp):
+        if not entryfiles.is_fingerprint(fp):
             return self.remove(state.name)  # unreadable manifest: no lock to respect
         lock = self.lock(fp)
         if not lock.acquire(blocking=False):
@@ -442,7 +389,7 @@ class EngineCache:
                 if fp != fingerprint:
                     continue
                 shutil.rmtree(path, ignore_errors=True)
-            elif _HEX.match(fp):
+            elif entryfiles.is_fingerprint(fp):
                 lock = self.lock(fp)
                 if not lock.acquire(blocking=False):
                     continue
@@ -450,7 +397,7 @@ class EngineCache:
                     shutil.rmtree(path, ignore_errors=True)
                 finally:
                     lock.release()
-            elif fp == "evict" and not _pid_alive(item):
+            elif fp == "evict" and not entryfiles.pid_alive(item):
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 continue
@@ -460,10 +407,10 @@ class EngineCache:
 
     def leftovers(self) -> List[str]:
         """Names under ``tmp/`` (interrupted writes, evictions in progress)."""
-        return _listdir(self._dir("tmp"))
+        return entryfiles.listdir_sorted(self._dir("tmp"))
 
     def quarantined(self) -> List[str]:
-        return _listdir(self._dir("quarantine"))
+        return entryfiles.listdir_sorted(self._dir("quarantine"))
 
     def clear_quarantine(self) -> int:
         names = self.quarantined()
@@ -494,81 +441,4 @@ class EngineCache:
         if kind not in ("timing", "calibration"):
             raise ValueError(kind)
         self.ensure()
-        return self._dir(kind, _safe_name(key) + ".cache")
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def _read_manifest(path: str) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
-    try:
-        with open(os.path.join(path, MANIFEST_FILE), "rb") as f:
-            manifest = json.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        return None, "manifest.json is missing"
-    except (OSError, ValueError) as e:
-        return None, f"manifest.json is unreadable ({e})"
-    except RecursionError:
-        return None, "manifest.json is unreadable (nested too deeply)"
-    if not isinstance(manifest, dict) or manifest.get("manifest_version") != MANIFEST_VERSION:
-        return None, f"manifest.json is not a version {MANIFEST_VERSION} manifest"
-    for key in ("fingerprint", "inputs", "engine_sha256", "engine_bytes"):
-        if key not in manifest:
-            return None, f"manifest.json lacks {key}"
-    return manifest, None
-
-
-def _check_engine(path: str, manifest: Dict[str, Any]) -> Optional[str]:
-    engine = os.path.join(path, ENGINE_FILE)
-    try:
-        size = os.path.getsize(engine)
-    except OSError:
-        return "model.engine is missing"
-    if size != manifest["engine_bytes"]:
-        return "model.engine has {} bytes, the manifest says {} (truncated?)".format(
-            size, manifest["engine_bytes"]
-        )
-    try:
-        digest = sha256_file(engine)
-    except OSError as e:
-        return f"model.engine is unreadable ({e.strerror or e})"
-    if digest != manifest["engine_sha256"]:
-        return "model.engine's sha256 does not match the manifest (damaged)"
-    return None
-
-
-def _safe_name(name: str) -> str:
-    if not _SAFE.match(name) or name in (".", ".."):
-        raise EngineError(f"invalid cache entry name {name!r}")
-    return name
-
-
-def _check_fingerprint(fingerprint: str) -> None:
-    if not _HEX.match(fingerprint):
-        raise EngineError(f"invalid engine fingerprint {fingerprint!r}")
-
-
-def _listdir(folder: str) -> List[str]:
-    try:
-        return sorted(os.listdir(folder))
-    except FileNotFoundError:
-        return []
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0
-
-
-def _pid_alive(item: str) -> bool:
-    try:
-        pid = int(item.split(".")[1])
-    except (IndexError, ValueError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError as e:
-        return e.errno == errno.EPERM
-    return True
+        return self._dir(kind, entryfiles.safe_name(key) + ".cache")

@@ -3,11 +3,13 @@
 EngineError (edged.errors)
  ├── EngineBuildError        TensorRT refused to parse or build (the message says why)
  │    └── EngineCancelled    the build was asked to stop (shutdown, timeout)
- ├── EngineDeserializeError  TensorRT returned None for a cached engine: quarantine, rebuild
+ ├── EngineDeserializeError  (edged.errors) a cached engine does not load: quarantine, rebuild
  └── LockTimeout             (edged.engine.lock) another process held the build lock too long
 """
 
-from ..errors import EngineError
+from ..errors import EngineDeserializeError, EngineError
+
+__all__ = ["EngineBuildError", "EngineCancelled", "EngineDeserializeError"]
 
 
 class EngineBuildError(EngineError):
@@ -16,7 +18,3 @@ class EngineBuildError(EngineError):
 
 class EngineCancelled(EngineBuildError):
     """The build was cancelled before it finished."""
-
-
-class EngineDeserializeError(EngineError):
-    """TensorRT could not deserialize an engine (``deserialize_cuda_engine`` returned None)."""

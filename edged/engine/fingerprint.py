@@ -1,14 +1,13 @@
 """The engine cache key: a sha256 over every input that shapes an engine.
 
 DeepStream reuses any engine that deserializes, even after the model changed
-(DeepStream-Yolo#73); jetson-inference keys on the model hash and the TensorRT
-version only. edged's key covers everything in tao-tensorrt.md 8's table
-(issue 6 item 2; anchors.md 4.1): the decoded model's sha256, a hash of the
-``.etlt`` key (never the key), the calibration data's hash, input dims and
-profiles, the requested precision and its fallback, DLA core, workspace, and
-the environment (TensorRT module and version, CUDA, driver, L4T, GPU name and
-compute capability). The inputs are kept as a JSON document in each
-``manifest.json``; the key is the sha256 of its canonical form.
+(DeepStream-Yolo#73); jetson-inference keys on the model hash and the TensorRT version only
+(``c/tensorNet.cpp``). TensorRT engines are "not portable across platforms or TensorRT versions"
+(TensorRT support matrix), so edged's key covers: the decoded model's sha256, a hash of the
+``.etlt`` key (never the key), the calibration data's hash, input dims and profiles, the
+requested precision and its fallback, DLA core, workspace, and the environment (TensorRT module
+and version, CUDA, driver, L4T, GPU name and compute capability). The inputs are kept as a JSON
+document in each ``manifest.json``; the key is the sha256 of its canonical form.
 """
 
 import hashlib
@@ -43,7 +42,7 @@ def key_hash(key: Optional[str], model_sha256: str) -> Optional[str]:
     """A salted hash of the ``.etlt`` model key; None for a plain model.
 
     Salted with the model's hash so the manifest does not give away a table
-    lookup of common keys; the key itself is never stored (issue 6 item 2).
+    lookup of common keys; the key itself is never stored.
     """
     if not key:
         return None
@@ -66,9 +65,9 @@ def calibration_images(folder: str, limit: int) -> List[str]:
 def calibration_hash(options: BuildOptions) -> Optional[Dict[str, Any]]:
     """What INT8 calibration reads, hashed; None when INT8 is not requested.
 
-    A given cache file wins over images (tao-tensorrt.md 7: a cache-only
-    calibrator). Images are hashed by content together with the
-    pre-processing that turns them into tensors.
+    A given cache file wins over images (a cache-only calibrator, as tao_deploy's
+    ``EngineCalibrator`` reads a shipped ``*_int8.txt``). Images are hashed by content together
+    with the pre-processing that turns them into tensors.
 
     Raises:
         EngineError: INT8 requested and a named file or folder cannot be read.
@@ -154,7 +153,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def entry_name(inputs: Dict[str, Any], fingerprint: str) -> str:
     """Directory name of a cache entry, e.g. ``3f2a9c1b04de-trt8.2.1.8-sm5.3-fp16-1a2b3c4d5e6f``.
 
-    Readable (model, TensorRT, GPU, precision: anchors.md 5.2) but fully
+    Readable (model, TensorRT, GPU, precision, like jetson-inference's engine names) but fully
     determined by the inputs, so every process finds the same directory.
     """
     env = inputs["environment"]

@@ -2,7 +2,7 @@
 
 The engine cache takes one lock per fingerprint so that two processes asking for
 the same engine build it once: the second waits, then finds the first one's
-engine in the cache (issue 6 item 2; anchors.md 4.3). ``flock`` locks belong to
+engine in the cache. ``flock`` locks belong to
 the open file description and the kernel drops them when the process dies, so a
 build killed by SIGKILL or the OOM killer never leaves a stale lock behind.
 Lock files are never deleted: unlinking a lock file someone else has open would

@@ -1,24 +1,18 @@
 """The daemon's engine API: cached engines, builds in a child process, state, counters.
 
-The daemon never builds in its own process (issue 6 item 3): a cache miss
-runs ``python -m edged build --worker`` through
-:class:`~edged.engine.runner.BuildRunner`, so an OOM kill on a Nano kills
-the build and the daemon stays up. Blocking use at start-up::
+The daemon never builds in its own process: a cache miss runs
+``python -m edged build --worker`` through :class:`~edged.engine.runner.BuildRunner`, so an
+OOM kill on a Nano kills the build and the daemon stays up::
 
-    engines = EngineManager(config.engine, notifier=daemon.notifier)
+    engines = EngineManager(config.engine, notifier=daemon.notifier, cancel=stop_event)
     backend = engines.load_backend(model_config, artifact, key)   # hit, or build + load
 
 keeps systemd's start timeout extended (``EXTEND_TIMEOUT_USEC``) and writes
-``STATUS=building engine NAME: 45% ...`` while the child builds. Background
-use while the previous engine keeps serving (reload)::
-
-    job = engines.start(model_config, artifact, key)   # returns at once; state "building"
-    ...                                                # each loop: job.done(), job.state
-    if job.done() and job.ok:                          # then load it (a cache hit now)
-        backend = engines.load_backend(model_config, artifact, key)
+``STATUS=building engine NAME: 45% ...`` while the child builds; a reload calls it on its own
+thread while the previous engine keeps serving (``ensure(..., extend_timeout=False)``).
 
 A failed build leaves the cache (and so the old engine) untouched and says why
-(``job.error``, ``states()[name]["message"]``). ``stats()`` holds the counters
+(the EngineBuildError, ``states()[name]["message"]``). ``stats()`` holds the counters
 the metrics exporter reads (cache hits/misses, builds by result, build seconds)
 and :meth:`add_listener` delivers each event as it happens.
 """
@@ -26,10 +20,11 @@ and :meth:`add_listener` delivers each event as it happens.
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .. import sdnotify
-from ..errors import EdgedError, EngineError
+from ..backends.tensorrt_api import import_tensorrt
+from ..errors import EngineError
 from .cache import CacheEntry, EngineCache, default_cache_dir
 from .errors import EngineBuildError, EngineCancelled, EngineDeserializeError
 from .options import BuildOptions, options_for_model
@@ -37,7 +32,6 @@ from .platform import LivePlatform, PlatformInfo, PlatformProvider
 from .progress import LogProgress, ProgressEvent, describe
 from .runner import BUILT, CANCELLED, FAILED, HIT, KILLED, TIMEOUT, BuildRequest, BuildRunner
 from .service import Target, target_for
-from .tensorrt_api import import_tensorrt
 
 logger = logging.getLogger(__name__)
 
@@ -49,36 +43,6 @@ EXTEND_S = 60.0
 STATUS_INTERVAL_S = 5.0
 
 Listener = Callable[[Dict[str, Any]], None]
-
-
-class BuildJob:
-    """A build running on a named background thread; the daemon polls it."""
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self.cancel_event = threading.Event()
-        self._done = threading.Event()
-        self.entry = None  # type: Optional[CacheEntry]
-        self.error = None  # type: Optional[str]
-        self.thread = None  # type: Optional[threading.Thread]
-
-    @property
-    def ok(self) -> bool:
-        return self._done.is_set() and self.entry is not None
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        return self._done.wait(timeout)
-
-    def cancel(self) -> None:
-        """Ask the child to stop (SIGTERM, then SIGKILL after a grace period)."""
-        self.cancel_event.set()
-
-    def _finish(self, entry: Optional[CacheEntry], error: Optional[str]) -> None:
-        self.entry, self.error = entry, error
-        self._done.set()
 
 
 class EngineManager:
@@ -109,7 +73,7 @@ class EngineManager:
         self.config = config
         # set when the daemon stops: a blocking build at start-up or reload ends with it, so
         # `systemctl stop` during a 20-minute Nano build does not wait for systemd's SIGKILL
-        self._cancel = cancel
+        self._cancel = cancel or threading.Event()
         self.cache = EngineCache(
             config.cache_dir or default_cache_dir(), int(config.cache_max_mb) << 20
         )
@@ -122,9 +86,8 @@ class EngineManager:
         self._status_interval_s = status_interval_s
         self._clock = clock
         self._lock = threading.Lock()
-        self._listeners = []  # type: List[Listener]
+        self._listeners: List[Listener] = []
         self._states = {}  # type: Dict[str, Dict[str, Any]]
-        self._jobs = {}  # type: Dict[str, BuildJob]
         self._counters = {
             "cache_hits": 0,
             "cache_misses": 0,
@@ -281,41 +244,9 @@ class EngineManager:
 
         return sink
 
-    def start(self, model: Any, artifact: Any, key: Optional[str] = None) -> BuildJob:
-        """Get or build in the background (named thread); the caller keeps serving.
-
-        A second call for a model whose job is still running returns that job.
-        """
-        with self._lock:
-            running = self._jobs.get(model.name)
-            if running is not None and not running.done():
-                return running
-            job = BuildJob(model.name)
-            self._jobs[model.name] = job
-        job.thread = threading.Thread(
-            target=self._run_job,
-            args=(job, model, artifact, key),
-            name=f"engine-build-{model.name}",
-            daemon=True,
-        )
-        job.thread.start()
-        return job
-
-    def _run_job(self, job: BuildJob, model: Any, artifact: Any, key: Optional[str]) -> None:
-        try:
-            entry = self.ensure(model, artifact, key, cancel=job.cancel_event, extend_timeout=False)
-        except EdgedError as e:
-            job._finish(None, str(e))
-        except Exception as e:  # noqa: BLE001 - top of a worker thread: log, record, never die
-            logger.exception("engine build job for %s crashed", model.name)
-            self._set_state(model.name, state=FAILED_STATE, message=repr(e))
-            job._finish(None, f"internal error: {e!r}")
-        else:
-            job._finish(entry, None)
-
     def load_backend(self, model: Any, artifact: Any, key: Optional[str] = None) -> Any:
         """:meth:`ensure` the engine and deserialize it; an engine TensorRT cannot deserialize is
-        quarantined and rebuilt once (tao-tensorrt.md 8: ``deserialize_cuda_engine`` -> None).
+        quarantined and rebuilt once (TensorRT's Python ``deserialize_cuda_engine`` returns None).
         A build ends early when the manager's ``cancel`` event is set.
 
         Raises:
@@ -357,11 +288,8 @@ class EngineManager:
                 self._count_quarantine(model, reason)
 
     def cancel_all(self) -> None:
-        """Ask every running background build to stop (shutdown)."""
-        with self._lock:
-            jobs = list(self._jobs.values())
-        for job in jobs:
-            job.cancel()
+        """Stop the running build, if any, and every later one (shutdown): sets ``cancel``."""
+        self._cancel.set()
 
     # -- state and counters -------------------------------------------------------------------
 

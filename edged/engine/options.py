@@ -4,8 +4,8 @@ The config has a top-level ``engine`` section (cache, defaults) and a per-model
 ``models.NAME.engine`` section (overrides, batch, profiles, calibration);
 :func:`options_for_model` merges them once so the builder, the cache key and
 the child-process protocol all see the same values. Defaults are conservative
-for the 4 GB Nano: FP16 with a fallback, 256 MiB workspace (tao-tensorrt.md 7,
-"Build memory on Nano").
+for the 4 GB Nano: FP16 with a fallback, 256 MiB workspace (Nano builds get OOM-killed:
+dusty-nv/jetson-inference#649, jkjung-avt/tensorrt_demos#293).
 """
 
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -20,7 +20,8 @@ MIB = 1 << 20
 Dims = Tuple[int, ...]
 Profile = Tuple[Dims, Dims, Dims]  # min, opt, max
 
-#: DetectNet_v2 outputs a UFF parse registers when the config names none (tao-tensorrt.md 1.3).
+#: DetectNet_v2 outputs a UFF parse registers when the config names none (tao-converter's
+#: ``-o`` in jetson-inference ``tools/tao-model-downloader.sh``).
 UFF_DEFAULT_OUTPUTS = ("output_cov/Sigmoid", "output_bbox/BiasAdd")
 
 

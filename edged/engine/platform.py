@@ -1,14 +1,14 @@
 """What the engine was (or would be) built for: TensorRT, CUDA, L4T, GPU.
 
-"Serialized engines are not portable across platforms or TensorRT versions"
-and are "specific to the exact GPU model they were built on"
-(tao-tensorrt.md 8), so these values are part of the cache key and of every
-manifest. The probes read what the machine offers, in order, and never fail:
+"Serialized engines are not portable across platforms or TensorRT versions" and are "specific to
+the exact GPU model they were built on" (TensorRT support matrix; NVIDIA developer forum), so
+these values are part of the cache key and of every manifest. The probes read what the machine
+offers, in order, and never fail:
 
 * GPU name, compute capability, CUDA and driver versions: pycuda when it
-  imports (tao-tensorrt.md 8's table), else ``nvidia-smi``, else
+  imports, else ``nvidia-smi``, else
   ``/proc/driver/nvidia``, else the Jetson device tree (tegra210 = Nano 5.3,
-  tegra194 = Xavier 7.2; tao-tensorrt.md 5), else ``"none"``.
+  tegra194 = Xavier 7.2; dusty-nv/jetson-containers ``l4t_version.py``), else ``"none"``.
 * CUDA toolkit: pycuda, else ``/usr/local/cuda/version.json`` / ``version.txt``.
 * L4T release: ``/etc/nv_tegra_release`` (``# R32 (release), REVISION: 7.1`` -> ``R32.7.1``).
 
@@ -24,13 +24,13 @@ import re
 import subprocess
 from typing import Any, Callable, Dict, Optional
 
-from .tensorrt_api import module_name, version_of
+from ..backends.tensorrt_api import module_name, version_of
 
 logger = logging.getLogger(__name__)
 
 NONE = "none"
 NV_TEGRA_RELEASE = "/etc/nv_tegra_release"
-#: Jetson SoC -> (GPU, compute capability) (tao-tensorrt.md 5).
+#: Jetson SoC -> (GPU, compute capability) (dusty-nv/jetson-containers ``l4t_version.py``).
 TEGRA_GPUS = {
     "tegra210": ("NVIDIA Tegra X1", "5.3"),
     "tegra186": ("NVIDIA Tegra X2", "6.2"),
@@ -145,17 +145,6 @@ class LivePlatform(PlatformProvider):
             gpu_name=gpu.name,
             compute_capability=gpu.compute_capability,
         )
-
-
-class FixedPlatform(PlatformProvider):
-    """A provider that reports given values (tests; ``edged cache`` on another machine)."""
-
-    def __init__(self, base: PlatformProvider, **overrides: str) -> None:
-        self._base = base
-        self._overrides = overrides
-
-    def __call__(self, trt: Any) -> PlatformInfo:
-        return self._base(trt).replace(**self._overrides)
 
 
 # -- L4T and CUDA files -----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Build progress: one overall fraction from edged's phases and TensorRT's nested ones.
 
 First builds take minutes with no output and get killed by supervisors
-(anchors.md 4.4; roboflow/inference PR#2703). TensorRT >= 10 reports nested
+(roboflow/inference PR#2703). TensorRT >= 10 reports nested
 phases through ``IProgressMonitor`` (``phase_start(name, parent, num_steps)``,
 ``step_complete(name, step) -> keep going``, ``phase_finish(name)``); older
 releases report nothing, so edged's own phases (prepare, parse, build, publish)
@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, Dict, NamedTuple, Optional
+from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class ProgressTracker:
         self._t0 = clock()
         self._lock = threading.Lock()
         self._phase = "prepare"
-        self._stack = []  # type: List[List[Any]]  # [name, num_steps, steps_done]
+        self._stack: List[List[Any]] = []  # [name, num_steps, steps_done]
         self._fraction = 0.0
         self._sent_fraction = -1.0
         self._sent_key = ("", "")
@@ -160,7 +160,7 @@ class ProgressTracker:
 def make_progress_monitor(trt: Any, tracker: ProgressTracker) -> Any:
     """A ``trt.IProgressMonitor`` forwarding to ``tracker`` (only where the API has one)."""
 
-    class _Monitor(trt.IProgressMonitor):  # type: ignore[misc,name-defined]
+    class _Monitor(trt.IProgressMonitor):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
 

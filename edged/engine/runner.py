@@ -1,15 +1,15 @@
 """Engine builds in a child process, so an out-of-memory kill stops the build, not the daemon.
 
-Nano builds get OOM-killed (tao-tensorrt.md 7; jetson-inference#649) and a
+Nano builds get OOM-killed (dusty-nv/jetson-inference#649) and a
 TensorRT build blocks in C for minutes. The daemon therefore runs
-``python -m edged build --worker`` (issue 6 item 3): the request -- model
+``python -m edged build --worker``: the request -- model
 path, options, cache directory and the ``.etlt`` key -- goes in as one JSON
 document on the child's stdin (never on its command line, where ``ps`` shows
 it); the child answers with JSON lines on stdout (``started``, ``waiting``,
 ``progress``, then ``result`` or ``error``) and logs on stderr. The child
 raises its own ``oom_score_adj`` so the kernel picks it over the daemon.
 
-:class:`BuildRunner` is the parent side; :func:`worker_main` the child side.
+:class:`BuildRunner` is the parent side; :func:`edged.engine.worker.worker_main` the child side.
 Child exit codes: 0 engine ready (built or found), 2 bad input (model, key,
 options), 3 TensorRT could not build, 4 cancelled. Signals: SIGTERM asks the
 child to cancel (TensorRT >= 10 stops at the next step; older ones finish
@@ -27,8 +27,7 @@ import time
 from collections import deque
 from typing import IO, Any, Callable, Deque, Dict, List, NamedTuple, Optional
 
-from ..errors import EdgedError, EngineError
-from .errors import EngineCancelled
+from ..errors import EngineError
 from .options import BuildOptions
 from .progress import ProgressEvent
 
@@ -40,8 +39,6 @@ EXIT_INPUT = 2
 EXIT_BUILD_FAILED = 3
 EXIT_CANCELLED = 4
 
-#: Child: a progress line at least this often, even while TensorRT is silent.
-HEARTBEAT_S = 5.0
 #: Parent: after SIGTERM, wait this long before SIGKILL.
 TERM_GRACE_S = 10.0
 STDERR_TAIL_LINES = 40
@@ -196,6 +193,7 @@ class BuildRunner:
         err_thread.start()
         watch = _Watch(proc, cancel, self._timeout_s, self._term_grace_s, self._clock)
         watch.start()
+        assert proc.stdin is not None and proc.stdout is not None  # both are PIPEs
         try:
             proc.stdin.write(request.to_json().encode("utf-8") + b"\n")
             proc.stdin.close()
@@ -334,119 +332,3 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-# -- child side -------------------------------------------------------------------------------
-
-
-class JsonLines:
-    """Thread-safe JSON-lines writer (the worker's stdout)."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def send(self, event: str, **fields: Any) -> None:
-        fields["event"] = event
-        line = json.dumps(fields, sort_keys=True)
-        with self._lock:
-            self._stream.write(line + "\n")
-            self._stream.flush()
-
-
-def prefer_oom_kill(path: str = "/proc/self/oom_score_adj", score: int = 1000) -> None:
-    """Make this process the OOM killer's first choice (raising one's own score needs no
-    privilege): on a 4 GB Nano the build, not the daemon, is what dies."""
-    try:
-        with open(path, "w") as f:
-            f.write(str(score))
-    except OSError as e:
-        logger.debug("cannot set %s: %s", path, e)
-
-
-def worker_main(stdin: IO[str], stdout: IO[str]) -> int:
-    """``edged build --worker``: one request on stdin, JSON lines on stdout, exit code."""
-    from .service import get_or_build
-
-    out = JsonLines(stdout)
-    cancel = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    prefer_oom_kill()
-    out.send("started", pid=os.getpid())
-    try:
-        request = BuildRequest.from_json(stdin.read())
-        context = _WorkerContext(request, out, cancel)
-        outcome = context.run(get_or_build)
-    except EngineCancelled as e:
-        out.send("error", kind=type(e).__name__, message=str(e))
-        return EXIT_CANCELLED
-    except EngineError as e:
-        out.send("error", kind=type(e).__name__, message=str(e))
-        return EXIT_BUILD_FAILED
-    except EdgedError as e:
-        out.send("error", kind=type(e).__name__, message=str(e))
-        return EXIT_INPUT
-    except (ValueError, KeyError, TypeError) as e:
-        out.send("error", kind="BadRequest", message=f"malformed build request: {e}")
-        return EXIT_INPUT
-    out.send("result", **outcome_fields(outcome))
-    return EXIT_OK
-
-
-def outcome_fields(outcome: Any) -> Dict[str, Any]:
-    manifest = outcome.entry.manifest
-    return {
-        "result": outcome.result,
-        "entry": outcome.entry.path,
-        "name": outcome.entry.name,
-        "fingerprint": outcome.entry.fingerprint,
-        "precision_obtained": manifest.get("precision_obtained"),
-        "device_obtained": manifest.get("device_obtained"),
-        "engine_bytes": manifest.get("engine_bytes"),
-        "build_seconds": round(outcome.seconds, 3),
-        "notes": manifest.get("notes", []),
-        "waited": outcome.waited,
-    }
-
-
-class _WorkerContext:
-    def __init__(self, request: BuildRequest, out: JsonLines, cancel: threading.Event) -> None:
-        self.request = request
-        self.out = out
-        self.cancel = cancel
-
-    def run(self, get_or_build: Callable[..., Any]) -> Any:
-        from ..modelfile import load_model_artifact
-        from .builder import EngineBuilder
-        from .cache import EngineCache
-        from .platform import LivePlatform, PlatformInfo
-        from .progress import ProgressTracker
-        from .tensorrt_api import import_tensorrt
-
-        req = self.request
-        artifact = load_model_artifact(req.model_path, req.key)
-        trt = import_tensorrt(req.tensorrt_module)
-        tracker = ProgressTracker(lambda e: self.out.send("progress", **e.to_dict()), self.cancel)
-        beat = threading.Thread(
-            target=self._heartbeat, args=(tracker,), name="engine-heartbeat", daemon=True
-        )
-        beat.start()
-        platform = PlatformInfo(**req.platform) if req.platform else LivePlatform()(trt)
-        return get_or_build(
-            artifact,
-            req.options,
-            EngineCache(req.cache_dir, req.cache_max_bytes),
-            EngineBuilder(trt),
-            platform,
-            key=req.key,
-            model_name=req.model_name,
-            tracker=tracker,
-            force=req.force,
-            lock_timeout_s=req.lock_timeout_s,
-            stop=self.cancel,
-            on_wait=lambda path: self.out.send("waiting", lock=path),
-        )
-
-    def _heartbeat(self, tracker: Any) -> None:
-        while not self.cancel.wait(HEARTBEAT_S):
-            tracker.heartbeat()

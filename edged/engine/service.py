@@ -6,8 +6,7 @@ fingerprint's lock: remove leftovers of interrupted builds, look the entry up
 (an invalid one is quarantined), else build, publish crash-safely and save
 the timing cache; after the lock, evict least recently used entries beyond
 the size cap. Two processes asking for the same engine therefore build it
-once: the second waits on the lock and then finds the first one's entry
-(issue 6 item 2).
+once: the second waits on the lock and then finds the first one's entry.
 """
 
 import logging
@@ -22,8 +21,9 @@ from .. import __version__
 from ..errors import EngineError
 from ..tasks.registry import calibration_contract
 from .builder import BuildResult, CalibrationInput, EngineBuilder
-from .cache import MANIFEST_VERSION, CacheEntry, EngineCache
+from .cache import CacheEntry, EngineCache
 from .calibration import ImageBatches, image_paths, pycuda_uploader
+from .entryfiles import MANIFEST_VERSION
 from .fingerprint import entry_name, fingerprint_inputs, fingerprint_of
 from .options import BuildOptions
 from .platform import PlatformInfo
@@ -64,7 +64,8 @@ def target_for(
 
 
 def timing_cache_key(platform: PlatformInfo) -> str:
-    """tao-tensorrt.md 7: "key by TRT version + GPU" (a file name: unsafe characters -> _)."""
+    """TensorRT version + GPU: a timing cache is only valid for both (TensorRT developer guide,
+    "Timing Cache"); a file name, so unsafe characters become ``_``."""
     raw = "-".join(
         (
             platform.tensorrt_module,
@@ -134,7 +135,7 @@ def get_or_build(
 def prepare_calibration(
     options: BuildOptions, cache: EngineCache, inputs: Dict[str, Any], model_path: str = ""
 ) -> CalibrationInput:
-    """The calibration data for an INT8 request (tao-tensorrt.md 7), if any.
+    """The calibration data for an INT8 request, if any.
 
     A given cache file is used as is; images are calibrated once and the
     cache TensorRT writes is kept under their hash, so the next build replays it.
@@ -144,12 +145,14 @@ def prepare_calibration(
     calib = inputs["build"].get("calibration") or {}
     kind = calib.get("kind")
     if kind == "cache":
+        assert options.calibration_cache is not None  # kind "cache" is set from it
         with open(options.calibration_cache, "rb") as f:
             return CalibrationInput(cache=f.read())
     if kind == "images":
         stored = cache.read_blob("calibration", calib["sha256"])
         if stored is not None:
             return CalibrationInput(cache=stored)
+        assert options.calibration_images is not None  # kind "images" is set from it
         paths = image_paths(options.calibration_images, options.calibration_max_images)
         if len(paths) < options.calibration_batch_size:
             raise EngineError(
@@ -189,7 +192,7 @@ def make_manifest(
     result: BuildResult,
     model_name: str,
 ) -> Dict[str, Any]:
-    """Everything ``manifest.json`` records (issue 6 item 2; anchors.md 5.2)."""
+    """Everything ``manifest.json`` records (README, "TensorRT engines")."""
     import hashlib
 
     now = time.time()

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the daemon (issue 5 item 4), served on 127.0.0.1:9108 by default.
+"""Prometheus metrics of the daemon, served on 127.0.0.1:9108 by default.
 
 :class:`MetricsService` puts it together for one daemon: a per-daemon registry,
 the scrape-time :class:`DaemonCollector`, the per-stage latency histograms fed

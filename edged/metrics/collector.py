@@ -27,13 +27,15 @@ Names and what they read:
 * ``edged_build_info{version,python}``; ``edged_metrics_collect_errors_total``.
 """
 
+import functools
 import logging
 import platform
-from typing import Any, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .. import __version__
+from ..daemon_view import DaemonReader, DaemonSnapshot
 from ..sources.supervisor import STATES, STREAMING
 
 logger = logging.getLogger(__name__)
@@ -129,45 +131,51 @@ def _gauge(name: str, doc: str, labels: Optional[List[str]] = None) -> GaugeMetr
 class DaemonCollector:
     """A custom collector over one :class:`~edged.daemon.Daemon`'s live state.
 
-    It only reads the daemon's ``streams``, ``workers``, ``dispatcher``,
-    ``config``, ``reloads`` and ``mqtt`` (None or absent when MQTT is off); a
-    part that raises is logged (once at WARNING, then DEBUG), counted in
+    It reads one :meth:`~edged.daemon.Daemon.snapshot` per scrape, and the
+    ``stats()`` of the daemon's ``mqtt`` (None when MQTT is off) and ``engines``;
+    a part that raises is logged (once at WARNING, then DEBUG), counted in
     ``edged_metrics_collect_errors_total`` and left out of that scrape only.
     """
 
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: DaemonReader) -> None:
         self._daemon = daemon
         self.errors = 0
 
     def collect(self) -> Iterator[Metric]:
-        sections = (
-            self._build_info,
-            self._streams,
-            self._models,
-            self._results,
-            self._mqtt,
-            self._engines,
-        )  # type: tuple
-        for section in sections:
-            try:
-                families = list(section())
-            except Exception:  # noqa: BLE001 - one broken section must not fail the whole scrape
-                self.errors += 1
-                level = logging.WARNING if self.errors == 1 else logging.DEBUG
-                logger.log(
-                    level,
-                    "metrics: %s failed; its series are left out of this scrape",
-                    section.__name__,
-                    exc_info=True,
-                )
-                continue
-            yield from families
+        yield from self._section("build_info", self._build_info)
+        snapshot = None  # type: Optional[DaemonSnapshot]
+        try:
+            # one frozen read per scrape: a reload meanwhile changes nothing in it
+            snapshot = self._daemon.snapshot()
+        except Exception:  # noqa: BLE001 - one broken section must not fail the whole scrape
+            self._failed("snapshot")
+        if snapshot is not None:
+            yield from self._section("streams", functools.partial(self._streams, snapshot))
+            yield from self._section("models", functools.partial(self._models, snapshot))
+            yield from self._section("results", functools.partial(self._results, snapshot))
+        yield from self._section("mqtt", self._mqtt)
+        yield from self._section("engines", self._engines)
         errors = _counter(
             "edged_metrics_collect_errors",
             "Parts of a scrape of edged's metrics that could not be read (see the log).",
         )
         errors.add_metric([], self.errors)
         yield errors
+
+    def _section(self, name: str, section: Callable[[], Iterator[Metric]]) -> List[Metric]:
+        """The families of one section, or none when it raised (logged and counted)."""
+        try:
+            return list(section())
+        except Exception:  # noqa: BLE001 - one broken section must not fail the whole scrape
+            self._failed(name)
+            return []
+
+    def _failed(self, name: str) -> None:
+        self.errors += 1
+        level = logging.WARNING if self.errors == 1 else logging.DEBUG
+        logger.log(
+            level, "metrics: %s failed; its series are left out of this scrape", name, exc_info=True
+        )
 
     # -- sections -------------------------------------------------------------------------
 
@@ -178,10 +186,11 @@ class DaemonCollector:
         info.add_metric([__version__, platform.python_version()], 1)
         yield info
 
-    def _streams(self) -> Iterator[Metric]:
-        d = self._daemon
-        streams = dict(d.streams)  # a copy: a reload on the main thread may change it meanwhile
-        workers = dict(d.workers)
+    def _snapshot(self, view: List[DaemonSnapshot]) -> Iterator[Metric]:
+        view[0] = self._daemon.snapshot()  # frozen: a reload meanwhile changes nothing in it
+        return iter([])
+
+    def _streams(self, snapshot: DaemonSnapshot) -> Iterator[Metric]:
         frames = _counter(
             "edged_frames",
             "Frames per stream by what became of them: "
@@ -230,11 +239,9 @@ class DaemonCollector:
         info = _gauge(
             "edged_stream_info", "The model each stream runs; always 1.", ["stream", "model"]
         )
-        for stream_id, stream in sorted(streams.items()):
-            status = stream.supervisor.status()
-            worker = workers.get(stream.worker)
-            inferred = worker.stats.frames.get(stream_id, 0) if worker is not None else 0
-            frames.add_metric([stream_id, "inferred"], inferred)
+        for stream_id, stream in sorted(snapshot.streams.items()):
+            status = stream.status
+            frames.add_metric([stream_id, "inferred"], stream.inferred)
             frames.add_metric([stream_id, "dropped_before_inference"], status.drops)
             captured.add_metric([stream_id], status.frames)
             fps.add_metric([stream_id], status.fps)
@@ -248,7 +255,7 @@ class DaemonCollector:
             stalls.add_metric([stream_id], status.stalls)
             frozen.add_metric([stream_id], status.frozen)
             open_failures.add_metric([stream_id], status.open_failures)
-            info.add_metric([stream_id, stream.worker], 1)
+            info.add_metric([stream_id, stream.model], 1)
         return iter(
             [
                 frames,
@@ -266,7 +273,7 @@ class DaemonCollector:
             ]
         )
 
-    def _models(self) -> Iterator[Metric]:
+    def _models(self, snapshot: DaemonSnapshot) -> Iterator[Metric]:
         info = _gauge(
             "edged_model_info",
             "Each loaded model: version, sha256 of the model file, "
@@ -284,65 +291,52 @@ class DaemonCollector:
         busy = _gauge(
             "edged_inference_in_progress", "1 while the model is running an inference.", ["model"]
         )
-        for name, worker in sorted(dict(self._daemon.workers).items()):
-            task = worker.task
+        for name, model in sorted(snapshot.models.items()):
             info.add_metric(
-                [
-                    name,
-                    task.config.version,
-                    task.model_sha256,
-                    _precision(task),
-                    task.backend.name,
-                    task.kind,
-                ],
-                1,
+                [name, model.version, model.sha256, model.precision, model.backend, model.kind], 1
             )
-            batches.add_metric([name], worker.stats.batches)
-            errors.add_metric([name], worker.stats.errors)
-            running = worker.stats.step_started.get("inference") is not None
-            busy.add_metric([name], 1 if running else 0)
+        for name, worker in sorted(snapshot.workers.items()):
+            batches.add_metric([name], worker.batches)
+            errors.add_metric([name], worker.errors)
+            busy.add_metric([name], 1 if worker.inferring else 0)
         return iter([info, batches, errors, busy])
 
-    def _results(self) -> Iterator[Metric]:
-        d = self._daemon
+    def _results(self, snapshot: DaemonSnapshot) -> Iterator[Metric]:
         reloads = _counter(
             "edged_config_reloads",
             "Configuration reloads (SIGHUP) by result: "
             "applied, or rejected (invalid; the old one kept).",
             ["result"],
         )
-        for result in ("applied", "rejected"):
-            reloads.add_metric([result], d.reloads.get(result, 0))
-        dispatcher = d.dispatcher
-        if dispatcher is None:
+        reloads.add_metric(["applied"], snapshot.reloads_applied)
+        reloads.add_metric(["rejected"], snapshot.reloads_rejected)
+        queue = snapshot.results
+        if queue is None:
             return iter([reloads])
         dropped = _counter(
             "edged_result_queue_dropped",
             "Results dropped because the queue to the outputs was full (inference never waits).",
         )
-        dropped.add_metric([], dispatcher.dropped)
+        dropped.add_metric([], queue.dropped)
         depth = _gauge("edged_result_queue_depth", "Results waiting for the outputs.")
-        depth.add_metric([], dispatcher.pending())
+        depth.add_metric([], queue.depth)
         capacity = _gauge(
             "edged_result_queue_capacity",
             "Results the queue to the outputs holds (pipeline.result_queue).",
         )
-        capacity.add_metric([], d.config.pipeline.result_queue)
+        capacity.add_metric([], queue.capacity)
         delivered = _counter("edged_results_delivered", "Results handed to every output.")
-        delivered.add_metric([], dispatcher.delivered)
+        delivered.add_metric([], queue.delivered)
         failures = _counter("edged_sink_failures", "Results an output (sink) raised on.", ["sink"])
-        counts = dict(dispatcher.failures)
-        for sink in dispatcher.sinks:
-            counts.setdefault(sink.name, 0)  # every output has a series from the start
-        for sink_name, n in sorted(counts.items()):
+        for sink_name, n in sorted(queue.failures.items()):  # every output, from the start
             failures.add_metric([sink_name], n)
         return iter([reloads, dropped, depth, capacity, delivered, failures])
 
     def _mqtt(self) -> Iterator[Metric]:
-        mqtt = getattr(self._daemon, "mqtt", None)
+        mqtt = self._daemon.mqtt
         if mqtt is None:  # MQTT not configured: no edged_mqtt_* series at all
             return iter([])
-        stats = mqtt.stats()  # type: Dict[str, Any]
+        stats: Dict[str, Any] = mqtt.stats()
         families = []  # type: List[Metric]
         for key, name, kind, doc in MQTT_STATS:
             family = (_gauge if kind == "gauge" else _counter)(name, doc)
@@ -375,10 +369,10 @@ class DaemonCollector:
         ``edged_engine_builds_total{result}``, ``edged_engine_build_seconds_total``,
         ``edged_engine_build_seconds{model}`` (the last build), ``edged_engine_building{model}``
         and ``edged_engine_quarantined_total``."""
-        engines = getattr(self._daemon, "engines", None)
+        engines = self._daemon.engines
         if engines is None:
             return iter([])
-        stats = engines.stats()  # type: Dict[str, Any]
+        stats: Dict[str, Any] = engines.stats()
         hits = _counter("edged_engine_cache_hits", "Engines loaded from the engine cache.")
         hits.add_metric([], stats["cache_hits"])
         misses = _counter("edged_engine_cache_misses", "Engine lookups that needed a build.")
@@ -408,9 +402,3 @@ class DaemonCollector:
         for model in stats["building"]:
             building.add_metric([model], 1)
         return iter([hits, misses, quarantined, builds, seconds_total, last, building])
-
-
-def _precision(task: Any) -> str:
-    """The backend's precision when it states one (TensorRT: fp16/int8, issue 6); ONNX
-    Runtime on the CPU runs the model's own float32 graph."""
-    return str(getattr(task.backend, "precision", "") or "fp32")

@@ -1,4 +1,5 @@
-"""Jetson telemetry as Prometheus gauges (issue 5 item 5; names from anchors.md 5.3).
+"""Jetson telemetry as Prometheus gauges (names after Prometheus' naming guide: base units,
+``_ratio``, ``_celsius``, labels instead of ids in names).
 
 ``jetson_gpu_load_ratio``, ``jetson_gpu_frequency_hertz``, ``jetson_emc_load_ratio``,
 ``jetson_emc_frequency_hertz``, ``jetson_cpu_load_ratio{core}``,

@@ -1,4 +1,4 @@
-"""Per-stage latency histograms by stream and model, fed by one result sink (issue 5 item 4).
+"""Per-stage latency histograms by stream and model, fed by one result sink.
 
 :class:`MetricsSink` runs on the daemon's ``sinks`` thread, so timing a result
 costs the inference workers nothing. It files each entry of
@@ -13,7 +13,7 @@ bisect per observation.
 
 import bisect
 import threading
-from typing import Iterator, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
@@ -47,8 +47,8 @@ class LatencyHistograms:
         self._bounds = list(buckets)
         self._lock = threading.Lock()
         # per key: counts per bucket (NOT cumulative; the last is +Inf) and the sum
-        self._counts = {}  # type: Dict[Key, List[int]]
-        self._sums = {}  # type: Dict[Key, float]
+        self._counts: Dict[Key, List[int]] = {}
+        self._sums: Dict[Key, float] = {}
 
     def observe(self, stream: str, model: str, stage: str, seconds: float) -> None:
         seconds = max(0.0, seconds)  # clocks are monotonic; guard the histogram anyway

@@ -1,7 +1,7 @@
-"""The /metrics HTTP endpoint, on a server that can be shut down (issue 5 item 4).
+"""The /metrics HTTP endpoint, on a server that can be shut down.
 
 ``prometheus_client.start_http_server`` returns nothing on 0.17.1 (the last
-release for Python 3.6; style.md 4) and binds 0.0.0.0 by default, so edged
+release for Python 3.6; client_python's ``exposition.py``) and binds 0.0.0.0 by default, so edged
 runs its own small threading HTTP server with prometheus_client's
 ``MetricsHandler`` for one registry: bound to the configured address
 (127.0.0.1 by default), served by the ``metrics-http`` thread, stopped and

@@ -11,18 +11,20 @@ without metrics: inference and MQTT matter more than their dashboard.
 
 import logging
 import threading
-from typing import Any, Optional
+from typing import Optional
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import generate_latest
 
 from ..config import MetricsConfig
+from ..daemon_view import DaemonReader
 from ..errors import ConfigError
 from ..telemetry import TegrastatsReader
 from .collector import DaemonCollector
 from .jetson import JetsonCollector
 from .latency import LatencyHistograms, MetricsSink
 from .server import MetricsServer
+from .tracking import TrackingCollector
 
 logger = logging.getLogger(__name__)
 
@@ -30,13 +32,13 @@ logger = logging.getLogger(__name__)
 class MetricsService:
     """Build with the daemon, add :attr:`sink` to its result sinks, :meth:`start`, :meth:`stop`.
 
-    Other parts (the TensorRT engine cache of issue 6) add their collectors with
+    Other parts (the TensorRT engine cache) add their collectors with
     ``service.registry.register(collector)``.
     """
 
     def __init__(
         self,
-        daemon: Any,
+        daemon: DaemonReader,
         config: MetricsConfig,
         stop: threading.Event,
         telemetry: Optional[TegrastatsReader] = None,
@@ -50,6 +52,7 @@ class MetricsService:
         self.registry.register(self.histograms)
         self.collector = DaemonCollector(daemon)
         self.registry.register(self.collector)
+        self.registry.register(TrackingCollector(daemon))  # zones and lines (edged/tracking)
         if telemetry is None and config.telemetry_interval_s > 0:
             telemetry = TegrastatsReader(stop, config.telemetry_interval_s)
         self.telemetry = telemetry

@@ -1,4 +1,4 @@
-"""MQTT: results with zero loss, status, stream states and commands (issue 5).
+"""MQTT: results with zero loss, status, stream states and commands (docs/mqtt.md).
 
 Modules: :mod:`.topics` (every topic), :mod:`.payloads` (the versioned contract,
 JSON Schemas in ``edged/schemas/``), :mod:`.policy` (publish modes),

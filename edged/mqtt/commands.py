@@ -274,9 +274,11 @@ def annotated_jpeg(
     import cv2  # lazy: on a Jetson OpenCV comes from JetPack, not from edged's dependencies
 
     from ..annotate import draw_classifications, draw_detections
+    from ..tracking.draw import draw_overlay
 
     if result.task == "detection":
         drawn = draw_detections(image, result.items)
+        drawn = draw_overlay(drawn, getattr(result.tracking, "overlay", None))  # zones, trails
     else:
         drawn = draw_classifications(image, result.items)
     height, width = drawn.shape[:2]

@@ -1,6 +1,7 @@
 """paho-mqtt 1.6 (the Python 3.6 line, JetPack 4.6) and 2.x behind one small surface.
 
-Differences handled here (reliability.md 3.1), detected by feature, not version:
+Differences handled here (paho.mqtt.python ``src/paho/mqtt/client.py`` of each line), detected
+by feature, not version:
 
 * 2.x requires ``callback_api_version``; edged asks for ``VERSION2`` (VERSION1 is
   deprecated there) and 1.6 has no such argument.

@@ -1,8 +1,9 @@
 """What the MQTT service needs from the daemon, behind one small interface.
 
 :class:`DaemonControl` is the seam: :class:`DaemonAdapter` reads a running
-:class:`~edged.daemon.Daemon` (its public ``config``, ``workers``, ``streams``,
-``reloads`` and ``request_reload``); tests of the MQTT service pass a stand-in.
+:class:`~edged.daemon.Daemon` through :class:`~edged.daemon_view.DaemonReader` (its
+frozen ``snapshot()``, ``model_view()``, ``engines`` and ``request_reload``); tests of
+the MQTT service pass a stand-in.
 Everything here is called from the MQTT threads, never from the daemon's: it
 only reads, and a reload is requested the way SIGHUP requests it (the main
 thread applies it).
@@ -13,8 +14,9 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..daemon_view import DaemonReader, ModelView
 from ..pipeline.results import InferenceResult
-from ..sources.uri import redact
+from ..redact import redact
 from .payloads import model_dict
 
 #: Config keys whose values are secrets: shown as "***" by ``get_config``.
@@ -58,6 +60,10 @@ class DaemonControl:
         """The ``mqtt`` section of the running configuration (to notice changes)."""
         return None
 
+    def tracking_stages(self) -> List[Any]:
+        """The models' ``TrackingStage`` objects (edged/pipeline/tracking.py)."""
+        return []
+
 
 def redact_config(value: Any) -> Any:
     """A JSON-friendly copy of a config structure with secrets masked and URLs redacted."""
@@ -83,48 +89,38 @@ def redact_config(value: Any) -> Any:
 class DaemonAdapter(DaemonControl):
     """:class:`DaemonControl` of a running :class:`~edged.daemon.Daemon`."""
 
-    def __init__(self, daemon: Any, stop: Optional[threading.Event] = None) -> None:
+    def __init__(self, daemon: DaemonReader, stop: Optional[threading.Event] = None) -> None:
         self._daemon = daemon
         self._stop = stop if stop is not None else threading.Event()
 
     def _model(self, name: str) -> Dict[str, Any]:
-        worker = self._daemon.workers.get(name)
-        if worker is None:
+        view = self._daemon.model_view(name)  # per result: one model, not a whole snapshot
+        if view is None:
             return DaemonControl.model_info(self, name)
-        task = worker.task
-        config = getattr(task, "config", None)
-        backend = getattr(task, "backend", None)
-        return model_dict(
-            name,
-            getattr(config, "version", "") or "",
-            getattr(task, "model_sha256", "") or "",
-            getattr(backend, "precision", None) or "fp32",
-            getattr(backend, "name", None) or "unknown",
-            getattr(task, "kind", "") or "unknown",
-        )
+        return _model_dict(view)
 
     def models(self) -> List[Dict[str, Any]]:
-        return [self._model(name) for name in sorted(list(self._daemon.workers))]
+        return [_model_dict(view) for _, view in sorted(self._daemon.snapshot().models.items())]
 
     def model_info(self, name: str) -> Dict[str, Any]:
         return self._model(name)
 
     def stream_ids(self) -> List[str]:
-        return sorted(list(self._daemon.streams))
+        return sorted(self._daemon.snapshot().streams)
 
     def stream_states(self) -> Dict[str, Tuple[Dict[str, Any], Optional[str]]]:
         """Running streams' capture states, each with its model's engine state; and, while a
         model's TensorRT engine builds (issue 6), the streams waiting for it as ``stopped``
         with ``engine.state: building`` -- so a first start is visible, not silent."""
-        daemon = self._daemon
-        engines = getattr(daemon, "engines", None)
+        snapshot = self._daemon.snapshot()
+        engines = self._daemon.engines
         engine_states = engines.states() if engines is not None else {}
-        states = {}
-        for stream_id, stream in list(daemon.streams.items()):
-            status = stream.supervisor.status().to_dict()
-            status["engine"] = _engine_state(engine_states.get(stream.worker))
-            states[stream_id] = (status, stream.worker)
-        config = getattr(daemon, "config", None)
+        states: Dict[str, Tuple[Dict[str, Any], Optional[str]]] = {}
+        for stream_id, view in snapshot.streams.items():
+            status: Dict[str, Any] = dict(view.status.to_dict())
+            status["engine"] = _engine_state(engine_states.get(view.model))
+            states[stream_id] = (status, view.model)
+        config = snapshot.config
         for stream_id, stream in sorted(config.streams.items()) if config else ():
             engine = engine_states.get(stream.model, {})
             if stream.enabled and stream_id not in states and engine.get("state") == "building":
@@ -134,18 +130,18 @@ class DaemonAdapter(DaemonControl):
         return states
 
     def effective_config(self) -> Dict[str, Any]:
-        return redact_config(self._daemon.config)
+        return redact_config(self._daemon.snapshot().config)
 
     def reload(self, timeout: float) -> Tuple[bool, str]:
-        reloads = self._daemon.reloads
-        applied, rejected = reloads["applied"], reloads["rejected"]
+        before = self._daemon.snapshot()
         self._daemon.request_reload()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self._stop.is_set():
-            if reloads["applied"] > applied:
+            now = self._daemon.snapshot()
+            if now.reloads_applied > before.reloads_applied:
                 return True, "configuration reloaded"
-            if reloads["rejected"] > rejected:
-                detail = getattr(self._daemon, "last_reload_error", None)
+            if now.reloads_rejected > before.reloads_rejected:
+                detail = now.last_reload_error
                 return False, "reload rejected, the running configuration is kept: {}".format(
                     detail or "see the daemon log"
                 )
@@ -153,19 +149,20 @@ class DaemonAdapter(DaemonControl):
         return False, f"the reload did not finish within {timeout:.0f} s"
 
     def latest(self, stream_id: str) -> Optional[Tuple[Any, InferenceResult]]:
-        stream = self._daemon.streams.get(stream_id)
-        if stream is None:
+        stream = self._daemon.snapshot().streams.get(stream_id)
+        if stream is None or stream.last_inferred is None:
             return None
-        worker = self._daemon.workers.get(stream.worker)
-        held = getattr(worker, "latest", {}).get(stream_id) if worker is not None else None
-        if held is None:
-            return None
-        frame, result = held
+        frame, result = stream.last_inferred
         return frame.image, result
 
     def mqtt_config(self) -> Any:
-        config = self._daemon.config
-        return getattr(config, "mqtt", None) if config is not None else None
+        config = self._daemon.snapshot().config
+        return config.mqtt if config is not None else None
+
+    def tracking_stages(self) -> List[Any]:
+        from ..pipeline.tracking import stages_of
+
+        return list(stages_of(self._daemon))
 
 
 def _engine_state(state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -178,3 +175,7 @@ def _engine_state(state: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
         "phase": state.get("phase") or None,
         "message": state.get("message") or None,
     }
+
+
+def _model_dict(view: ModelView) -> Dict[str, Any]:
+    return model_dict(view.name, view.version, view.sha256, view.precision, view.backend, view.kind)

@@ -25,7 +25,7 @@ full 2 MiB tmpfs for 75 s: the start line and one summary).
 import logging
 import os
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 logger = logging.getLogger("edged.mqtt.outbox")
 
@@ -87,7 +87,7 @@ class FullDiskLog:
         self.path = path
         self.summary_interval_s = float(summary_interval_s)
         self._clock = clock
-        self.since = None  # type: Optional[float]
+        self.since: Optional[float] = None
         self._next_summary = 0.0
         self._not_durable = 0  # in this episode
         self._lost = 0

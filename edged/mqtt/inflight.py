@@ -18,7 +18,7 @@ a connection whose acknowledgements are overdue.
 
 import collections
 import logging
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional
 
 from .link import BrokerLink, Connection
 from .outbox import Outbox
@@ -39,8 +39,8 @@ class InflightWindow:
         self._clock = clock
         self.capacity = self.max_inflight
         self.cursor = 0
-        self._sent_at = collections.OrderedDict()  # type: collections.OrderedDict
-        self._by_mid = {}  # type: Dict[int, int]  # MQTT message id -> outbox id
+        self._sent_at: Dict[int, float] = collections.OrderedDict()  # outbox id -> sent, in order
+        self._by_mid: Dict[int, int] = {}  # MQTT message id -> outbox id
 
     def __len__(self) -> int:
         return len(self._sent_at)
@@ -125,7 +125,7 @@ class ResultSender:
 
     def take_acks(self, connection: Connection) -> None:
         acks = connection.events.acks
-        done = []  # type: List[int]
+        done: List[int] = []
         while acks:
             message_id = self.window.acked(acks.popleft())
             if message_id is not None:

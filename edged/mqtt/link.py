@@ -1,17 +1,18 @@
-"""The connection to the broker: the ``mqtt-network`` thread (issue 5 item 3).
+"""The connection to the broker: the ``mqtt-network`` thread.
 
 One thread owns the connection and is the only one that touches the socket
 (other threads' ``publish()`` only queue, :func:`.compat.quiet_writes`). The
 client is a :class:`~.transport.Transport` made by a factory (paho's by default,
 a stand-in broker's in the fast tests). Its own
 reconnect loop backs off exponentially with +-20 % jitter up to a cap (paho's
-``reconnect_delay_set`` doubles without jitter, reliability.md 3.1) and resets
+``reconnect_delay_set`` doubles without jitter: paho.mqtt.python ``client.py``) and resets
 after a connection that stayed up :data:`STABLE_CONNECTION_S`. Each attempt
 makes a FRESH client with a clean session (paho's in-memory session would
 resend behind the outbox's back), registers the retained will ``offline``,
 waits for CONNACK, subscribes to the command topics (and to those other
 components added with :meth:`BrokerLink.subscribe`) and publishes the retained
-birth ``online``: after EVERY connect (reliability.md 3.3). On MQTT 5 (the default
+birth ``online``: after EVERY connect (Frigate's ``frigate/comms/mqtt.py`` does the same).
+On MQTT 5 (the default
 ``mqtt.protocol``) the CONNECT carries a Maximum Packet Size and the command
 subscription asks for Retain As Published (:mod:`.compat`, docs/mqtt.md).
 
@@ -31,7 +32,7 @@ import random
 import ssl
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Deque, List, Optional
 
 from ..config import MqttConfig
 from ..errors import ConfigError
@@ -157,12 +158,12 @@ class BrokerLink:
         self._thread = None  # type: Optional[threading.Thread]
         self._make_transport = transport_factory
         # topic filters subscribed on every connect; new ones wait for the network thread
-        self._subscriptions = [topics.command_filter]  # type: List[str]
-        self._new_subscriptions = collections.deque()  # type: Deque[str]
+        self._subscriptions: List[str] = [topics.command_filter]
+        self._new_subscriptions: Deque[str] = collections.deque()
         self._last_error = None  # type: Optional[str]
         self.reconnects = 0  # connection attempts after the first
         self.auth_failures = 0  # refused credentials and failed TLS handshakes
-        # a second client with our id: reliability.md M6
+        # a second client with our id (Mosquitto's test 07-will-takeover shows the takeover)
         self.takeover = TakeoverDetector(client_id, STABLE_CONNECTION_S, rng=rng)
 
     # -- control (any thread) -------------------------------------------------------------
@@ -327,7 +328,7 @@ class BrokerLink:
         transport, events = connection.transport, connection.events
         reason = "connection lost"
         dropped = True
-        stable_at = self._clock() + STABLE_CONNECTION_S
+        stable_at: Optional[float] = self._clock() + STABLE_CONNECTION_S
         while True:
             if self._stop.is_set():
                 self._say_stopped(transport, events)

@@ -21,7 +21,7 @@ Every payload is compact JSON (ASCII) and bounded: detections beyond
 import datetime
 import json
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import __version__
 from ..errors import PublishError
@@ -31,7 +31,7 @@ from ..pipeline.results import InferenceResult
 SCHEMA_VERSION = 1
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
 #: The published schemas, by payload kind (file ``<kind>.v1.json``).
-SCHEMA_NAMES = ("result", "status", "stream-state", "command", "command-reply")
+SCHEMA_NAMES = ("result", "status", "stream-state", "command", "command-reply", "counts", "event")
 
 #: Why a result was published (publish modes, see :mod:`edged.mqtt.policy`).
 REASONS = ("frame", "change", "heartbeat")
@@ -75,7 +75,7 @@ def detection_dict(item: Any, width: int, height: int) -> Dict[str, Any]:
     def norm(value: float, size: float) -> float:
         return _round(min(1.0, max(0.0, value / size)), 4)
 
-    return {
+    out = {
         "label": item.label,
         "class_id": int(item.class_id),
         "confidence": _round(item.confidence, 4),
@@ -86,7 +86,10 @@ def detection_dict(item: Any, width: int, height: int) -> Dict[str, Any]:
             "y2": _round(y2, 1),
         },
         "bbox_norm": {"x1": norm(x1, w), "y1": norm(y1, h), "x2": norm(x2, w), "y2": norm(y2, h)},
-    }
+    }  # type: Dict[str, Any]
+    if getattr(item, "track_id", None) is not None:  # edged/tracking: optional in schema v1
+        out["track_id"] = int(item.track_id)
+    return out
 
 
 def classification_dict(item: Any) -> Dict[str, Any]:
@@ -120,7 +123,7 @@ def result_payload(
     detector = result.task == "detection"
     items = sorted(result.items, key=lambda i: -float(i.confidence))  # stable: ties keep order
     if detector:
-        encoded = [detection_dict(i, width, height) for i in items]  # type: List[Dict[str, Any]]
+        encoded: List[Dict[str, Any]] = [detection_dict(i, width, height) for i in items]
     else:
         encoded = [classification_dict(i) for i in items]
     message = {

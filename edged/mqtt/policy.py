@@ -1,4 +1,4 @@
-"""Which results of a stream are published: publish modes and a rate cap (issue 5 item 2).
+"""Which results of a stream are published: publish modes and a rate cap.
 
 * ``every_frame``: every result (reason ``frame``).
 * ``on_change``: a result whose labels or per-label counts differ from the last

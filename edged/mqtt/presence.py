@@ -14,7 +14,7 @@ and publishes the birth again when a reload changed models or streams.
 import logging
 import threading
 import time
-from typing import Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import MqttConfig
 from .control import DaemonControl
@@ -45,8 +45,14 @@ class Presence:
         self._stop = stop_event  # the daemon's: set while edged shuts down
         self._warned_mqtt_change = False
         # what was published per stream: stream -> (state key, status dict, model)
-        self._published_states = {}  # type: Dict[str, Tuple[Any, Dict[str, Any], Optional[str]]]
-        self._published_birth = None  # type: Optional[Tuple[Any, ...]]
+        self._published_states: Dict[str, Tuple[Any, Dict[str, Any], Optional[str]]] = {}
+        self._published_birth: Optional[Tuple[Any, ...]] = None
+        self._pollers: List[Callable[[Connection, bool], None]] = []
+
+    def also_poll(self, poller: Callable[[Connection, bool], None]) -> None:
+        """Run ``poller(connection, force)`` on every poll too, after the stream states (other
+        retained per-stream messages: :mod:`.counting`'s counts)."""
+        self._pollers.append(poller)
 
     def status(self, state: str) -> bytes:
         """The status payload (``online`` with the models and streams running now)."""
@@ -70,6 +76,8 @@ class Presence:
             self._published_states[stream_id] = (key, status, model)
         for stream_id in sorted(set(self._published_states) - set(states)):
             self._retire_state(connection, stream_id, now)
+        for poller in self._pollers:
+            poller(connection, force)
         birth = (
             tuple(str(sorted(m.items())) for m in self._control.models()),
             tuple(self._control.stream_ids()),

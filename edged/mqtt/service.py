@@ -36,7 +36,7 @@ import random
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import MqttConfig
 from ..errors import ConfigError, PublishError
@@ -45,9 +45,10 @@ from ..pipeline.sinks import ResultSink
 from . import compat
 from .commands import CommandProcessor
 from .control import DaemonControl
+from .counting import CountsPublisher
 from .inbox import CommandInbox
 from .inflight import InflightWindow, ResultSender
-from .link import BrokerLink, resolve_password, tls_context
+from .link import BrokerLink, Connection, resolve_password, tls_context
 from .outbox import LOSS_REASONS, Outbox
 from .payloads import result_payload
 from .policy import PolicyBook
@@ -156,9 +157,12 @@ class MqttService:
             max_age_s=config.command_max_age_s,
             require_issue_time=config.protocol != compat.MQTT5,
         )
+        self.counts = CountsPublisher(self)  # edged/mqtt/counting.py
+        processor.handlers["reset_counts"] = self.counts.reset_counts
         self.inbox = CommandInbox(processor, self.topics, self.publish, self._commands_stop)
         self.presence = Presence(config, device_id, self.boot_id, self.topics, control, stop_event)
-        self._subscribers = ()  # type: Tuple[Tuple[str, MessageHandler], ...]
+        self.presence.also_poll(self.counts.poll)
+        self._subscribers: Tuple[Tuple[str, MessageHandler], ...] = ()
         self._wake = threading.Event()  # new outbox data, acks, connection changes
         self.link = BrokerLink(
             config,
@@ -176,7 +180,7 @@ class MqttService:
         # shutdown is ordered: the publisher first (final states), then the network thread
         self._publisher_stop = threading.Event()
         self._lock = threading.Lock()  # counters
-        self._threads = []  # type: List[threading.Thread]
+        self._threads: List[threading.Thread] = []
         self._stopped = False
         self._counters = {"published_total": 0, "publish_failed_total": 0}
 
@@ -218,7 +222,7 @@ class MqttService:
         """Resolve credentials and TLS, open the outbox, start the threads.
 
         A broker that is down is no error (edged starts and stays healthy without it,
-        Azure/iotedge#1105 in reliability.md 3.5); bad credentials sources, TLS files
+        Azure/iotedge#1105); bad credentials sources, TLS files
         or an unusable outbox are.
 
         Raises:
@@ -290,7 +294,7 @@ class MqttService:
                         "MQTT thread %s still running after %.0f s", name, JOIN_TIMEOUT_S
                     )
 
-    # -- stats (Prometheus, issue 5 item 4) ------------------------------------------------
+    # -- stats (the Prometheus metrics: edged/metrics/collector.py) -------------------------
 
     @property
     def connected(self) -> bool:
@@ -366,7 +370,7 @@ class MqttService:
     # -- publisher thread -------------------------------------------------------------------
 
     def _publisher_main(self) -> None:
-        connection = None  # type: Optional[Connection]
+        connection: Optional[Connection] = None
         next_poll = 0.0
         while not self._publisher_stop.is_set():
             due = self.outbox.next_due_in()
@@ -391,6 +395,10 @@ class MqttService:
                 self._stop.wait(PUBLISHER_TICK_S)
         self.presence.final(self.link.current())
         logger.debug("MQTT publisher thread stopped")
+
+    def _publish(self, connection: Connection, topic: str, payload: bytes, retain: bool) -> bool:
+        """QoS 1 on ``connection`` (:mod:`.counting` sends the retained counts with it)."""
+        return connection.publish(topic, payload, 1, retain) is not None
 
     # -- commands (:mod:`.inbox`) ------------------------------------------------------------
 

@@ -5,7 +5,7 @@ with the same client id, and says nothing about why (Mosquitto
 ``07-will-takeover``; MQTT 5 would send reason 0x8E). Two Jetsons cloned from one
 image keep the same ``device_id``: each reconnect takes the session from the other
 and fires the other's will, so the status topic flaps online/offline and the two
-devices' results interleave under one id, forever (reliability.md M6).
+devices' results interleave under one id, forever.
 
 The sign is connections the broker accepts and then drops within seconds, again
 and again. After :data:`SHORT_CONNECTIONS` in a row edged raises an alarm (one

@@ -8,6 +8,8 @@ own subtree, reliability.md 3.2 and 3.4)::
     <prefix>/<device>/v1/streams/<s>/detections       a detector's results (QoS 1, outbox)
     <prefix>/<device>/v1/streams/<s>/classifications  a classifier's results
     <prefix>/<device>/v1/streams/<s>/state     retained: the stream's capture state
+    <prefix>/<device>/v1/streams/<s>/counts    retained: zone occupancy, line in/out totals
+    <prefix>/<device>/v1/streams/<s>/events    crossings, zone enter/leave (QoS 1, outbox)
     <prefix>/<device>/cmd/<name>               commands to edged (JSON with a request_id)
     <prefix>/<device>/cmd/<name>/reply         edged's reply
 
@@ -111,6 +113,14 @@ class Topics:
 
     def stream_state(self, stream_id: str) -> str:
         return self._stream(stream_id) + "/state"
+
+    def counts(self, stream_id: str) -> str:
+        """Retained occupancy and in/out totals (edged/mqtt/counting.py)."""
+        return self._stream(stream_id) + "/counts"
+
+    def events(self, stream_id: str) -> str:
+        """Line crossings and zone enter/leave, QoS 1 through the outbox."""
+        return self._stream(stream_id) + "/events"
 
     @property
     def streams_filter(self) -> str:

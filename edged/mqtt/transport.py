@@ -14,7 +14,7 @@ same link, in-flight window and presence code through a stand-in broker
 
 import collections
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Deque, Optional, Tuple
 
 #: ``on_message(topic, payload, retain)``: runs on the network thread, must only enqueue.
 MessageHandler = Callable[[str, bytes, bool], None]
@@ -30,9 +30,9 @@ class TransportEvents:
     """
 
     def __init__(self, wake: threading.Event, on_message: MessageHandler) -> None:
-        self.events = collections.deque()  # type: Deque[Tuple[str, Any]]
-        self.acks = collections.deque()  # type: Deque[int]
-        self.receive_maximum = None  # type: Optional[int]
+        self.events: Deque[Tuple[str, Any]] = collections.deque()
+        self.acks: Deque[int] = collections.deque()
+        self.receive_maximum: Optional[int] = None
         self._wake = wake
         self._on_message = on_message
 

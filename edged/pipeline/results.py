@@ -1,7 +1,7 @@
 """What the pipeline produces per frame: one :class:`InferenceResult`."""
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -23,3 +23,5 @@ class InferenceResult:
     task: str
     items: List[Any]  # Detection or Classification, each with to_dict()
     latency_ms: Dict[str, float] = field(default_factory=dict)
+    # a TrackingUpdate (edged/pipeline/tracking.py) when the model tracks; None otherwise
+    tracking: Optional[Any] = None

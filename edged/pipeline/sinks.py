@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .results import InferenceResult
 
@@ -44,6 +44,24 @@ class CallbackSink(ResultSink):
 
     def handle(self, result: InferenceResult) -> None:
         self._callback(result)
+
+
+class LatestResults(ResultSink):
+    """Keeps the newest result of every stream (summaries, status, snapshots)."""
+
+    name = "latest"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: Dict[str, InferenceResult] = {}
+
+    def handle(self, result: InferenceResult) -> None:
+        with self._lock:
+            self._latest[result.stream_id] = result
+
+    def get(self, stream_id: str) -> Optional[InferenceResult]:
+        with self._lock:
+            return self._latest.get(stream_id)
 
 
 class SinkDispatcher:

@@ -17,12 +17,22 @@ what issue 7's benchmark asked of us. The pre-processing thread takes frames
 only once the inference thread has taken the previous batch, so at most one
 batch waits, and it is at most one inference old. Without ``overlap`` one
 thread runs the steps in turn.
+
+The task can be swapped while the worker runs (:meth:`InferenceWorker.swap_task`, used
+by :class:`~edged.pipeline.slots.ModelSlots`): each batch takes the task current when
+its pre-processing starts and keeps it through inference and post-processing, so a
+batch never mixes two models' tensors, no frame waiting in a slot is lost, and the
+next batch runs the new task. The worker counts the batches in flight per task, so
+the caller can wait until the old task is free (:meth:`InferenceWorker.wait_released`)
+before closing it.
 """
 
 import logging
 import threading
 import time
-from typing import Callable, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+
+import numpy as np
 
 from ..sources.frame import Frame
 from ..sources.slot import LatestSlot
@@ -43,13 +53,14 @@ STEPS = ("preprocess", "inference", "postprocess")
 class Batch:
     """Frames on their way through the steps, with the step times (the worker's clock)."""
 
-    __slots__ = ("frames", "tensors", "outputs", "started", "preprocessed", "infer_start",
-                 "inferred")  # fmt: skip
+    __slots__ = ("frames", "task", "tensors", "outputs", "started", "preprocessed",
+                 "infer_start", "inferred")  # fmt: skip
 
-    def __init__(self, frames: List[Frame], started: float) -> None:
+    def __init__(self, frames: List[Frame], task: Task, started: float) -> None:
         self.frames = frames
-        self.tensors = []  # type: List[np.ndarray]
-        self.outputs = []  # type: List[Dict[str, np.ndarray]]
+        self.task = task  # all three steps of a batch run the same task
+        self.tensors: List[np.ndarray] = []
+        self.outputs: List[Dict[str, np.ndarray]] = []
         self.started = started
         self.preprocessed = started
         self.infer_start = started
@@ -82,14 +93,17 @@ class InferenceWorker:
         self,
         model_name: str,
         task: Task,
-        emit: Callable[[InferenceResult], None],
+        emit: Callable[[InferenceResult], object],  # SinkDispatcher.offer (never blocks)
         stop: threading.Event,
         max_batch: int = 1,
         clock: Callable[[], float] = time.monotonic,
         overlap: bool = True,
     ) -> None:
         self.model_name = model_name
-        self.task = task
+        self._task = task
+        # guards _task and _in_flight; notified when a batch releases its task
+        self._task_lock = threading.Condition()
+        self._in_flight: Dict[int, int] = {}  # id(task) -> batches using it
         self._emit = emit
         self._stop = stop  # the daemon's shared stop event
         self._local_stop = threading.Event()  # this worker alone (a model replaced by a reload)
@@ -106,8 +120,56 @@ class InferenceWorker:
         self._inferred = LatestSlot(1)  # type: LatestSlot[Batch]
         self._threads = []  # type: List[threading.Thread]
         self.stats = WorkerStats()
-        # newest (frame, result) per stream: the MQTT snapshot command draws one (issue 5)
-        self.latest = {}  # type: Dict[str, Tuple[Frame, InferenceResult]]
+        # newest (frame, result) per stream: the MQTT snapshot command draws one
+        self.latest: Dict[str, Tuple[Frame, InferenceResult]] = {}
+        # the model's TrackingStage (edged/pipeline/tracking.py) when it tracks
+        self.tracking: Optional[Any] = None
+
+    # -- the task ----------------------------------------------------------------------------
+
+    @property
+    def task(self) -> Task:
+        """The task the next batch runs."""
+        with self._task_lock:
+            return self._task
+
+    def swap_task(self, task: Task) -> Task:
+        """Make ``task`` the one the next batch runs; returns the previous task at once
+        (batches already in flight finish with it: see :meth:`wait_released`)."""
+        with self._task_lock:
+            old, self._task = self._task, task
+        return old
+
+    def in_use(self, task: Task) -> int:
+        """How many batches in flight run ``task``."""
+        with self._task_lock:
+            return self._in_flight.get(id(task), 0)
+
+    def wait_released(self, task: Task, timeout: float) -> bool:
+        """Wait until no batch in flight runs ``task``; False if one still does at ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._task_lock:
+            while self._in_flight.get(id(task), 0):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._task_lock.wait(remaining)
+        return True
+
+    def _acquire_task(self) -> Task:
+        with self._task_lock:
+            task = self._task
+            self._in_flight[id(task)] = self._in_flight.get(id(task), 0) + 1
+            return task
+
+    def _release_task(self, task: Task) -> None:
+        with self._task_lock:
+            left = self._in_flight.get(id(task), 0) - 1
+            if left > 0:
+                self._in_flight[id(task)] = left
+            else:
+                self._in_flight.pop(id(task), None)
+            self._task_lock.notify_all()
 
     # -- streams --------------------------------------------------------------------------
 
@@ -242,11 +304,16 @@ class InferenceWorker:
 
     # -- the steps ------------------------------------------------------------------------------
 
+    # Each step that raises releases the batch's task: the batch is dropped (_guarded).
+
     def _prepare(self, frames: List[Frame]) -> Batch:
-        batch = Batch(frames, self._clock())
+        batch = Batch(frames, self._acquire_task(), self._clock())
         self.stats.step_started["preprocess"] = batch.started
         try:
-            batch.tensors = [self.task.preprocess(f.image) for f in frames]
+            batch.tensors = [batch.task.preprocess(f.image) for f in frames]
+        except BaseException:
+            self._release_task(batch.task)
+            raise
         finally:
             self.stats.step_started["preprocess"] = None
         batch.preprocessed = self._clock()
@@ -256,7 +323,10 @@ class InferenceWorker:
         batch.infer_start = self._clock()
         self.stats.step_started["inference"] = batch.infer_start
         try:
-            batch.outputs = self.task.infer(batch.tensors)
+            batch.outputs = batch.task.infer(batch.tensors)
+        except BaseException:
+            self._release_task(batch.task)
+            raise
         finally:
             self.stats.step_started["inference"] = None
         batch.inferred = self._clock()
@@ -265,11 +335,13 @@ class InferenceWorker:
 
     def _finish(self, batch: Batch) -> List[InferenceResult]:
         frames = batch.frames
+        task = batch.task
         post_start = self.stats.step_started["postprocess"] = self._clock()
         try:
-            items = [self.task.postprocess(o, f.source_size) for o, f in zip(batch.outputs, frames)]
+            items = [task.postprocess(o, f.source_size) for o, f in zip(batch.outputs, frames)]
         finally:
             self.stats.step_started["postprocess"] = None
+            self._release_task(task)  # the results below no longer need the model
         done = self._clock()
         n = float(len(frames))
         steps = {
@@ -291,10 +363,12 @@ class InferenceWorker:
                 captured_wall=frame.captured_wall,
                 frame_size=frame.source_size,
                 model=self.model_name,
-                task=self.task.kind,
+                task=task.kind,  # a detector swapped for a classifier: per batch
                 items=found,
                 latency_ms=latency,
             )
+            if self.tracking is not None:
+                result = self.tracking.apply(frame, result)
             results.append(result)
             # a stream detached while its frame was in flight is not brought back
             if frame.stream_id in self._slots:

@@ -9,20 +9,20 @@ The pipeline's entry points::
     sup.status().to_dict()                            # for status topic / metrics
     sup.stop()
 
-Modules: ``uri`` (SourceSpec, parse_source, redact), ``backends`` (OpenCV
-sources and backend choice), ``base`` (FrameSource), ``supervisor``
-(SourceSupervisor, SupervisionPolicy, SourceStatus), ``slot`` (LatestSlot),
-``frame`` (Frame), ``backoff`` (Backoff).
+Modules: ``uri`` (parse_source), ``spec`` (SourceSpec, kind names), ``kinds`` (the table
+kind -> recogniser, factory; build_source), ``recognise`` (what each kind's string looks
+like), ``backends`` (OpenCV sources and backend choice), ``images`` (image directories),
+``base`` (FrameSource), ``supervisor`` (SourceSupervisor), ``status`` (states,
+SupervisionPolicy, SourceStatus), ``slot`` (LatestSlot), ``frame`` (Frame), ``backoff``
+(Backoff).
 """
 
 import threading
 from typing import Optional
 
 from .backends import (
-    ImageDirectorySource,
     OpenCvCapabilities,
     OpenCvSource,
-    build_source,
     capture_plan,
     csi_pipeline,
     opencv_capabilities,
@@ -30,6 +30,8 @@ from .backends import (
 from .backoff import Backoff
 from .base import FrameSource
 from .frame import Frame
+from .images import ImageDirectorySource
+from .kinds import build_source, classify
 from .slot import LatestSlot
 from .supervisor import (
     BACKOFF,
@@ -84,6 +86,7 @@ __all__ = [
     "SupervisionPolicy",
     "build_source",
     "capture_plan",
+    "classify",
     "csi_pipeline",
     "opencv_capabilities",
     "parse_source",

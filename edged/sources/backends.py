@@ -41,9 +41,9 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ..errors import SourceError
-from ..media import IMAGE_EXTENSIONS
+from ..redact import redact
 from .base import FrameSource
-from .uri import CSI, FILE, GSTREAMER, IMAGES, NETWORK, V4L2, SourceSpec, redact
+from .spec import CSI, FILE, GSTREAMER, NETWORK, V4L2, SourceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def _network_plan(spec: SourceSpec, caps: OpenCvCapabilities) -> CapturePlan:
 def _v4l2_plan(spec: SourceSpec, caps: OpenCvCapabilities) -> CapturePlan:
     if not caps.v4l2:
         raise SourceError(f"source {spec.display} needs OpenCV built with V4L2 ({caps.origin})")
-    settings = []  # type: List[Tuple[str, float]]
+    settings: List[Tuple[str, float]] = []
     if spec.fourcc:
         settings.append(("CAP_PROP_FOURCC", float(fourcc_code(spec.fourcc))))
     if spec.width and spec.height:
@@ -269,7 +269,7 @@ def as_bgr(image: np.ndarray, cv2: Any, display: str) -> np.ndarray:
 
 def _open_capture(cv2: Any, plan: CapturePlan) -> Any:
     api = getattr(cv2, plan.api)
-    params = []  # type: List[int]
+    params: List[int] = []
     for name, value in plan.params:
         params.extend((int(getattr(cv2, name)), int(value)))
     if params:
@@ -403,86 +403,14 @@ class OpenCvSource(FrameSource):
             cap.release()
 
 
-class ImageDirectorySource(FrameSource):
-    """The sorted image files of one directory (not recursive), once or looping."""
-
-    def __init__(self, spec: SourceSpec, cv2: Any = None) -> None:
-        self._cv2 = cv2 if cv2 is not None else _import_cv2()
-        self.spec = spec
-        self.display = spec.display
-        self._files = []  # type: List[str]
-        self._next = 0
-        self._ended = False
-        self._bad = set()  # type: set
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-    @property
-    def pace_fps(self) -> Optional[float]:
-        return (self.spec.fps or DEFAULT_IMAGE_FPS) if self.spec.realtime else None
-
-    def files(self) -> List[str]:
-        """The image files in delivery order (re-listed at every open and every loop)."""
-        try:
-            names = sorted(os.listdir(self.spec.location))
-        except OSError as e:
-            raise SourceError(f"cannot list image directory {self.display}: {e.strerror}") from e
-        return [
-            os.path.join(self.spec.location, n)
-            for n in names
-            if n.lower().endswith(IMAGE_EXTENSIONS)
-            and os.path.isfile(os.path.join(self.spec.location, n))
-        ]
-
-    def open(self) -> None:
-        self._files = self.files()
-        self._next = 0
-        self._ended = False
-        if not self._files:
-            raise SourceError(
-                "image directory {} has no {} files".format(
-                    self.display, "/".join(IMAGE_EXTENSIONS)
-                )
-            )
-
-    def read(self) -> Optional[np.ndarray]:
-        if self._next >= len(self._files):
-            if not self.spec.loop:
-                self._ended = True
-                return None
-            self.open()  # new files dropped into the directory join the next round
-        path = self._files[self._next]
-        self._next += 1
-        image = self._cv2.imread(path, self._cv2.IMREAD_COLOR)
-        if image is None:
-            if path not in self._bad:  # warn once per file, not once per loop
-                self._bad.add(path)
-                logger.warning("source %s: skipping unreadable image %s", self.display, path)
-            return None
-        return as_bgr(image, self._cv2, self.display)
-
-    def close(self) -> None:
-        self._files = []
-        self._next = 0
+# -- factories of the kinds table (kinds.py) ----------------------------------------------
 
 
-def build_source(
+def open_file(
     spec: SourceSpec, cv2: Any = None, caps: Optional[OpenCvCapabilities] = None
 ) -> FrameSource:
-    """The :class:`FrameSource` for ``spec``, after the checks that cannot heal by retrying.
-
-    Raises:
-        SourceError: the OpenCV backend the source needs is missing, or a file /
-            image directory does not exist (devices and streams are NOT required
-            to be present: they are retried by the supervisor).
-    """
-    if spec.kind == IMAGES:
-        if not os.path.isdir(spec.location):
-            raise SourceError(f"image directory {spec.display} does not exist")
-        return ImageDirectorySource(spec, cv2)
-    if spec.kind == FILE and not os.path.isfile(spec.location):
+    """A video file, refused now when it does not exist (retrying cannot heal that)."""
+    if not os.path.isfile(spec.location):
         raise SourceError(f"video file {spec.display} does not exist")
     return OpenCvSource(spec, cv2, caps)
 

@@ -3,7 +3,7 @@
 A frame source is opened, read until it fails or ends, closed, and opened
 again by :class:`~edged.sources.supervisor.SourceSupervisor`; it never retries
 or sleeps on its own. The real one is OpenCV (``backends.OpenCvSource``,
-``backends.ImageDirectorySource``); tests inject fakes. All methods are called
+``images.ImageDirectorySource``); tests inject fakes. All methods are called
 from the one capture thread that owns the source.
 """
 

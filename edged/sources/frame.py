@@ -27,6 +27,8 @@ class Frame:
         source_size: ``(width, height)`` of the image as the source delivered it.
         image: BGR ``uint8`` array of shape ``(height, width, 3)``; owned by the
             frame (never reused by the capture thread), treat it as read-only.
+        connection: which (re)connection of the source delivered it: a change tells a
+            tracker that positions no longer follow on from the previous frame.
     """
 
     stream_id: str
@@ -35,6 +37,7 @@ class Frame:
     captured_wall: float
     source_size: Tuple[int, int]
     image: np.ndarray = field(repr=False)
+    connection: int = 0
 
     @property
     def width(self) -> int:

@@ -12,7 +12,7 @@ polling (pass the same ``condition`` to each slot).
 
 import collections
 import threading
-from typing import Generic, Optional, TypeVar
+from typing import Deque, Generic, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -24,7 +24,7 @@ class LatestSlot(Generic[T]):
         if capacity < 1:
             raise ValueError(f"slot capacity must be >= 1, got {capacity}")
         self._capacity = capacity
-        self._items = collections.deque()  # type: Deque[T]
+        self._items: Deque[T] = collections.deque()
         self._cond = condition if condition is not None else threading.Condition()
         self._puts = 0
         self._drops = 0

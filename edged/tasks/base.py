@@ -55,7 +55,9 @@ class Task(abc.ABC):
     #: sha256 of the loaded model's plain bytes (set by the loader)
     model_sha256 = ""
 
-    def __init__(self, backend: Backend, config: ModelConfig, labels: Sequence[str]) -> None:
+    def __init__(
+        self, backend: Backend, config: ModelConfig, labels: Optional[Sequence[str]]
+    ) -> None:
         self.backend = backend
         self.config = config
         self.model = config.path
@@ -63,7 +65,7 @@ class Task(abc.ABC):
         self.batch_dim = self.input.shape[0]  # None when the model has a dynamic batch
         self.contract = self.input_contract(config, self.input)
         self.width, self.height = self.contract.size
-        self.labels = list(labels)
+        self.labels = list(labels or ())  # a subclass checks them against the model first
 
     # -- model contract -------------------------------------------------------------------
 

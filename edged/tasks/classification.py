@@ -1,10 +1,11 @@
-"""Image classification with the jetson-inference ResNet-18 contract (issue 2).
+"""Image classification with the jetson-inference ResNet-18 contract.
 
 Input ``input_0`` 1x3x224x224, RGB, ``(x/255 - mean)/std`` with ImageNet
 mean/std, whole-frame nearest-neighbour stretch (jetson-inference's
 ``cudaTensorNormMeanRGB``; no crop). Output ``output_0`` [1, classes],
 already softmaxed by jetson-inference's ``onnx_export.py``: softmax is
-applied only when the outputs are not probabilities (tao-tensorrt.md 4).
+applied only when the outputs are not probabilities (dusty-nv/pytorch-classification
+``onnx_export.py`` appends the softmax; ``--no-activation`` leaves it out).
 """
 
 from dataclasses import dataclass

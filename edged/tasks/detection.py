@@ -23,7 +23,7 @@ scaling to source pixels -- follows the reference named by ``detection.compat``
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -119,15 +119,19 @@ class Detection:
     label: str
     confidence: float
     bbox: Tuple[float, float, float, float]  # x1, y1, x2, y2
+    track_id: Optional[int] = None  # set by the stream's tracker (edged/tracking); None: untracked
 
     def to_dict(self) -> Dict[str, object]:
-        """JSON/MQTT form: bbox to 0.1 px, confidence to 4 decimals."""
-        return {
+        """JSON/MQTT form: bbox to 0.1 px, confidence to 4 decimals; track_id when tracked."""
+        out = {
             "label": self.label,
             "class_id": self.class_id,
             "confidence": round(self.confidence, 4),
             "bbox": [round(v, 1) for v in self.bbox],
-        }
+        }  # type: Dict[str, object]
+        if self.track_id is not None:
+            out["track_id"] = self.track_id
+        return out
 
 
 class DetectNetV2Postprocessor:

@@ -10,7 +10,7 @@ then the built-in values of the ``detection.compat`` reference
 :mod:`edged.tasks.compat_tao`: TAO deploy's defaults and PeopleNet's spec).
 """
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -30,13 +30,15 @@ from .detection import (
 )
 from .labels import check_label_count
 
+T = TypeVar("T")
+
 __all__ = ["BBOX_ALIASES", "COVERAGE_ALIASES", "DetectNetV2Task", "class_settings"]
 
 
 def _merge(layers: Sequence[Optional[ClassSettings]]) -> ClassSettings:
     """The first non-None value of each field, from the most to the least specific layer."""
-    values = {}  # type: Dict[str, Any]
-    for field in ClassSettings.__dataclass_fields__:  # type: ignore[attr-defined]
+    values: Dict[str, Any] = {}
+    for field in ClassSettings.__dataclass_fields__:
         for layer in layers:
             if layer is not None and getattr(layer, field) is not None:
                 values[field] = getattr(layer, field)
@@ -79,15 +81,23 @@ def class_settings(config: ModelConfig, labels: Sequence[str]) -> List[ClassSett
 
 def _cluster_params(s: ClassSettings) -> ClusterParams:
     return ClusterParams(
-        method=s.clustering,
-        iou_threshold=s.iou_threshold,
-        top_k=s.top_k,
-        eps=s.eps,
-        min_boxes=s.min_boxes,
-        dbscan_min_score=s.min_score,
-        post_threshold=s.post_threshold,
-        min_cluster_height=s.min_cluster_height,
+        method=_set(s.clustering),
+        iou_threshold=_set(s.iou_threshold),
+        top_k=_set(s.top_k),
+        eps=_set(s.eps),
+        min_boxes=_set(s.min_boxes),
+        dbscan_min_score=_set(s.min_score),
+        post_threshold=_set(s.post_threshold),
+        min_cluster_height=_set(s.min_cluster_height),
     )
+
+
+def _set(value: Optional[T]) -> T:
+    """A field of fully resolved settings (:func:`class_settings` ends with the built-ins,
+    which set every field)."""
+    if value is None:
+        raise ConfigError("internal: a detection setting was left unresolved")
+    return value
 
 
 def _output(backend: Tensors, name: Optional[str], aliases: Sequence[str], role: str,
@@ -129,7 +139,7 @@ class DetectNetV2Task(Task):
                 stride=det.stride,
                 bbox_norm=det.bbox_norm,
                 offset=det.offset,
-                thresholds=tuple(float(s.threshold) for s in self.settings),
+                thresholds=tuple(float(_set(s.threshold)) for s in self.settings),
                 min_width=det.min_width,
                 min_height=det.min_height,
             ),

@@ -63,7 +63,7 @@ def load_task(config: ModelConfig, engines: Optional[Any] = None) -> Task:
 
     Args:
         engines: the :class:`~edged.engine.EngineManager` that builds and caches TensorRT
-            engines (``backend: tensorrt``); a default one is made when none is given.
+            engines; required for ``backend: tensorrt`` (see :func:`edged.cli.engines_for`).
 
     Raises:
         ConfigError, ModelError, BackendError, EngineError: one clear line naming the file or key.
@@ -71,12 +71,11 @@ def load_task(config: ModelConfig, engines: Optional[Any] = None) -> Task:
     key = resolve_model_key(config)
     labels = _labels(config)
     artifact = load_model_artifact(config.path, key)
-    if config.backend == "tensorrt":  # issue 6: a cached engine, or a build in a child process
+    if config.backend == "tensorrt":  # a cached engine, or a build in a child process
         if engines is None:
-            from ..config import EngineConfig
-            from ..engine import EngineManager
-
-            engines = EngineManager(EngineConfig())
+            # The caller makes the manager: edged.engine sits above edged.tasks (it asks the
+            # task registry how to calibrate), so tasks never import it.
+            raise ValueError(f"model {config.name}: backend tensorrt needs an engine manager")
         backend = engines.load_backend(config, artifact, key)
     else:
         backend = create_backend(config.backend, artifact, config.threads)

@@ -4,7 +4,7 @@ Everything it does is read from one :class:`~edged.tasks.contract.InputContract`
 ``y = (x * scale - mean) / std`` per channel is computed as one multiply-add
 (``x * a + b``, :meth:`InputContract.affine`) on the already-resized image, so the work
 is proportional to the network's input size, not the camera's. This numpy/OpenCV
-implementation is the reference other pre-processors (a CUDA kernel) are checked against.
+implementation is the reference: any other pre-processor (on the GPU, say) must match it.
 
 ``nearest`` is jetson-inference's sampling, not OpenCV's: jetson-inference's
 ``c/tensorConvert.cu`` (``gpuTensorNormMean``) reads, for output column ``x``, the source
@@ -36,8 +36,8 @@ def nearest_indices(src: int, dst: int) -> np.ndarray:
     """Source index of each of ``dst`` output positions, as jetson-inference samples them.
 
     ``int(float32(i) * float32(float32(src) / float32(dst)))``: the product is rounded to
-    float32 once (as the CUDA kernel's single multiply) and truncated toward zero. The
-    result is clamped to ``src - 1``, which the formula never exceeds for sizes up to
+    float32 once (jetson-inference's CUDA kernel does one float multiply) and truncated toward
+    zero. The result is clamped to ``src - 1``, which the formula never exceeds for sizes up to
     2**16 but a rounded-up product could otherwise reach.
     """
     return _nearest_indices(int(src), int(dst))

@@ -1,4 +1,4 @@
-"""Jetson telemetry (issue 5 item 5): GPU and memory-controller load, temperatures,
+"""Jetson telemetry: GPU and memory-controller load, temperatures,
 power rails, RAM and swap, read from ``tegrastats``; absent on other machines.
 
 :func:`parse_line` turns one tegrastats line into a :class:`JetsonStats`;

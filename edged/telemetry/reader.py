@@ -1,4 +1,4 @@
-"""Runs ``tegrastats`` in the background and keeps its newest parsed line (issue 5 item 5).
+"""Runs ``tegrastats`` in the background and keeps its newest parsed line.
 
 Feature-detected: on a machine without the ``tegrastats`` binary (anything that
 is not a Jetson) :meth:`TegrastatsReader.start` logs one INFO line and does

@@ -1,4 +1,4 @@
-"""Parse one line of NVIDIA's ``tegrastats`` into a :class:`JetsonStats` (issue 5 item 5).
+"""Parse one line of NVIDIA's ``tegrastats`` into a :class:`JetsonStats`.
 
 The line's layout differs by JetPack and board, so every field is found by its
 own shape, never by position (recorded samples and their sources are in

@@ -1,4 +1,5 @@
-"""PeopleNet's I/O contract that the demo detector keeps (tao-tensorrt.md 3.1, 3.2; issue 3 item 5).
+"""PeopleNet's I/O contract that the demo detector keeps (NGC model card; DeepStream's
+peopleNet_config.pbtxt).
 
 Kept free of torch so evaluation runs where only edged's runtime dependencies are installed.
 """

@@ -3,7 +3,8 @@
 Pre-processing is ``edged.tasks.preprocess.preprocess_image`` (stretch resize, linear, RGB, x/255)
 and post-processing ``edged.tasks.detection.DetectNetV2Postprocessor`` with
 ``peoplenet_defaults()`` (DeepStream's PeopleNet config: person coverage >= 0.4, per-class NMS
-IoU 0.5, top-k 20, boxes < 4 px dropped; tao-tensorrt.md 3.3), so the numbers are the ones
+IoU 0.5, top-k 20, boxes < 4 px dropped; deepstream_tao_apps
+``config_infer_primary_peoplenet.txt``), so the numbers are the ones
 ``edged infer`` reproduces. Matching: boxes (ground truth and detections) centred in a "don't
 care" region are dropped first; then detections, most confident first, each take the unmatched
 ground-truth box of highest IoU if that IoU >= 0.5 (TP), else count as FP; unmatched ground truth

@@ -1,10 +1,11 @@
 """A small fully-convolutional DetectNet_v2-format detector with PeopleNet's I/O contract.
 
-Contract (tao-tensorrt.md 3.1; issue 3 item 5): input ``input_1`` 1x3x544x960 RGB ``x/255``
-(stretch resize); outputs ``output_cov/Sigmoid`` 1x3x34x60 (person, bag, face coverage) and
-``output_bbox/BiasAdd`` 1x12x34x60 (per class x1, y1, x2, y2 terms of tao-tensorrt.md 3.2).
-Total stride 16. Depthwise-separable blocks keep it well under 1 MB and fast on a CPU; the two
-dilated blocks at stride 16 give a receptive field (~300 px) larger than the tallest person.
+Contract (PeopleNet's NGC model card; DeepStream's peopleNet_config.pbtxt): input ``input_1``
+1x3x544x960 RGB ``x/255`` (stretch resize); outputs ``output_cov/Sigmoid`` 1x3x34x60 (person,
+bag, face coverage) and ``output_bbox/BiasAdd`` 1x12x34x60 (per class x1, y1, x2, y2 terms,
+decoded as edged.tasks.detection does). Total stride 16. Depthwise-separable blocks keep it well
+under 1 MB and fast on a CPU; the two dilated blocks at stride 16 give a receptive field (~300
+px) larger than the tallest person.
 """
 
 from typing import List, Sequence, Tuple
