@@ -344,3 +344,18 @@ def test_other_components_subscribe_through_the_service_and_get_messages_after_r
     assert svc.publish(f"edged/{DEVICE}/update/ack", b"ok")
     assert broker.on(f"edged/{DEVICE}/update/ack")[0].payload == b"ok"
     assert received.empty()  # edged's own publication does not come back here
+
+
+def test_commands_go_to_the_commands_even_when_a_subscriber_filter_matches_them(service):
+    broker = FakeBroker()
+    svc = service(broker)
+    received = queue.Queue(maxsize=10)
+    svc.subscribe(f"edged/{DEVICE}/#", lambda *m: received.put_nowait(m))
+    svc.start()
+    wait_for(lambda: svc.connected, 10, "connected")
+    broker.send(f"edged/{DEVICE}/cmd/ping", json.dumps({"request_id": 7}).encode())
+    reply = wait_for(lambda: broker.on(f"edged/{DEVICE}/cmd/ping/reply"), 10, "the ping reply")
+    assert json.loads(reply[0].payload)["request_id"] == 7
+    broker.send(f"edged/{DEVICE}/other", b"y")
+    assert received.get(timeout=10) == (f"edged/{DEVICE}/other", b"y", False)
+    assert received.empty()  # the command went to the commands only
