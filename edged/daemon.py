@@ -38,6 +38,7 @@ from .reload_plan import ReloadPlan, models_needed, plan_reload
 from .sources import build_source
 from .tasks.base import Task
 from .tasks.loader import load_task
+from .update.wiring import start_updates
 from .watchdog import ProgressWatchdog
 
 if TYPE_CHECKING:  # imported when needed: engines at start-up, MQTT when configured
@@ -53,6 +54,7 @@ STARTUP_STEPS = (
     "start metrics server",
     "load models and start inference workers",
     "start streams",
+    "start model updates",
     "notify ready",
     "start watchdog",
 )
@@ -103,6 +105,7 @@ class Daemon:
         self.watchdog: Optional[ProgressWatchdog] = None
         self.metrics: Optional[MetricsService] = None
         self.mqtt: Optional[MqttService] = None
+        self.updates: Optional[Any] = None  # edged.update.wiring.Updates when update.enabled
         self.counts_store: Optional[Any] = None  # edged.tracking.store.CountsStore
         self._undo: List[Tuple[str, Callable[[], object]]] = []
         self.reloads = {"applied": 0, "rejected": 0}
@@ -198,6 +201,9 @@ class Daemon:
             logger.warning("no enabled streams in %s: nothing to do until a reload adds one",
                            self.config_path)  # fmt: skip
 
+        self.updates = start_updates(self.config, self)  # after the models: it may swap one
+        if self.updates is not None:
+            self._undo.append(("stop model updates", self.updates.stop))
         self.notifier.ready(self.status_line())
         self._undo.append(("notify stopping", lambda: self.notifier.stopping("stopping")))
         self.watchdog.start()

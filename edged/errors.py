@@ -17,8 +17,10 @@ caught there, so a traceback always means a bug in edged.
      ├── SourceError            a camera or stream source cannot be opened or read
      ├── PublishError           results cannot be delivered (MQTT, outbox)
      ├── CommandError           an MQTT command is malformed or fails (edged/mqtt/commands.py)
-     └── EngineError            a TensorRT engine cannot be built, loaded or cached
-          └── EngineDeserializeError  TensorRT returned None for a cached engine
+     ├── EngineError            a TensorRT engine cannot be built, loaded or cached
+     │    └── EngineDeserializeError  TensorRT returned None for a cached engine
+     └── UpdateError            a model update is refused or failed (edged/update)
+          └── StagingError      the update's files cannot be written (disk full, I/O error)
 
 Messages are written for the person running edged: one line, what is wrong,
 where (file, key path, URL) and what was expected. They never contain secrets
@@ -81,3 +83,7 @@ class EngineDeserializeError(EngineError):
 class UpdateError(EdgedError):
     """A model update is refused or failed: bad signature, stale or replayed manifest, caps,
     a transfer or a canary that went wrong."""
+
+
+class StagingError(UpdateError):
+    """An update's files cannot be written (disk full, I/O error): the update cannot go on."""

@@ -31,16 +31,6 @@ PENDING_EDGES = {
         "edged.engine.errors / edged.engine.tensorrt_api (now edged.errors and "
         "edged.backends.tensorrt_api); being removed in branch gpu"
     ),
-    ("edged.config", "edged.mqtt"): (
-        "config -> mqtt -> config: edged/config/__init__.py imports prefix_problem from "
-        "edged/mqtt/topics.py; the topic-name rules must move below both packages "
-        "(topics.py is being changed in branch tracking)"
-    ),
-    ("edged.pipeline", "edged.mqtt"): (
-        "pipeline -> mqtt -> pipeline: counts_store in edged/pipeline/tracking.py imports "
-        "default_outbox_path from edged/mqtt/service.py; the default state paths must move below "
-        "both (files of branches tracking and outbox)"
-    ),
 }
 
 Edge = Tuple[str, str]

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from edged.errors import UpdateError
-from edged.update import keys, protocol
+from edged.update import canonical, keys, protocol
 from edged.update.manifest import Installed, check
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,3 +91,29 @@ def test_requests_are_bounded_and_topics_name_their_device():
     ]
     assert protocol.device_of(t.request, "edged", "request") == "jetson-1"
     assert protocol.device_of("edged/a/b/update/request", "edged", "request") == ""
+
+
+def test_edged_watch_shows_update_progress_and_outcome():
+    from edged.cli.watch import Watcher
+
+    watcher = Watcher("edged")
+    receiving = {"device": "jetson-1", "model": "det", "version": 2, "state": "RECEIVING",
+                 "received": 45, "chunks": 121, "reason": ""}  # fmt: skip
+    line = watcher.line("edged/jetson-1/update/status", json.dumps(receiving).encode())
+    assert line.endswith("jetson-1 update det v2 RECEIVING 45/121 chunks")
+    rolled = dict(receiving, state="ROLLED_BACK", reason="canary: output cov has NaN or Inf")
+    line = watcher.line("edged/jetson-1/update/status", json.dumps(rolled).encode())
+    assert line.endswith("update det v2 ROLLED_BACK: canary: output cov has NaN or Inf")
+
+
+def test_a_device_pins_only_a_key_list_signed_by_its_own_keys(tmp_path):
+    a, b = keys.generate(), keys.generate()
+    path = tmp_path / "keys.json"
+    keylist = keys.make_keylist([a.public, b.public], 2, 1)
+    path.write_bytes(canonical.encode(keys.sign_keylist(keylist, [a, b])))
+    assert keys.read_keylist(str(path), int(time.time())).threshold == 2
+    path.write_bytes(canonical.encode(keys.sign_keylist(keylist, [a])))
+    with pytest.raises(UpdateError, match="not signed by 2 of its own keys"):
+        keys.read_keylist(str(path), int(time.time()))
+    with pytest.raises(UpdateError, match="cannot read the key list"):
+        keys.read_keylist(str(tmp_path / "missing.json"), 0)

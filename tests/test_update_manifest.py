@@ -233,3 +233,9 @@ def test_chunk_map_resumes_from_its_persisted_bits():
     assert restored.complete and restored.missing(5) == []
     with pytest.raises(IndexError):
         restored.add(20)
+
+
+def test_a_manifest_never_carries_a_model_key(operator, trusted):
+    # a manifest is retained on the broker: a model key in it would go to every subscriber
+    with pytest.raises(UpdateError, match="model key"):
+        manifest(config={"task": "detection", "key": "nvidia_tlt"})

@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         check_config,
         infer,
         keys_cmd,  # keygen, keys, sign: the operator's side of model updates
+        push,  # edged push: a signed manifest to devices over MQTT
         run_cmd,
         schema_cmd,
     )
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     for module in (
         run_cmd, infer, check_config, schema_cmd, build_cmd, convert_cmd, cache_cmd, watch_cmd,
-        keys_cmd,
+        keys_cmd, push,
     ):  # fmt: skip
         module.add_parser(commands)
     return parser

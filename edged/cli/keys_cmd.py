@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError
 
@@ -50,6 +50,8 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
                    "canary_input=PATH, canary_expected=PATH (repeatable)")  # fmt: skip
     s.add_argument("--config", metavar="JSON_FILE",
                    help="the task config the model needs (models.NAME keys, as JSON)")  # fmt: skip
+    s.add_argument("--canary", metavar="JSON_FILE",
+                   help="canary checks (JSON: shapes, tolerance, latency_ms)")  # fmt: skip
     s.add_argument("--device", action="append", default=[], help="target device id")
     s.add_argument("--group", action="append", default=[], help="target group")
     s.add_argument("--expires-days", type=int, default=DEFAULT_EXPIRY_DAYS)
@@ -114,15 +116,8 @@ def run_sign(args: argparse.Namespace) -> int:
             raise ConfigError(f"--file {spec}: expected ROLE=PATH with ROLE one of "
                               f"{', '.join(ROLES)}")  # fmt: skip
         entries.append(manifest.FileEntry(os.path.basename(path), role, *_size_and_hash(path)))
-    config: Dict[str, Any] = {}
-    if args.config:
-        try:
-            with open(args.config) as f:
-                config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"{args.config}: not a JSON object ({e})") from None
-        if not isinstance(config, dict):
-            raise ConfigError(f"{args.config}: not a JSON object")
+    config = _json_object(args.config)
+    canary = _json_object(args.canary)
     now = int(time.time())
     made = manifest.make(
         model=args.model,
@@ -135,6 +130,7 @@ def run_sign(args: argparse.Namespace) -> int:
         expires=now + args.expires_days * 86400,
         downgrade=args.downgrade,
         chunk_bytes=args.chunk_kib * 1024,
+        canary=canary,
     )
     signers = [keys.read_private(p) for p in args.key]
     _write(args.output, manifest.sign_manifest(made, signers))
@@ -143,6 +139,19 @@ def run_sign(args: argparse.Namespace) -> int:
         f"{made.total_bytes} bytes, {made.total_chunks} chunks, update {made.sha256[:12]}"
     )
     return 0
+
+
+def _json_object(path: Optional[str]) -> Dict[str, Any]:
+    if not path:
+        return {}
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: not a JSON object ({e})") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: not a JSON object")
+    return value
 
 
 def _size_and_hash(path: str) -> Any:

@@ -140,6 +140,8 @@ class Watcher:
             return f"{topic} (not JSON, {len(payload)} bytes)"
         if not isinstance(message, dict):
             return f"{topic} {message}"
+        if topic.endswith("/update/status"):
+            return describe_update(message)
         if topic.endswith("/status"):
             return self._status(topic, message)
         parsed = parse_stream_topic(topic)
@@ -188,9 +190,22 @@ class Watcher:
         return ""
 
 
+def describe_update(message: Dict[str, Any]) -> str:
+    """``jetson-1 update det v2 RECEIVING 45/121 chunks`` (docs/model-updates.md)."""
+    text = "{} {} update {} v{} {}".format(
+        time.strftime("%H:%M:%S"), message.get("device"), message.get("model"),
+        message.get("version"), message.get("state"),
+    )  # fmt: skip
+    if message.get("state") == "RECEIVING" and message.get("chunks"):
+        text += " {}/{} chunks".format(message.get("received", 0), message["chunks"])
+    if message.get("reason"):
+        text += ": {}".format(message["reason"])
+    return text
+
+
 def _subscriptions(prefix: str, device: str) -> List[str]:
     base = f"{prefix}/{device}"
-    return [base + "/status", base + "/v1/streams/+/+"]
+    return [base + "/status", base + "/update/status", base + "/v1/streams/+/+"]
 
 
 def describe_connect_error(error: BaseException) -> str:

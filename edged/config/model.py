@@ -2,12 +2,19 @@
 
 Field meanings and defaults are documented once, in ``schema.json`` and the
 commented ``configs/edged.yaml``; these classes only give them types.
+``edged.config.generic`` builds them field by field from the validated mapping: a
+new key needs its schema entry and its field here (and its line in the YAML).
 """
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
+from .generic import PATH_KEY
+
 Triple = Tuple[float, float, float]
+
+#: Field metadata: a path, resolved against the config file's directory when built.
+PATH = {PATH_KEY: True}
 
 
 @dataclass(frozen=True)
@@ -98,8 +105,8 @@ class LineConfig:
 class CalibrationConfig:
     """INT8 calibration: a given cache file, or a folder of images (paths resolved)."""
 
-    cache: Optional[str] = None
-    images: Optional[str] = None
+    cache: Optional[str] = field(default=None, metadata=PATH)
+    images: Optional[str] = field(default=None, metadata=PATH)
     max_images: int = 500
     batch_size: int = 8
 
@@ -132,7 +139,8 @@ class ModelEngineConfig:
 class EngineConfig:
     """The top-level ``engine`` section: cache and build defaults."""
 
-    cache_dir: Optional[str] = None  # None: $CACHE_DIRECTORY/engines or ~/.cache/edged/engines
+    # None: $CACHE_DIRECTORY/engines or ~/.cache/edged/engines
+    cache_dir: Optional[str] = field(default=None, metadata=PATH)
     cache_max_mb: int = 2048
     tensorrt_module: str = "auto"
     build_timeout_s: float = 3600.0
@@ -148,13 +156,13 @@ class EngineConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str
-    path: str
+    path: str = field(metadata=PATH)
     task: str = "auto"
     version: str = ""
     key: Optional[str] = field(default=None, repr=False)  # a secret: never in repr/logs
     key_env: Optional[str] = None
-    key_file: Optional[str] = None
-    labels: Optional[str] = None
+    key_file: Optional[str] = field(default=None, metadata=PATH)
+    labels: Optional[str] = field(default=None, metadata=PATH)
     class_names: Optional[Tuple[str, ...]] = None
     backend: str = "onnxruntime"
     threads: int = 0
@@ -213,14 +221,15 @@ class MqttPublishConfig:
 @dataclass(frozen=True)
 class MqttTlsConfig:
     enabled: bool = False
-    ca_file: Optional[str] = None
-    cert_file: Optional[str] = None
-    key_file: Optional[str] = None
+    ca_file: Optional[str] = field(default=None, metadata=PATH)
+    cert_file: Optional[str] = field(default=None, metadata=PATH)
+    key_file: Optional[str] = field(default=None, metadata=PATH)
 
 
 @dataclass(frozen=True)
 class MqttOutboxConfig:
-    path: Optional[str] = None  # None: $STATE_DIRECTORY or ~/.local/state/edged
+    # None: $STATE_DIRECTORY or ~/.local/state/edged
+    path: Optional[str] = field(default=None, metadata=PATH)
     max_bytes: int = 64 << 20
     commit_interval_ms: float = 50.0
     commit_batch: int = 100
@@ -238,7 +247,7 @@ class MqttConfig:
     username: Optional[str] = None
     password: Optional[str] = field(default=None, repr=False)  # a secret: never in repr/logs
     password_env: Optional[str] = None
-    password_file: Optional[str] = None
+    password_file: Optional[str] = field(default=None, metadata=PATH)
     tls: MqttTlsConfig = field(default_factory=MqttTlsConfig)
     outbox: MqttOutboxConfig = field(default_factory=MqttOutboxConfig)
     max_inflight: int = 20
@@ -255,6 +264,24 @@ class MqttConfig:
     home_assistant: bool = False  # discovery of the counts (edged/mqtt/discovery.py)
 
 
+# -- model updates over MQTT (edged/update) -------------------------------------------------
+@dataclass(frozen=True)
+class UpdateConfig:
+    enabled: bool = False
+    keys_file: Optional[str] = field(default=None, metadata=PATH)
+    # None: $STATE_DIRECTORY or ~/.local/state/edged
+    state_dir: Optional[str] = field(default=None, metadata=PATH)
+    groups: Tuple[str, ...] = ()
+    probation_s: float = 60.0
+    window: int = 8
+    request_timeout_s: float = 10.0
+    transfer_stall_s: float = 3600.0
+    step_timeout_s: float = 600.0
+    build_timeout_s: float = 3600.0
+    max_total_mb: int = 1024
+    max_chunks: int = 32768
+
+
 @dataclass(frozen=True)
 class Config:
     device_id: str = "edged"
@@ -265,3 +292,4 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     mqtt: Optional[MqttConfig] = None  # None when MQTT is not configured
+    update: UpdateConfig = field(default_factory=UpdateConfig)  # edged/update

@@ -24,6 +24,7 @@ Names and what they read:
   ``edged_sink_failures_total{sink}``, ``edged_config_reloads_total{result}``.
 * ``edged_mqtt_*`` from ``daemon.mqtt.stats()`` when MQTT is configured (absent otherwise).
 * ``edged_engine_*`` from ``daemon.engines.stats()`` (TensorRT engine cache, issue 6).
+* ``edged_update_*`` from ``daemon.updates`` when ``update.enabled`` (docs/model-updates.md).
 * ``edged_build_info{version,python}``; ``edged_metrics_collect_errors_total``.
 """
 
@@ -155,6 +156,7 @@ class DaemonCollector:
             yield from self._section("results", functools.partial(self._results, snapshot))
         yield from self._section("mqtt", self._mqtt)
         yield from self._section("engines", self._engines)
+        yield from self._section("updates", self._updates)
         errors = _counter(
             "edged_metrics_collect_errors",
             "Parts of a scrape of edged's metrics that could not be read (see the log).",
@@ -362,6 +364,32 @@ class DaemonCollector:
             lost.add_metric([reason], n)
         families.append(lost)
         return iter(families)
+
+    def _updates(self) -> Iterator[Metric]:
+        """Model updates over MQTT (``edged.update``), read from ``daemon.updates``."""
+        updates = getattr(self._daemon, "updates", None)
+        if updates is None:  # update.enabled is off: no edged_update_* series
+            return iter([])
+        updater = updates.updater
+        journal, status = updater.journal, updater.status
+        state = _gauge("edged_update_state", "The current (or last) model update: 1 for its "
+                       "state (docs/model-updates.md).", ["model", "version", "state"])  # fmt: skip
+        if journal.model:
+            state.add_metric([journal.model, str(journal.version), journal.state], 1)
+        chunks = _gauge("edged_update_chunks", "Chunks of the update being received.", ["kind"])
+        chunks.add_metric(["total"], float(status.get("chunks", 0)))
+        chunks.add_metric(["received"], float(status.get("received", 0)))
+        outcomes = _counter("edged_update_outcomes", "Model updates by outcome: committed, "
+                            "rolled_back, refused (before any chunk).", ["result"])  # fmt: skip
+        for result, n in sorted(updater.outcomes.items()):
+            outcomes.add_metric([result], n)
+        refused = _counter("edged_update_chunks_refused", "Chunk frames refused (damaged, "
+                           "malformed) and asked for again.")  # fmt: skip
+        refused.add_metric([], updater.damaged)
+        dropped = _counter("edged_update_messages_dropped", "Update messages dropped on a "
+                           "full queue (asked for again).")  # fmt: skip
+        dropped.add_metric([], updater.dropped)
+        return iter([state, chunks, outcomes, refused, dropped])
 
     def _engines(self) -> Iterator[Metric]:
         """TensorRT engine builds (issue 6), read from ``daemon.engines.stats()``:

@@ -31,7 +31,6 @@ on disk for the next start.
 """
 
 import logging
-import os
 import random
 import threading
 import time
@@ -42,6 +41,7 @@ from ..config import MqttConfig
 from ..errors import ConfigError, PublishError
 from ..pipeline.results import InferenceResult
 from ..pipeline.sinks import ResultSink
+from ..statepaths import default_outbox_path  # noqa: F401 - re-exported
 from . import compat
 from .commands import CommandProcessor
 from .control import DaemonControl
@@ -85,15 +85,6 @@ STATS_KEYS = (
     "client_id_conflicts_total",
     "commands_total",
 )
-
-
-def default_outbox_path(device_id: str) -> str:
-    """``$STATE_DIRECTORY`` (systemd >= 240 sets it from ``StateDirectory=edged``), else
-    ``~/.local/state/edged`` (JetPack 4.6's systemd 237 does not; the unit's home is
-    /var/lib/edged)."""
-    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-    base = state or os.path.join(os.path.expanduser("~"), ".local", "state", "edged")
-    return os.path.join(base, f"mqtt-outbox-{device_id}.sqlite3")
 
 
 class MqttSink(ResultSink):

@@ -158,7 +158,7 @@ class TrackingStage:
 def counts_store(config: Any) -> CountsStore:
     """The counts file of a :class:`~edged.config.Config`: beside the MQTT outbox (its
     configured path, or the default state directory's)."""
-    from ..mqtt.service import default_outbox_path  # paho only when a model tracks
+    from ..statepaths import default_outbox_path
     from ..tracking.store import default_counts_path
 
     outbox = None

@@ -50,7 +50,7 @@ class ChunkMap:
 
     def missing(self, limit: int) -> List[int]:
         """Up to ``limit`` missing chunk indices, lowest first."""
-        out = []  # type: List[int]
+        out: List[int] = []
         for i in self._missing():
             if len(out) >= limit:
                 break
@@ -59,7 +59,7 @@ class ChunkMap:
 
     def missing_ranges(self, limit: int) -> List[Tuple[int, int]]:
         """Up to ``limit`` half-open ranges ``[start, end)`` of missing chunks."""
-        ranges = []  # type: List[Tuple[int, int]]
+        ranges: List[Tuple[int, int]] = []
         for i in self._missing():
             if ranges and ranges[-1][1] == i:
                 ranges[-1] = (ranges[-1][0], i + 1)

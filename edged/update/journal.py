@@ -18,7 +18,7 @@ stores, ``src/mender-update/daemon/context.cpp``).
 I/O, so every path is tested as data (tests/test_update_journal.py).
 """
 
-from typing import Any, Dict, List, NamedTuple, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 IDLE = "IDLE"
 RECEIVING = "RECEIVING"
@@ -39,7 +39,7 @@ FINAL = (IDLE, COMMITTED, ROLLED_BACK)
 SWITCHED = (PROBATION,)
 
 #: the happy path: state -> (the event that completes it, the next state, the next action)
-FORWARD = {
+FORWARD: Dict[str, Tuple[str, str, Optional[str]]] = {
     RECEIVING: ("received", RECEIVED, "verify_files"),
     RECEIVED: ("verified", VERIFIED, "stage"),
     VERIFIED: ("staged", STAGED, "build"),
@@ -47,7 +47,7 @@ FORWARD = {
     BUILT: ("canary_started", CANARY, None),
     CANARY: ("canary_passed", PROBATION, "switch"),
     PROBATION: ("healthy", COMMITTED, "commit"),
-}  # type: Dict[str, Tuple[str, str, Optional[str]]]
+}
 
 #: what each state's work is, when it has to be (re)started
 WORK = {
@@ -98,7 +98,7 @@ def start(
     journal: Journal, model: str, version: int, manifest_sha256: str, installed_version: int
 ) -> Tuple[Journal, List[Action]]:
     """A verified manifest arrived: begin receiving (an update in progress is superseded)."""
-    actions = []  # type: List[Action]
+    actions: List[Action] = []
     if journal.state in SWITCHED:
         # the running update is being tried: finish it first, never stack two
         return journal, [("refuse", f"update v{journal.version} is in probation")]
@@ -139,7 +139,7 @@ def transition(journal: Journal, event: str, why: str = "") -> Tuple[Journal, Li
         new = _store(journal, forward[1], why or event)
         if new.state == FAILED:  # the loop breaker
             return _fail(journal, new.reason)
-        actions = [("persist",)]  # type: List[Action]
+        actions: List[Action] = [("persist",)]
         if forward[2]:
             actions.append((forward[2],))
         return new, actions + [("report",)]

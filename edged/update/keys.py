@@ -68,7 +68,7 @@ def valid_signers(data: bytes, signatures: Iterable[Any], trusted: Dict[str, byt
     ed = _crypto()
     from cryptography.exceptions import InvalidSignature
 
-    good = []  # type: List[str]
+    good: List[str] = []
     for entry in signatures:
         if not isinstance(entry, dict):
             continue
@@ -209,3 +209,24 @@ def rotate(current: KeyList, document: Any, now: int) -> KeyList:
             f"needs {new.threshold}"
         )
     return new
+
+
+def read_keylist(path: str, now: int) -> KeyList:
+    """The key list a device pins (``update.keys_file``), signed by a threshold of its own keys.
+
+    Raises:
+        UpdateError: unreadable, malformed, not signed by enough of its keys, or expired.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_KEYLIST_BYTES + 1)
+    except OSError as e:
+        raise UpdateError(f"{path}: cannot read the key list ({e.strerror or e})") from e
+    keylist, signed, signatures = parse_keylist(
+        canonical.decode(data, MAX_KEYLIST_BYTES, path), path
+    )
+    if len(valid_signers(signed, signatures, keylist.keys)) < keylist.threshold:
+        raise UpdateError(f"{path}: not signed by {keylist.threshold} of its own keys")
+    if keylist.expires is not None and keylist.expires <= now:
+        raise UpdateError(f"{path}: the key list has expired")
+    return keylist

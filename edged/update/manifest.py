@@ -15,7 +15,7 @@ Nothing here reads a model byte.
 """
 
 import re
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UpdateError
 from . import canonical
@@ -32,6 +32,8 @@ MAX_FILES = 32
 #: an engine build needs room beside the staged files (the serialized engine, the builder's
 #: scratch files): ask for the files' size twice over plus this margin
 DISK_MARGIN_BYTES = 64 * 1024 * 1024
+#: config keys a manifest must not carry (secrets)
+SECRET_CONFIG_KEYS = frozenset(("key", "key_env", "key_file"))
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -203,6 +205,32 @@ def check(
     return manifest
 
 
+def peek(data: bytes, limits: UpdateLimits = DEFAULT_LIMITS) -> Tuple[str, str]:
+    """(model name, update identity) of an UNCHECKED envelope, or "" for what is not there.
+
+    Only to pick the model slot whose installed version :func:`check` compares against (the
+    name must be a plain name) and to tell a re-delivered manifest from a new one; trust
+    nothing else before :func:`check`.
+    """
+    try:
+        document = canonical.decode(data, limits.max_manifest_bytes, "manifest")
+        signed = document["signed"]
+        identity = _sha256(canonical.encode(signed))
+        model = signed.get("model")
+    except (UpdateError, TypeError, KeyError, AttributeError):
+        return "", ""
+    return (model if isinstance(model, str) and _SAFE_NAME.match(model) else ""), identity
+
+
+def parse_checked(data: bytes) -> Manifest:
+    """A manifest envelope that :func:`check` accepted earlier, read back from the device's own
+    private state (after a restart); its signature was verified when it arrived."""
+    document = canonical.decode(data, MAX_MANIFEST_BYTES * 16, "staged manifest")
+    if not isinstance(document, dict) or not isinstance(document.get("signed"), dict):
+        raise UpdateError("staged manifest: not a signed envelope")
+    return _parse_signed(document["signed"], "staged manifest")
+
+
 def required_disk_bytes(manifest: Manifest) -> int:
     return 2 * manifest.total_bytes + DISK_MARGIN_BYTES
 
@@ -225,11 +253,16 @@ def _parse_signed(signed: Dict[str, Any], what: str) -> Manifest:
     if not 1024 <= chunk_bytes <= MAX_CHUNK_BYTES:
         raise UpdateError(f"{what}: chunk_bytes {chunk_bytes} outside 1024..{MAX_CHUNK_BYTES}")
     files = _files(_field(signed, "files", list, what), what)
+    config = _field(signed, "config", dict, what)
+    if set(config) & SECRET_CONFIG_KEYS:
+        # a manifest is retained on the broker for every subscriber to read: an .etlt key
+        # travels only in the device's own config (models.NAME.key / key_env / key_file)
+        raise UpdateError(f"{what}: config carries a model key; keep it in the device config")
     return Manifest(
         model=model,
         version=version,
         files=files,
-        config=_field(signed, "config", dict, what),
+        config=config,
         devices=devices,
         groups=groups,
         created=_field(signed, "created", int, what),
@@ -244,7 +277,7 @@ def _parse_signed(signed: Dict[str, Any], what: str) -> Manifest:
 def _files(raw: List[Any], what: str) -> List[FileEntry]:
     if not 1 <= len(raw) <= MAX_FILES:
         raise UpdateError(f"{what}: {len(raw)} files (1..{MAX_FILES})")
-    files = []  # type: List[FileEntry]
+    files: List[FileEntry] = []
     for i, item in enumerate(raw):
         where = f"{what}: files[{i}]"
         if not isinstance(item, dict):

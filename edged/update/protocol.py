@@ -22,7 +22,7 @@ damaged on the way is dropped and asked for again; the signed whole-file sha256 
 import hashlib
 import json
 import struct
-from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UpdateError
 from . import canonical
@@ -103,7 +103,7 @@ class ChunkRequest(NamedTuple):
 class Chunk(NamedTuple):
     update: str
     file: str
-    index: int
+    index: int  # type: ignore[assignment]  # a field, shadowing tuple.index on purpose
     data: bytes
 
 
@@ -140,6 +140,16 @@ def decode_chunk(frame: bytes, max_data: int) -> Chunk:
     if hashlib.sha256(data).hexdigest() != digest:
         raise UpdateError(f"chunk {name}#{index}: damaged (sha256 mismatch)")
     return Chunk(update, name, index, data)
+
+
+def chunk_header(frame: bytes) -> Optional[Tuple[str, int]]:
+    """(file, index) a frame claims to carry, even when its data is damaged; None if unreadable."""
+    try:
+        (size,) = _HEADER.unpack_from(frame)
+        header = json.loads(frame[_HEADER.size : _HEADER.size + size].decode("utf-8"))
+        return str(header["file"]), int(header["index"])
+    except (struct.error, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
 
 
 def status_payload(fields: Dict[str, Any]) -> bytes:

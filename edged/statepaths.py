@@ -1,0 +1,18 @@
+"""Where edged keeps its state by default (the outbox, the people counters).
+
+``$STATE_DIRECTORY`` (systemd >= 240 sets it from ``StateDirectory=edged``, systemd.exec(5)),
+else ``~/.local/state/edged``: JetPack 4.6's systemd 237 does not set it, and the unit's home is
+/var/lib/edged. Below every package that keeps state, so none imports another for a path.
+"""
+
+import os
+
+
+def state_dir() -> str:
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return state or os.path.join(os.path.expanduser("~"), ".local", "state", "edged")
+
+
+def default_outbox_path(device_id: str) -> str:
+    """The MQTT outbox's SQLite file of ``device_id``."""
+    return os.path.join(state_dir(), f"mqtt-outbox-{device_id}.sqlite3")
