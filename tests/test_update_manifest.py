@@ -239,3 +239,23 @@ def test_a_manifest_never_carries_a_model_key(operator, trusted):
     # a manifest is retained on the broker: a model key in it would go to every subscriber
     with pytest.raises(UpdateError, match="model key"):
         manifest(config={"task": "detection", "key": "nvidia_tlt"})
+
+
+def test_the_pinned_key_list_changes_only_by_a_signed_rotation(tmp_path, operator):
+    path, pins = tmp_path / "keys.json", str(tmp_path / "state")
+
+    def offer(keylist, signers):
+        path.write_bytes(canonical.encode(keys.sign_keylist(keylist, signers)))
+        return keys.pinned_keylist(str(path), pins, NOW)
+
+    first = keys.make_keylist([operator.public], threshold=1, version=1)
+    assert offer(first, [operator]).version == 1  # pinned on first use
+    attacker = keys.generate()
+    forged = keys.make_keylist([attacker.public], threshold=1, version=5)
+    assert offer(forged, [attacker]).keys == first.keys  # signed by its own key only: refused
+    new_key = keys.generate()
+    second = keys.make_keylist([new_key.public], threshold=1, version=2)
+    assert offer(second, [operator, new_key]).keys == second.keys  # rotated
+    assert offer(first, [operator]).keys == second.keys  # rolled back file: pinned v2 holds
+    path.unlink()
+    assert keys.pinned_keylist(str(path), pins, NOW).version == 2

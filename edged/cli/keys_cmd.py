@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import time
 from typing import Any, Dict, List, Optional
 
@@ -61,6 +62,46 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
                    help="private key to sign with (repeatable)")  # fmt: skip
     s.add_argument("-o", "--output", required=True, help="the manifest file to write")
     s.set_defaults(run=run_sign)
+    add_command_parser(commands)
+
+
+def add_command_parser(commands: "argparse._SubParsersAction") -> None:
+    c = commands.add_parser(
+        "sign-command",
+        help="print a signed command payload (for mqtt.commands.require_signature)",
+        description="Print the payload of a command signed with operator keys, to publish on "
+        "<prefix>/<device>/cmd/<name>, e.g. mosquitto_pub -t edged/cam-1/cmd/reload -m "
+        '"$(edged sign-command reload --device cam-1 --key op.key)". It is valid for '
+        "mqtt.command_max_age_s on the device and runs once.",
+    )
+    c.add_argument("name", help="the command: ping, get_config, reload, snapshot, ...")
+    c.add_argument("--device", required=True, help="the device it is for")
+    c.add_argument("--key", action="append", required=True, metavar="KEY",
+                   help="private key to sign with (repeatable)")  # fmt: skip
+    c.add_argument("--request-id", help="default: a random one")
+    c.add_argument("--arg", action="append", default=[], metavar="NAME=JSON",
+                   help="a command argument, its value as JSON (repeatable)")  # fmt: skip
+    c.set_defaults(run=run_sign_command)
+
+
+def run_sign_command(args: argparse.Namespace) -> int:
+    from ..mqtt.signedcmd import sign_command
+    from ..update import keys
+
+    arguments = {}  # type: Dict[str, Any]
+    for spec in args.arg:
+        name, sep, value = spec.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError("expected NAME=JSON")
+            arguments[name] = json.loads(value)
+        except ValueError as e:
+            raise ConfigError(f"--arg {spec}: {e}") from None
+    request_id = args.request_id or os.urandom(8).hex()
+    signers = [keys.read_private(p) for p in args.key]
+    payload = sign_command(args.name, args.device, request_id, signers, arguments)
+    sys.stdout.write(payload.decode("utf-8") + "\n")
+    return 0
 
 
 def run_keygen(args: argparse.Namespace) -> int:

@@ -109,6 +109,10 @@ def mqtt_derived(raw: Mapping[str, Any], where: str, context: Context) -> Dict[s
         merged = dict(raw["publish"])
         merged.update(override)
         per_stream[stream_id] = MqttPublishConfig(**merged)
+    commands = raw["commands"]
+    if commands["require_signature"] and not commands["keys_file"]:
+        raise ConfigError("mqtt.commands.keys_file: required when mqtt.commands.require_signature "
+                          "is true (the operator key list: edged keys -o FILE)")  # fmt: skip
     port = raw["port"] if raw["port"] is not None else (8883 if tls["enabled"] else 1883)
     return {"port": port, "streams": per_stream}
 

@@ -237,6 +237,14 @@ class MqttOutboxConfig:
 
 
 @dataclass(frozen=True)
+class MqttCommandsConfig:
+    """``mqtt.commands``: who may command this device (edged/mqtt/signedcmd.py)."""
+
+    require_signature: bool = False
+    keys_file: Optional[str] = field(default=None, metadata=PATH)
+
+
+@dataclass(frozen=True)
 class MqttConfig:
     host: str
     port: int = 1883
@@ -259,6 +267,7 @@ class MqttConfig:
     max_command_bytes: int = 65536
     protocol: str = "5"  # "5" | "3.1.1"
     command_max_age_s: float = 60.0
+    commands: MqttCommandsConfig = field(default_factory=MqttCommandsConfig)
     publish: MqttPublishConfig = field(default_factory=MqttPublishConfig)
     streams: Dict[str, MqttPublishConfig] = field(default_factory=dict)
     home_assistant: bool = False  # discovery of the counts (edged/mqtt/discovery.py)

@@ -92,8 +92,11 @@ class CommandProcessor:
         max_age_s: float = DEFAULT_MAX_AGE_S,
         require_issue_time: bool = False,
         wall_clock: Callable[[], float] = time.time,
+        verifier: Optional[Any] = None,
     ) -> None:
         self._control = control
+        # edged/mqtt/signedcmd.py: with mqtt.commands.require_signature, only signed commands
+        self._verifier = verifier
         self.max_age_s = float(max_age_s)
         self.require_issue_time = require_issue_time
         self._wall_clock = wall_clock
@@ -120,7 +123,7 @@ class CommandProcessor:
                 label,
             )
             return label, IGNORED, None
-        request, problem = self._parse(payload)
+        request, problem = self._parse(payload, name or "")
         if problem is not None:
             logger.warning("command cmd/%s refused: %s", label, problem)
             return label, ERROR, reply_payload(None, False, error=problem)
@@ -147,8 +150,13 @@ class CommandProcessor:
 
     def request_id(self, payload: bytes) -> Any:
         """The ``request_id`` of a command payload, or None when it cannot be read."""
-        request, problem = self._parse(payload)
-        return None if problem is not None else request["request_id"]
+        request, problem = self._parse(payload, "", unwrap=False)
+        if problem is not None:
+            return None
+        if isinstance(request.get("signed"), dict):  # a signed envelope (not verified here)
+            request = request["signed"]
+        value = request.get("request_id")
+        return value if _valid_request_id(value) else None
 
     def _check_issue_time(self, request: Dict[str, Any]) -> Tuple[str, Optional[str]]:
         """``(OK, None)``, or ``(STALE or ERROR, why the command must not run)``."""
@@ -172,8 +180,11 @@ class CommandProcessor:
             )
         return OK, None
 
-    def _parse(self, payload: bytes) -> Tuple[Dict[str, Any], Optional[str]]:
-        """``(request, None)`` or ``({}, why it is refused)``; the size is checked first."""
+    def _parse(
+        self, payload: bytes, name: str, unwrap: bool = True
+    ) -> Tuple[Dict[str, Any], Optional[str]]:
+        """``(request, None)`` or ``({}, why it is refused)``; the size is checked first, then
+        the signature when signed commands are required."""
         if len(payload) > self.max_bytes:
             return {}, f"command too large: {len(payload)} bytes (limit {self.max_bytes})"
         try:
@@ -186,6 +197,12 @@ class CommandProcessor:
             return {}, "invalid JSON: nested too deeply"
         if not isinstance(request, dict):
             return {}, "a command must be a JSON object"
+        if self._verifier is not None and unwrap:
+            request, problem = self._verifier.unwrap(name, request)
+            if problem is not None:
+                return {}, problem
+        if not unwrap:
+            return request, None
         if not _valid_request_id(request.get("request_id")):
             return {}, (
                 f"request_id missing or invalid: a string of at most {MAX_REQUEST_ID_CHARS} "

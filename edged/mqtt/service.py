@@ -31,6 +31,7 @@ on disk for the next start.
 """
 
 import logging
+import os
 import random
 import threading
 import time
@@ -147,6 +148,7 @@ class MqttService:
             clock,
             max_age_s=config.command_max_age_s,
             require_issue_time=config.protocol != compat.MQTT5,
+            verifier=_command_verifier(config, device_id, self.outbox.path),
         )
         self.counts = CountsPublisher(self)  # edged/mqtt/counting.py
         processor.handlers["reset_counts"] = self.counts.reset_counts
@@ -399,3 +401,16 @@ class MqttService:
 
 def _publish_settings(publish: Any) -> Dict[str, Any]:
     return {"mode": publish.mode, "heartbeat_s": publish.heartbeat_s, "max_rate": publish.max_rate}
+
+
+def _command_verifier(config: MqttConfig, device_id: str, outbox_path: str) -> Optional[Any]:
+    """mqtt.commands.require_signature: a verifier over the operator keys, pinned beside the
+    outbox, else None."""
+    if not config.commands.require_signature:
+        return None
+    from .signedcmd import load_verifier
+
+    pin_dir = os.path.join(os.path.dirname(os.path.abspath(outbox_path)), "command-keys")
+    return load_verifier(
+        str(config.commands.keys_file), pin_dir, device_id, config.command_max_age_s
+    )

@@ -8,11 +8,14 @@ sha256 of the raw public key, as hex.
 """
 
 import hashlib
+import logging
 import os
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UpdateError
 from . import canonical
+
+logger = logging.getLogger(__name__)
 
 KEYLIST_TYPE = "edged-keylist"
 #: a key list larger than this is refused before it is parsed
@@ -230,3 +233,55 @@ def read_keylist(path: str, now: int) -> KeyList:
     if keylist.expires is not None and keylist.expires <= now:
         raise UpdateError(f"{path}: the key list has expired")
     return keylist
+
+
+def pinned_keylist(path: str, pin_dir: str, now: int) -> KeyList:
+    """The key list to trust: the pinned one, rotated only by a properly signed newer list.
+
+    The first list a device reads from ``path`` is pinned (copied into ``pin_dir``, owner-only).
+    Later, a list at ``path`` replaces the pinned one only through :func:`rotate`: a higher
+    version, signed by a threshold of the PINNED keys and of its own. A file swapped for an
+    older list, or for one an attacker signed with keys of their own, changes nothing: the
+    pinned list stays (TUF's root rotation, "Key management and migration"; persisted trust,
+    or rollback protection is lost).
+
+    Raises:
+        UpdateError: the list at ``path`` is unusable and none is pinned yet, or the pinned list
+            expired.
+    """
+    from ..fsutil import atomic_write
+
+    pinned_path = os.path.join(pin_dir, "pinned-keys.json")
+    try:
+        with open(pinned_path, "rb") as f:
+            pinned_data = f.read(MAX_KEYLIST_BYTES + 1)
+    except FileNotFoundError:
+        keylist = read_keylist(path, now)  # trust on first use: the installer's file
+        os.makedirs(pin_dir, mode=0o700, exist_ok=True)
+        with open(path, "rb") as f:
+            atomic_write(pinned_path, f.read(MAX_KEYLIST_BYTES + 1))
+        return keylist
+    except OSError as e:
+        raise UpdateError(f"{pinned_path}: cannot read the pinned key list ({e})") from e
+    pinned, _, _ = parse_keylist(canonical.decode(pinned_data, MAX_KEYLIST_BYTES, pinned_path),
+                                 pinned_path)  # fmt: skip
+    try:
+        with open(path, "rb") as f:
+            offered = f.read(MAX_KEYLIST_BYTES + 1)
+    except OSError:
+        offered = pinned_data  # the file went away: the pinned list still holds
+    if offered != pinned_data:
+        try:
+            rotated = rotate(pinned, canonical.decode(offered, MAX_KEYLIST_BYTES, path), now)
+        except UpdateError as e:
+            logger.error("%s: not taken, the pinned key list v%d stays: %s", path,
+                         pinned.version, e)  # fmt: skip
+        else:
+            atomic_write(pinned_path, offered)
+            logger.warning("key list rotated: v%d -> v%d (%d keys, threshold %d)",
+                           pinned.version, rotated.version, len(rotated.keys),
+                           rotated.threshold)  # fmt: skip
+            return rotated
+    if pinned.expires is not None and pinned.expires <= now:
+        raise UpdateError(f"{pinned_path}: the pinned key list has expired")
+    return pinned

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from ..config.model import Config
 from ..errors import EdgedError
-from .keys import read_keylist
+from .keys import pinned_keylist
 from .manifest import UpdateLimits, parse_checked
 from .seams import Deployer, Transport
 from .store import MANIFEST_FILE, SlotStore, default_state_dir
@@ -44,8 +44,9 @@ def make_updater(config: Config, transport: Transport, deployer: Deployer) -> Op
     """
     if not config.update.enabled or not config.update.keys_file:
         return None
-    trusted = read_keylist(config.update.keys_file, int(time.time()))
-    return Updater(settings_from_config(config), trusted, transport, deployer)
+    settings = settings_from_config(config)
+    trusted = pinned_keylist(config.update.keys_file, settings.state_dir, int(time.time()))
+    return Updater(settings, trusted, transport, deployer)
 
 
 def serve_installed(state_dir: str, deployer: Any, daemon: Any) -> None:
