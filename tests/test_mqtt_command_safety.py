@@ -263,7 +263,7 @@ def test_mqtt5_in_flight_messages_stay_within_the_brokers_receive_maximum(tmp_pa
     try:
         wait_for(lambda: service.connected, 10, "edged connected")
         # the CONNACK says Receive Maximum 5; paho (1.6 and 2.x) would not apply it by itself
-        assert service.link.current().client._max_inflight_messages == 5
+        assert service.link.current().transport.client._max_inflight_messages == 5
         time.sleep(0.5)  # the command subscription follows the CONNACK
         for i in range(20):
             operator.client.publish("edged/dev1/cmd/ping", json.dumps({"request_id": i}), qos=1)

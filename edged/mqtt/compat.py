@@ -7,22 +7,24 @@ by feature, not version:
   deprecated there) and 1.6 has no such argument.
 * Callback signatures differ (``on_connect`` gets an int ``rc`` in 1.6 and a
   ``ReasonCode`` in 2.x VERSION2; ``on_publish``/``on_disconnect`` gain
-  arguments): :class:`Callbacks` takes ``*args`` and normalises.
+  arguments): :func:`attach` takes ``*args`` and normalises.
 * The connect timeout is a property in 2.x and a private attribute in 1.6.
 * MQTT 5 (both lines, paho >= 1.5): no ``clean_session`` argument (``clean_start``
   in ``connect()`` instead), CONNECT properties and subscription options; a paho
   without ``paho.mqtt.subscribeoptions`` cannot speak it (:data:`HAS_MQTT5`).
 
-The callbacks only ENQUEUE (paho#177, #354, #527: publishing or taking
+:class:`PahoTransport` puts it behind :class:`.transport.Transport`. The callbacks only
+ENQUEUE (paho#177, #354, #527: publishing or taking
 application locks inside a callback can deadlock against paho's own mutexes).
 """
 
-import collections
-import threading
-from typing import Any, Callable, Deque, Optional, Tuple
+import ssl
+from typing import Any, Optional
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
+
+from .transport import Transport, TransportEvents
 
 #: CONNACK refusals that mean "wrong credentials or not allowed": MQTT 3.1.1 codes 4 and 5,
 #: and the MQTT 5 reason codes paho 2.x reports for them (134 bad user name or password,
@@ -51,6 +53,11 @@ try:  # paho >= 1.5 (1.6.1 on Python 3.6, 2.x): MQTT 5 properties and subscripti
 except ImportError:  # pragma: no cover - paho < 1.5 is not in constraints/
     HAS_MQTT5 = False
 
+#: Extra in-flight room in paho for status, state and reply messages besides results.
+INFLIGHT_HEADROOM = 64
+#: Room for a command's PUBLISH header (topic, packet id, properties) beyond its payload.
+COMMAND_PACKET_HEADROOM = 8192
+
 MQTT5 = "5"
 MQTT311 = "3.1.1"
 #: ``mqtt.protocol`` values and paho's protocol constants.
@@ -64,6 +71,13 @@ def code_value(rc: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return -1
+
+
+def max_command_packet(max_command_bytes: int) -> int:
+    """The MQTT 5 Maximum Packet Size edged asks for: only commands come to edged, so a
+    packet larger than the largest command and its header is refused by the broker
+    (docs/mqtt.md, "Command size")."""
+    return int(max_command_bytes) + COMMAND_PACKET_HEADROOM
 
 
 def describe_connack(code: int) -> str:
@@ -133,57 +147,99 @@ def limit_inflight(client: "mqtt.Client", limit: int) -> None:
     client._max_inflight_messages = max(1, int(limit))
 
 
-class Callbacks:
-    """paho callbacks of one connection; each only appends to a queue and sets an event.
+def attach(client: "mqtt.Client", events: TransportEvents) -> None:
+    """Route a client's callbacks, whatever their paho signature, to ``events`` (which only
+    enqueue)."""
 
-    ``events`` gets ``("connack", code)``, ``("disconnect", None)`` and
-    ``("suback", granted_ok)``; ``acks`` gets the mid of every completed publish;
-    ``on_message`` (given) receives ``(topic, payload, retain)`` and must not block.
-    """
-
-    def __init__(
-        self,
-        wake: threading.Event,
-        on_message: Callable[[str, bytes, bool], None],
-    ) -> None:
-        self.events: Deque[Tuple[str, Any]] = collections.deque()
-        self.acks: Deque[int] = collections.deque()
-        self.receive_maximum = None  # type: Optional[int]
-        self._wake = wake
-        self._on_message = on_message
-
-    def attach(self, client: "mqtt.Client") -> None:
-        client.on_connect = self.on_connect
-        client.on_disconnect = self.on_disconnect
-        client.on_publish = self.on_publish
-        client.on_subscribe = self.on_subscribe
-        client.on_message = self.on_message
-
-    def on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
+    def on_connect(client: Any, userdata: Any, flags: Any, rc: Any, *rest: Any) -> None:
         # MQTT 5 CONNACK: the broker's Receive Maximum (MQTT 5.0 section 3.2.2.3.3), which
         # paho (1.6 and 2.x) does not apply to its own in-flight limit
         properties = rest[0] if rest else None
-        self.receive_maximum = getattr(properties, "ReceiveMaximum", None)
-        self.events.append(("connack", code_value(rc)))
+        events.connack(code_value(rc), getattr(properties, "ReceiveMaximum", None))
 
-    def on_disconnect(self, client: Any, userdata: Any, *rest: Any) -> None:
-        self.events.append(("disconnect", None))
-        self._wake.set()
+    def on_disconnect(client: Any, userdata: Any, *rest: Any) -> None:
+        events.disconnected()
 
-    def on_publish(self, client: Any, userdata: Any, mid: int, *rest: Any) -> None:
-        self.acks.append(int(mid))
-        self._wake.set()
+    def on_publish(client: Any, userdata: Any, mid: int, *rest: Any) -> None:
+        events.acked(int(mid))
 
-    def on_subscribe(self, client: Any, userdata: Any, mid: int, granted: Any, *rest: Any) -> None:
+    def on_subscribe(client: Any, userdata: Any, mid: int, granted: Any, *rest: Any) -> None:
         codes = [code_value(g) for g in (granted or [])]
-        self.events.append(("suback", bool(codes) and all(0 <= c < 0x80 for c in codes)))
+        events.subscribed(bool(codes) and all(0 <= c < 0x80 for c in codes))
 
-    def on_message(self, client: Any, userdata: Any, message: Any) -> None:
+    def on_message(client: Any, userdata: Any, message: Any) -> None:
         try:
             topic = str(message.topic)
         except UnicodeDecodeError:  # paho 1.6 decodes on access; a broker should have refused it
             topic = ""
-        self._on_message(topic, bytes(message.payload), bool(message.retain))
+        events.message(topic, bytes(message.payload), bool(message.retain))
+
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    client.on_publish = on_publish
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+
+
+class PahoTransport(Transport):
+    """:class:`~.transport.Transport` on a fresh paho client: clean session, retained will,
+    writes left to :meth:`loop` (:func:`quiet_writes`)."""
+
+    def __init__(
+        self,
+        config: Any,
+        client_id: str,
+        password: Optional[str],
+        tls: Optional[ssl.SSLContext],
+        events: TransportEvents,
+        will_topic: str,
+        will_payload: bytes,
+    ) -> None:
+        self._config = config  # an edged.config.MqttConfig
+        self.client = new_client(client_id, config.connect_timeout_s, config.protocol)
+        attach(self.client, events)
+        quiet_writes(self.client)
+        self.client.max_inflight_messages_set(config.max_inflight + INFLIGHT_HEADROOM)
+        if config.username is not None:
+            self.client.username_pw_set(config.username, password)
+        if tls is not None:
+            self.client.tls_set_context(tls)
+        self.client.will_set(will_topic, will_payload, qos=1, retain=True)
+
+    def connect(self) -> None:
+        config = self._config
+        connect(
+            self.client,
+            config.protocol,
+            config.host,
+            config.port,
+            int(round(config.keepalive_s)),
+            max_command_packet(config.max_command_bytes),
+        )
+
+    def loop(self, timeout_s: float) -> bool:
+        return loop_ok(self.client.loop(timeout_s))
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> Optional[int]:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        return int(info.mid) if loop_ok(info.rc) else None
+
+    def subscribe(self, topic_filter: str) -> None:
+        subscribe(self.client, self._config.protocol, topic_filter)
+
+    def limit_inflight(self, limit: int) -> None:
+        limit_inflight(self.client, limit)
+
+    def disconnect(self) -> None:
+        self.client.disconnect()
+
+    def close(self) -> None:
+        dispose(self.client)
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT wildcard matching (``+`` one level, ``#`` the rest), as the broker does it."""
+    return bool(mqtt.topic_matches_sub(topic_filter, topic))
 
 
 def loop_ok(rc: Any) -> bool:

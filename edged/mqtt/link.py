@@ -1,13 +1,16 @@
 """The connection to the broker: the ``mqtt-network`` thread.
 
 One thread owns the connection and is the only one that touches the socket
-(other threads' ``publish()`` only queue, :func:`.compat.quiet_writes`). Its own
+(other threads' ``publish()`` only queue, :func:`.compat.quiet_writes`). The
+client is a :class:`~.transport.Transport` made by a factory (paho's by default,
+a stand-in broker's in the fast tests). Its own
 reconnect loop backs off exponentially with +-20 % jitter up to a cap (paho's
 ``reconnect_delay_set`` doubles without jitter: paho.mqtt.python ``client.py``) and resets
 after a connection that stayed up :data:`STABLE_CONNECTION_S`. Each attempt
-makes a FRESH paho client with a clean session (paho's in-memory session would
+makes a FRESH client with a clean session (paho's in-memory session would
 resend behind the outbox's back), registers the retained will ``offline``,
-waits for CONNACK, subscribes to the command topics and publishes the retained
+waits for CONNACK, subscribes to the command topics (and to those other
+components added with :meth:`BrokerLink.subscribe`) and publishes the retained
 birth ``online``: after EVERY connect (Frigate's ``frigate/comms/mqtt.py`` does the same).
 On MQTT 5 (the default
 ``mqtt.protocol``) the CONNECT carries a Maximum Packet Size and the command
@@ -21,13 +24,15 @@ is never logged. On :meth:`BrokerLink.stop` the thread publishes the retained
 the will.
 """
 
+import collections
+import functools
 import logging
 import os
 import random
 import ssl
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Deque, List, Optional
 
 from ..config import MqttConfig
 from ..errors import ConfigError
@@ -35,6 +40,7 @@ from ..sources.backoff import Backoff
 from . import compat
 from .takeover import TakeoverDetector
 from .topics import Topics
+from .transport import MessageHandler, Transport, TransportEvents, TransportFactory
 
 logger = logging.getLogger(__name__)
 
@@ -44,18 +50,7 @@ LOOP_TIMEOUT_S = 0.05
 STABLE_CONNECTION_S = 10.0
 #: On a clean exit: how long to wait for the PUBACK of "stopped".
 STOPPED_ACK_TIMEOUT_S = 2.0
-#: Extra in-flight room in paho for status, state and reply messages besides results.
-INFLIGHT_HEADROOM = 64
 JOIN_TIMEOUT_S = 5.0
-#: Room for a command's PUBLISH header (topic, packet id, properties) beyond its payload.
-COMMAND_PACKET_HEADROOM = 8192
-
-
-def max_command_packet(max_command_bytes: int) -> int:
-    """The MQTT 5 Maximum Packet Size edged asks for: only commands come to edged, so a
-    packet larger than the largest command and its header is refused by the broker
-    (docs/mqtt.md, "Command size")."""
-    return int(max_command_bytes) + COMMAND_PACKET_HEADROOM
 
 
 def resolve_password(config: MqttConfig) -> Optional[str]:
@@ -109,12 +104,20 @@ def tls_context(config: MqttConfig) -> Optional[ssl.SSLContext]:
 
 
 class Connection:
-    """One live connection: its client and callback queues (a new one per connect)."""
+    """One live connection: its transport and event queues (a new one per connect)."""
 
-    def __init__(self, client: Any, callbacks: compat.Callbacks, generation: int) -> None:
-        self.client = client
-        self.callbacks = callbacks
+    def __init__(self, transport: Transport, events: TransportEvents, generation: int) -> None:
+        self.transport = transport
+        self.events = events
         self.generation = generation
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> Optional[int]:
+        """Queue a message (any thread); its message id, or None when it was not queued."""
+        try:
+            return self.transport.publish(topic, payload, qos, retain)
+        except (OSError, ValueError) as e:  # the network thread just closed this transport
+            logger.debug("MQTT: publish to %s failed: %s", topic, e)
+            return None
 
 
 class BrokerLink:
@@ -123,7 +126,8 @@ class BrokerLink:
     ``status(state)`` makes the status payload for ``online``, ``offline`` and
     ``stopped``; ``on_message(topic, payload, retain)`` receives commands on the
     network thread and must only enqueue; ``wake`` is set on every connection
-    change and every acknowledgement.
+    change and every acknowledgement; ``transport_factory`` makes each
+    connection's client (default: paho, :class:`.compat.PahoTransport`).
     """
 
     def __init__(
@@ -132,10 +136,11 @@ class BrokerLink:
         client_id: str,
         topics: Topics,
         status: Callable[[str], bytes],
-        on_message: Callable[[str, bytes, bool], None],
+        on_message: MessageHandler,
         wake: threading.Event,
         clock: Callable[[], float] = time.monotonic,
         rng: Optional[random.Random] = None,
+        transport_factory: Optional[TransportFactory] = None,
     ) -> None:
         self.config = config
         self.client_id = client_id
@@ -151,8 +156,10 @@ class BrokerLink:
         self._generation = 0
         self._replace_generation = -1
         self._thread = None  # type: Optional[threading.Thread]
-        self._password = None  # type: Optional[str]
-        self._tls = None  # type: Optional[ssl.SSLContext]
+        self._make_transport = transport_factory
+        # topic filters subscribed on every connect; new ones wait for the network thread
+        self._subscriptions: List[str] = [topics.command_filter]
+        self._new_subscriptions: Deque[str] = collections.deque()
         self._last_error = None  # type: Optional[str]
         self.reconnects = 0  # connection attempts after the first
         self.auth_failures = 0  # refused credentials and failed TLS handshakes
@@ -162,8 +169,10 @@ class BrokerLink:
     # -- control (any thread) -------------------------------------------------------------
 
     def start(self, password: Optional[str], tls: Optional[ssl.SSLContext]) -> None:
-        self._password = password
-        self._tls = tls
+        if self._make_transport is None:
+            self._make_transport = functools.partial(
+                compat.PahoTransport, self.config, self.client_id, password, tls
+            )
         self._thread = threading.Thread(target=self._run, name="mqtt-network", daemon=True)
         self._thread.start()
 
@@ -189,6 +198,15 @@ class BrokerLink:
 
     def replacing(self, connection: Connection) -> bool:
         return self._replace_generation == connection.generation
+
+    def subscribe(self, topic_filter: str) -> None:
+        """Subscribe to ``topic_filter`` now (when connected) and after every connect; its
+        messages reach ``on_message``."""
+        with self._lock:
+            if topic_filter in self._subscriptions:
+                return
+            self._subscriptions.append(topic_filter)
+        self._new_subscriptions.append(topic_filter)
 
     # -- the network thread ---------------------------------------------------------------
 
@@ -233,59 +251,40 @@ class BrokerLink:
             self.config.backoff_max_s,
         )
 
-    def _new_client(self, callbacks: compat.Callbacks) -> Any:
-        client = compat.new_client(
-            self.client_id, self.config.connect_timeout_s, self.config.protocol
-        )
-        callbacks.attach(client)
-        compat.quiet_writes(client)
-        client.max_inflight_messages_set(self.config.max_inflight + INFLIGHT_HEADROOM)
-        if self.config.username is not None:
-            client.username_pw_set(self.config.username, self._password)
-        if self._tls is not None:
-            client.tls_set_context(self._tls)
-        client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)
-        return client
-
     def _connect(self) -> Optional[Connection]:
         """One attempt: TCP (+TLS) connect, CONNACK, subscribe, birth. None when it failed."""
-        callbacks = compat.Callbacks(self._wake, self._on_message)
-        client = self._new_client(callbacks)
+        assert self._make_transport is not None, "start() first"
+        events = TransportEvents(self._wake, self._on_message)
+        transport = self._make_transport(events, self.topics.status, self._status("offline"))
         try:
-            compat.connect(
-                client,
-                self.config.protocol,
-                self.config.host,
-                self.config.port,
-                int(round(self.config.keepalive_s)),
-                max_command_packet(self.config.max_command_bytes),
-            )
+            transport.connect()
         except (ssl.SSLError, ssl.CertificateError) as e:
             # TLS is mutual authentication: a rejected certificate (either side) counts
-            compat.dispose(client)
+            transport.close()
             self._failed(f"TLS handshake failed ({e})", auth=True)
             return None
         except (OSError, ValueError) as e:
-            compat.dispose(client)
+            transport.close()
             self._failed(str(e) or type(e).__name__)
             return None
-        code = self._wait_connack(client, callbacks)
+        code = self._wait_connack(transport, events)
         if code != 0:
-            compat.dispose(client)
+            transport.close()
             if code is None:
                 self._failed(f"no CONNACK within {self.config.connect_timeout_s:.1f} s")
             else:
                 auth = code in compat.AUTH_FAILURE_CODES
                 self._failed(f"broker refused: {compat.describe_connack(code)}", auth=auth)
             return None
-        if callbacks.receive_maximum:  # never more unacknowledged messages than the broker takes
-            compat.limit_inflight(
-                client,
-                min(self.config.max_inflight + INFLIGHT_HEADROOM, int(callbacks.receive_maximum)),
-            )
-        compat.subscribe(client, self.config.protocol, self.topics.command_filter)
-        client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
-        connection = self._set_connection(client, callbacks)
+        if events.receive_maximum:  # never more unacknowledged messages than the broker takes
+            limit = self.config.max_inflight + compat.INFLIGHT_HEADROOM
+            transport.limit_inflight(min(limit, int(events.receive_maximum)))
+        with self._lock:
+            subscriptions = list(self._subscriptions)
+        for topic_filter in subscriptions:
+            transport.subscribe(topic_filter)
+        transport.publish(self.topics.status, self._status("online"), 1, True)
+        connection = self._set_connection(transport, events)
         logger.info(
             "MQTT connected to %s:%d as %s; online published to %s",
             self.config.host,
@@ -296,28 +295,27 @@ class BrokerLink:
         self._last_error = None
         return connection
 
-    def _wait_connack(self, client: Any, callbacks: compat.Callbacks) -> Optional[int]:
+    def _wait_connack(self, transport: Transport, events: TransportEvents) -> Optional[int]:
         deadline = self._clock() + self.config.connect_timeout_s
         while not self._stop.is_set() and self._clock() < deadline:
-            rc = client.loop(LOOP_TIMEOUT_S)
-            while callbacks.events:
-                kind, value = callbacks.events.popleft()
+            ok = transport.loop(LOOP_TIMEOUT_S)
+            while events.events:
+                kind, value = events.events.popleft()
                 if kind == "connack":
                     return int(value)
-            if not compat.loop_ok(rc):
+            if not ok:
                 return None
         return None
 
     def _set_connection(
-        self, client: Any, callbacks: Optional[compat.Callbacks] = None
+        self, transport: Optional[Transport], events: Optional[TransportEvents] = None
     ) -> Optional[Connection]:
         with self._lock:
             self._generation += 1
-            if client is None:
+            if transport is None or events is None:
                 self._connection = None
             else:
-                assert callbacks is not None  # a client always comes with its callbacks
-                self._connection = Connection(client, callbacks, self._generation)
+                self._connection = Connection(transport, events, self._generation)
             connection = self._connection
         self._wake.set()
         return connection
@@ -327,13 +325,13 @@ class BrokerLink:
 
         Returns True when the broker or the network ended it, False when edged did.
         """
-        client, callbacks = connection.client, connection.callbacks
+        transport, events = connection.transport, connection.events
         reason = "connection lost"
         dropped = True
         stable_at: Optional[float] = self._clock() + STABLE_CONNECTION_S
         while True:
             if self._stop.is_set():
-                self._say_stopped(client, callbacks)
+                self._say_stopped(transport, events)
                 return False
             if self.replacing(connection):
                 reason, dropped = "acknowledgements overdue", False
@@ -341,18 +339,20 @@ class BrokerLink:
             if stable_at is not None and self._clock() >= stable_at:
                 self.takeover.connection_stable()  # clears an alarm while still connected
                 stable_at = None
+            while self._new_subscriptions:
+                transport.subscribe(self._new_subscriptions.popleft())
             try:
-                lost = not compat.loop_ok(client.loop(LOOP_TIMEOUT_S))
+                lost = not transport.loop(LOOP_TIMEOUT_S)
             except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
                 lost, reason = True, f"connection lost ({e})"
-            while callbacks.events:
-                kind, value = callbacks.events.popleft()
+            while events.events:
+                kind, value = events.events.popleft()
                 if kind == "disconnect":
                     lost = True
                 elif kind == "suback" and not value:
                     logger.warning(
-                        "MQTT: the broker refused the subscription to %s: commands "
-                        "will not arrive (check the ACL)",
+                        "MQTT: the broker refused a subscription (commands under %s "
+                        "may not arrive; check the ACL)",
                         self.topics.command_filter,
                     )
             if lost:
@@ -365,28 +365,32 @@ class BrokerLink:
             reason,
         )
         try:
-            client.disconnect()  # a forced reconnect: say goodbye if the socket still works
-            client.loop(LOOP_TIMEOUT_S)
+            transport.disconnect()  # a forced reconnect: say goodbye if the socket still works
+            transport.loop(LOOP_TIMEOUT_S)
         except (OSError, ValueError):
             pass
-        compat.dispose(client)
+        transport.close()
         return dropped
 
-    def _say_stopped(self, client: Any, callbacks: compat.Callbacks) -> None:
+    def _say_stopped(self, transport: Transport, events: TransportEvents) -> None:
         """Clean exit: retained ``stopped``, wait for its PUBACK, DISCONNECT (no will)."""
-        info = client.publish(self.topics.status, self._status("stopped"), qos=1, retain=True)
+        connection = Connection(transport, events, -1)
+        mid = connection.publish(self.topics.status, self._status("stopped"), 1, True)
         deadline = self._clock() + STOPPED_ACK_TIMEOUT_S
         acked = False
-        while self._clock() < deadline and not acked:
-            if not compat.loop_ok(client.loop(LOOP_TIMEOUT_S)):
+        while mid is not None and self._clock() < deadline and not acked:
+            if not transport.loop(LOOP_TIMEOUT_S):
                 break
-            acked = info.mid in callbacks.acks
+            acked = mid in events.acks
         self._set_connection(None)
-        client.disconnect()
-        for _ in range(3):  # write the DISCONNECT
-            if not compat.loop_ok(client.loop(LOOP_TIMEOUT_S)):
-                break
-        compat.dispose(client)
+        try:
+            transport.disconnect()
+            for _ in range(3):  # write the DISCONNECT
+                if not transport.loop(LOOP_TIMEOUT_S):
+                    break
+        except (OSError, ValueError):
+            pass  # the socket went meanwhile: the broker publishes the will instead
+        transport.close()
         logger.info(
             "MQTT: %s published %s, disconnected",
             self.topics.status,

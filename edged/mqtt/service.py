@@ -1,4 +1,14 @@
-"""The MQTT service: outbox -> broker with zero loss, status, stream states, commands (issue 5).
+"""The MQTT service: wires the outbox, the broker link, the in-flight window, presence and
+commands together and runs their lifecycle.
+
+The parts, one job each: :mod:`.link` (the connection, over a :mod:`.transport`),
+:mod:`.inflight` (results out, acks, timeouts, resends), :mod:`.presence` (status
+and retained stream states), :mod:`.inbox`/:mod:`.commands` (commands),
+:mod:`.outbox` (the durable queue), :mod:`.policy` (which results are published).
+
+Other components talk to the broker through :meth:`MqttService.subscribe` (a
+topic filter and a callback that must only enqueue; subscribed on every connect)
+and :meth:`MqttService.publish` (best effort, not through the outbox).
 
 Threads (all named, bounded, polling with ``time.monotonic()``, one shared stop event):
 
@@ -8,13 +18,8 @@ Threads (all named, bounded, polling with ``time.monotonic()``, one shared stop 
 * ``mqtt-network``: the connection, its reconnect loop, the birth after every
   connect, the will and ``stopped`` (:class:`~.link.BrokerLink`).
 * ``mqtt-publisher``: commits the outbox on time (the durability bound), sends
-  committed messages oldest first with at most ``max_inflight`` unacknowledged,
-  deletes each one when its PUBACK arrives, and after a reconnect starts again
-  from the oldest message left (at least once; consumers dedupe by seq). A
-  message unacknowledged for ``ack_timeout_s`` forces a reconnect, because
-  paho never resends while connected (paho commit 9a47140). It also publishes
-  the retained per-stream state when a stream's capture state changes, and the
-  birth again when a reload changed models or streams.
+  committed messages through the in-flight window (:mod:`.inflight`), and
+  publishes the retained per-stream states and a changed birth (:mod:`.presence`).
 * ``mqtt-commands`` and ``mqtt-replies``: run commands (:mod:`.commands`) off the
   paho thread and answer those that did not fit the queue (:mod:`.inbox`).
 
@@ -25,14 +30,13 @@ holds for up to ``drain_timeout_s``, publish the final stream states, then
 on disk for the next start.
 """
 
-import collections
 import logging
 import os
 import random
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..config import MqttConfig
 from ..errors import ConfigError, PublishError
@@ -44,11 +48,14 @@ from .commands import CommandProcessor
 from .control import DaemonControl
 from .counting import CountsPublisher
 from .inbox import CommandInbox
+from .inflight import InflightWindow, ResultSender
 from .link import BrokerLink, Connection, resolve_password, tls_context
 from .outbox import LOSS_REASONS, Outbox
-from .payloads import result_payload, status_payload, stream_state_payload
+from .payloads import result_payload
 from .policy import PolicyBook
+from .presence import Presence
 from .topics import Topics
+from .transport import MessageHandler, TransportFactory
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +116,7 @@ class MqttService:
         clock: Callable[[], float] = time.monotonic,
         rng: Optional[random.Random] = None,
         drain_timeout_s: float = DRAIN_TIMEOUT_S,
+        transport_factory: Optional[TransportFactory] = None,
     ) -> None:
         self.config = config
         self.device_id = device_id
@@ -144,28 +152,62 @@ class MqttService:
         )
         self.counts = CountsPublisher(self)  # edged/mqtt/counting.py
         processor.handlers["reset_counts"] = self.counts.reset_counts
-        self.inbox = CommandInbox(processor, self.topics, self._send_reply, self._commands_stop)
+        self.inbox = CommandInbox(processor, self.topics, self.publish, self._commands_stop)
+        self.presence = Presence(config, device_id, self.boot_id, self.topics, control, stop_event)
+        self.presence.also_poll(self.counts.poll)
+        self._subscribers: Tuple[Tuple[str, MessageHandler], ...] = ()
         self._wake = threading.Event()  # new outbox data, acks, connection changes
         self.link = BrokerLink(
             config,
             self.client_id,
             self.topics,
-            self._status,
-            self.inbox.on_message,
+            self.presence.status,
+            self._on_message,
             self._wake,
             clock,
             rng,
+            transport_factory,
         )
+        window = InflightWindow(config.max_inflight, config.ack_timeout_s, clock)
+        self.sender = ResultSender(self.outbox, self.link, window, self._count)
         # shutdown is ordered: the publisher first (final states), then the network thread
         self._publisher_stop = threading.Event()
         self._lock = threading.Lock()  # counters
-        self._threads = []  # type: List[threading.Thread]
+        self._threads: List[threading.Thread] = []
         self._stopped = False
-        self._warned_mqtt_change = False
         self._counters = {"published_total": 0, "publish_failed_total": 0}
-        # the publisher's view of per-stream states: stream -> (state, status dict, model)
-        self._published_states = {}  # type: Dict[str, Tuple[str, Dict[str, Any], Optional[str]]]
-        self._published_birth = None  # type: Optional[Tuple[Any, ...]]
+
+    # -- for other components ---------------------------------------------------------------
+
+    def subscribe(self, topic_filter: str, callback: MessageHandler) -> None:
+        """Receive the messages matching ``topic_filter`` (MQTT wildcards allowed) from now
+        on, across reconnects.
+
+        ``callback(topic, payload, retain)`` runs on the ``mqtt-network`` thread and must
+        only enqueue (a bounded queue, ``put_nowait``, ``queue.Full`` caught: an exception
+        there drops the connection): paho's locks are held there. Call
+        it before or after :meth:`start`. Messages on the command topics go to the
+        commands, not here.
+        """
+        self._subscribers = self._subscribers + ((topic_filter, callback),)
+        self.link.subscribe(topic_filter)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> bool:
+        """Best effort, any thread: QoS 1 on the current connection, not through the outbox.
+        False when not connected or the message was not queued (it is not retried)."""
+        connection = self.link.current()
+        return connection is not None and connection.publish(topic, payload, 1, retain) is not None
+
+    def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
+        """On the network thread: route a message to the commands or a subscriber (enqueue only)."""
+        taken = False
+        if not compat.topic_matches(self.topics.command_filter, topic):
+            for topic_filter, callback in self._subscribers:
+                if compat.topic_matches(topic_filter, topic):
+                    callback(topic, payload, retain)
+                    taken = True
+        if not taken:  # commands, and what no subscriber matched (as before: to the inbox)
+            self.inbox.on_message(topic, payload, retain)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -173,7 +215,7 @@ class MqttService:
         """Resolve credentials and TLS, open the outbox, start the threads.
 
         A broker that is down is no error (edged starts and stays healthy without it,
-        Azure/iotedge#1105 in reliability.md 3.5); bad credentials sources, TLS files
+        Azure/iotedge#1105); bad credentials sources, TLS files
         or an unusable outbox are.
 
         Raises:
@@ -245,7 +287,7 @@ class MqttService:
                         "MQTT thread %s still running after %.0f s", name, JOIN_TIMEOUT_S
                     )
 
-    # -- stats (Prometheus, issue 5 item 4) ------------------------------------------------
+    # -- stats (the Prometheus metrics: edged/metrics/collector.py) -------------------------
 
     @property
     def connected(self) -> bool:
@@ -320,18 +362,8 @@ class MqttService:
 
     # -- publisher thread -------------------------------------------------------------------
 
-    def _status(self, state: str) -> bytes:
-        """The status payload (``online`` with the models and streams running now)."""
-        if state != "online":
-            return status_payload(state, self.device_id, self.boot_id, time.time())
-        models, streams = self._control.models(), self._control.stream_ids()
-        return status_payload(state, self.device_id, self.boot_id, time.time(), models, streams)
-
     def _publisher_main(self) -> None:
-        inflight = collections.OrderedDict()  # type: collections.OrderedDict
-        by_mid = {}  # type: Dict[int, int]
-        cursor = 0
-        connection = None  # type: Optional[Connection]
+        connection: Optional[Connection] = None
         next_poll = 0.0
         while not self._publisher_stop.is_set():
             due = self.outbox.next_due_in()
@@ -341,159 +373,30 @@ class MqttService:
                 self.outbox.flush_if_due()
                 current = self.link.current()
                 if current is not connection:
-                    if connection is not None:  # acks that came in before the connection went
-                        self._take_acks(connection, by_mid, inflight)
-                    inflight.clear()
-                    by_mid.clear()
-                    cursor = 0  # resend everything still in the outbox, oldest first
+                    self.sender.switch(connection, current)
                     connection = current
                     if connection is not None:
-                        self._poll_states(connection, force=True)
+                        self.presence.poll(connection, force=True)
                         next_poll = self._clock() + STATE_POLL_S
-                if connection is None:
+                if connection is None or not self.sender.send(connection):
                     continue
-                self._take_acks(connection, by_mid, inflight)
-                if self._overdue(connection, inflight):
-                    continue
-                if self.link.replacing(connection):
-                    continue  # this connection is being replaced: send nothing more on it
-                cursor = self._dispatch(connection, inflight, by_mid, cursor)
                 if self._clock() >= next_poll:
-                    self._poll_states(connection, force=False)
+                    self.presence.poll(connection, force=False)
                     next_poll = self._clock() + STATE_POLL_S
             except Exception:  # noqa: BLE001 - top of the publisher loop: log, go on
                 logger.exception("MQTT publisher failed; retrying")
                 self._stop.wait(PUBLISHER_TICK_S)
-        self._final_states()
+        self.presence.final(self.link.current())
         logger.debug("MQTT publisher thread stopped")
 
-    def _take_acks(
-        self, connection: Connection, by_mid: Dict[int, int], inflight: "collections.OrderedDict"
-    ) -> None:
-        acks = connection.callbacks.acks
-        done = []  # type: List[int]
-        while acks:
-            message_id = by_mid.pop(acks.popleft(), None)
-            if message_id is not None:  # not a status, state or reply message
-                inflight.pop(message_id, None)
-                done.append(message_id)
-        if done:
-            self.outbox.remove(done)
-            self._count("published_total", len(done))
-
-    def _overdue(self, connection: Connection, inflight: "collections.OrderedDict") -> bool:
-        """True (and a reconnect requested) when the oldest in-flight message waited too long."""
-        if not inflight:
-            return False
-        oldest_sent = next(iter(inflight.values()))
-        if self._clock() - oldest_sent < self.config.ack_timeout_s:
-            return False
-        self._count("publish_failed_total", len(inflight))
-        logger.warning(
-            "MQTT: %d messages unacknowledged for %.0f s: forcing a reconnect",
-            len(inflight),
-            self.config.ack_timeout_s,
-        )
-        inflight.clear()
-        self.link.replace(connection)
-        return True
-
-    def _dispatch(
-        self,
-        connection: Connection,
-        inflight: "collections.OrderedDict",
-        by_mid: Dict[int, int],
-        cursor: int,
-    ) -> int:
-        room = self.config.max_inflight - len(inflight)
-        if room <= 0:
-            return cursor
-        for message in self.outbox.pending(cursor, room):
-            info = self._send(connection, message.topic, message.payload, message.qos, False)
-            if info is None:
-                self._count("publish_failed_total")
-                break  # the connection is going; the network thread notices
-            inflight[message.id] = self._clock()
-            by_mid[info.mid] = message.id
-            cursor = message.id
-        return cursor
-
-    def _poll_states(self, connection: Connection, force: bool) -> None:
-        """Publish changed stream states (retained) and a changed birth."""
-        now = time.time()
-        states = self._control.stream_states()
-        for stream_id, (status, model) in sorted(states.items()):
-            previous = self._published_states.get(stream_id)
-            engine = status.get("engine") or {}
-            key = (status["state"], engine.get("state"), engine.get("fraction"))
-            if force or previous is None or previous[0] != key:
-                payload = stream_state_payload(self.device_id, status, model, now)
-                self._publish(connection, self.topics.stream_state(stream_id), payload, True)
-            self._published_states[stream_id] = (key, status, model)
-        for stream_id in sorted(set(self._published_states) - set(states)):
-            self._retire_state(connection, stream_id, now)
-        self.counts.poll(connection, force)
-        birth = (
-            tuple(str(sorted(m.items())) for m in self._control.models()),
-            tuple(self._control.stream_ids()),
-        )
-        if force:
-            self._published_birth = birth
-        elif birth != self._published_birth:
-            self._published_birth = birth
-            self._publish(connection, self.topics.status, self._status("online"), True)
-        self._check_mqtt_config()
-
-    def _retire_state(self, connection: Optional[Connection], stream_id: str, now: float) -> None:
-        """A stream went away: ``stopped`` while edged shuts down, else clear the retained state."""
-        _, status, model = self._published_states.pop(stream_id)
-        if self._stop.is_set():
-            stopped = dict(status, state="stopped", state_age_s=0.0, fps=0.0)
-            payload = stream_state_payload(self.device_id, stopped, model, now)
-        else:
-            payload = b""  # an empty retained message deletes the retained state
-        if connection is not None:
-            self._publish(connection, self.topics.stream_state(stream_id), payload, True)
-
-    def _final_states(self) -> None:
-        connection = self.link.current()
-        if connection is None:
-            return
-        try:
-            self._poll_states(connection, force=False)
-        except Exception:  # noqa: BLE001 - shutdown goes on
-            logger.exception("MQTT: final stream states not published")
-
-    def _check_mqtt_config(self) -> None:
-        current = self._control.mqtt_config()
-        if current is not None and current != self.config and not self._warned_mqtt_change:
-            self._warned_mqtt_change = True
-            logger.warning(
-                "MQTT: the mqtt section changed in the reloaded config; restart edged "
-                "to apply it (the running connection keeps the old settings)"
-            )
-
     def _publish(self, connection: Connection, topic: str, payload: bytes, retain: bool) -> bool:
-        return self._send(connection, topic, payload, 1, retain) is not None
-
-    @staticmethod
-    def _send(connection: Connection, topic: str, payload: bytes, qos: int, retain: bool) -> Any:
-        """``client.publish`` (only queues: :func:`.compat.quiet_writes`); None if it failed."""
-        try:
-            info = connection.client.publish(topic, payload, qos=qos, retain=retain)
-        except (OSError, ValueError) as e:  # the network thread just closed this client
-            logger.debug("MQTT: publish to %s failed: %s", topic, e)
-            return None
-        return info if compat.loop_ok(info.rc) else None
+        """QoS 1 on ``connection`` (:mod:`.counting` sends the retained counts with it)."""
+        return connection.publish(topic, payload, 1, retain) is not None
 
     # -- commands (:mod:`.inbox`) ------------------------------------------------------------
 
     def _commands_stop(self) -> bool:
         return self._stop.is_set() or self.link.stopping
-
-    def _send_reply(self, topic: str, payload: bytes) -> bool:
-        connection = self.link.current()
-        return connection is not None and self._publish(connection, topic, payload, False)
 
 
 def _publish_settings(publish: Any) -> Dict[str, Any]:
