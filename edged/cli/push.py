@@ -55,7 +55,7 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
 
 def load(path: str, files_dir: Optional[str]) -> Any:
     """(envelope bytes, manifest, {file name: path}) with every file checked."""
-    from ..update import canonical
+    from ..signing import canonical
     from ..update.manifest import MAX_MANIFEST_BYTES, parse_checked
 
     try:
