@@ -46,7 +46,7 @@ def published(daemon: Any) -> int:
 
 def run(directory: str) -> Dict[str, Any]:
     from edged.daemon import Daemon
-    from edged.update import canonical, keys
+    from edged.signing import canonical, keys
 
     with Broker(os.path.join(directory, "broker")) as broker:
         ops = os.path.join(directory, "operator")

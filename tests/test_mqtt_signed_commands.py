@@ -18,7 +18,7 @@ import pytest
 from edged.config import parse_config
 from edged.errors import ConfigError
 from edged.mqtt.signedcmd import CommandVerifier, sign_command
-from edged.update import canonical, keys
+from edged.signing import canonical, keys
 
 from .mosquitto import Subscriber, wait_for
 from .test_mqtt_command_safety import ReloadCounter, broker, make_service, replies  # noqa: F401

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from edged.errors import UpdateError
-from edged.update import canonical, keys, protocol
+from edged.signing import canonical, keys
+from edged.update import protocol
 from edged.update.manifest import Installed, check
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,7 +19,7 @@ import pytest
 
 from edged.daemon import Daemon
 from edged.metrics.collector import DaemonCollector
-from edged.update import canonical, keys
+from edged.signing import canonical, keys
 
 from . import onnx_models
 from .mosquitto import Mosquitto, Subscriber, stop_all_brokers

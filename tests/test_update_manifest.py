@@ -11,7 +11,7 @@ import json
 import pytest
 
 from edged.errors import UpdateError
-from edged.update import canonical, keys
+from edged.signing import canonical, keys
 from edged.update.chunks import ChunkMap
 from edged.update.manifest import (
     DEFAULT_CHUNK_BYTES,

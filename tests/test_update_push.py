@@ -16,7 +16,7 @@ import time
 import pytest
 
 from edged.config.model import MqttConfig
-from edged.update import keys
+from edged.signing import keys
 from edged.update.manifest import FileEntry, make, sign_manifest
 from edged.update.mqtt_transport import MqttTransport
 from edged.update.store import SlotStore

@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from edged.errors import UpdateError
+from edged.signing import keys
 from edged.update import journal as j
-from edged.update import keys
 from edged.update.manifest import FileEntry, make, sign_manifest
 from edged.update.store import SlotStore
 

@@ -17,8 +17,9 @@ import time
 import pytest
 
 from edged.errors import StagingError, UpdateError
-from edged.update import canonical, keys, protocol
+from edged.signing import canonical, keys
 from edged.update import journal as j
+from edged.update import protocol
 from edged.update import updater as updater_module
 from edged.update.manifest import FileEntry, UpdateLimits, make, sign_manifest
 from edged.update.seams import Transport

@@ -86,7 +86,7 @@ def add_command_parser(commands: "argparse._SubParsersAction") -> None:
 
 def run_sign_command(args: argparse.Namespace) -> int:
     from ..mqtt.signedcmd import sign_command
-    from ..update import keys
+    from ..signing import keys
 
     arguments = {}  # type: Dict[str, Any]
     for spec in args.arg:
@@ -105,7 +105,7 @@ def run_sign_command(args: argparse.Namespace) -> int:
 
 
 def run_keygen(args: argparse.Namespace) -> int:
-    from ..update import keys
+    from ..signing import keys
 
     pair = keys.generate()
     private, public = args.name + ".key", args.name + ".pub"
@@ -134,7 +134,7 @@ def read_public(path: str) -> bytes:
 
 
 def run_keys(args: argparse.Namespace) -> int:
-    from ..update import canonical, keys
+    from ..signing import canonical, keys
 
     signers = [keys.read_private(p) for p in args.sign]
     expires = int(time.time()) + args.expires_days * 86400 if args.expires_days else None
@@ -148,7 +148,8 @@ def run_keys(args: argparse.Namespace) -> int:
 
 
 def run_sign(args: argparse.Namespace) -> int:
-    from ..update import keys, manifest
+    from ..signing import keys
+    from ..update import manifest
 
     entries: List[Any] = []
     for spec in args.file:

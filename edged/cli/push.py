@@ -55,7 +55,7 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
 
 def load(path: str, files_dir: Optional[str]) -> Any:
     """(envelope bytes, manifest, {file name: path}) with every file checked."""
-    from ..update import canonical
+    from ..signing import canonical
     from ..update.manifest import MAX_MANIFEST_BYTES, parse_checked
 
     try:
@@ -93,11 +93,11 @@ def _sha256(path: str) -> str:
 class Progress:
     """Per-device state of one push, printed as it changes."""
 
-    def __init__(self, update: str, expected: List[str], out: Any = sys.stdout) -> None:
+    def __init__(self, update: str, expected: List[str], out: Optional[Any] = None) -> None:
         self.update = update
         self.devices: Dict[str, Dict] = {d: {"state": "WAITING"} for d in expected}
         self._printed: Dict[str, str] = {}
-        self._out = out
+        self._out = out  # None: sys.stdout as it is when printing (not at import)
 
     def status(self, device: str, status: Dict[str, Any]) -> None:
         if status.get("update") != self.update:
@@ -113,7 +113,7 @@ class Progress:
             line += f" {status['reason']}"
         if self._printed.get(device) != line:
             self._printed[device] = line
-            print(line, file=self._out, flush=True)
+            print(line, file=self._out or sys.stdout, flush=True)
 
     def finished(self, expected: List[str]) -> bool:
         return all(self.devices.get(d, {}).get("state") in FINAL_STATES for d in expected)

@@ -3,7 +3,7 @@
 MQTT does not tell a subscriber who published a message; a broker ACL says who MAY publish
 (docs/mosquitto/acl), a signature says who DID. A signed command is the envelope
 ``{"signed": {...}, "signatures": [{"keyid", "sig"}]}`` (the canonical encoding and Ed25519
-keys of model updates, edged/update/canonical.py and keys.py); the signed part names the
+keys of model updates, edged/signing/); the signed part names the
 command, the device it is for, a ``request_id`` and ``issued_at_ms``, plus the command's own
 arguments. A command for another device, for another command name, older than the maximum
 age, or seen before (same request id and issue time) is refused and runs nothing.
@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple
 
 from ..errors import UpdateError
-from ..update import canonical, keys
+from ..signing import canonical, keys
 
 ISSUED_AT = "issued_at_ms"
 
@@ -115,7 +115,7 @@ def load_verifier(
     keys_file: str, pin_dir: str, device_id: str, max_age_s: float
 ) -> CommandVerifier:
     """A verifier over the operator key list pinned from ``keys_file`` into ``pin_dir``
-    (rotated only by a newer list signed by the pinned keys: edged/update/keys.py
+    (rotated only by a newer list signed by the pinned keys: edged/signing/keys.py
     ``pinned_keylist``).
 
     Raises:

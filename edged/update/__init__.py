@@ -5,8 +5,8 @@ signed manifest before touching the payload, refuse downgrades and replays, resu
 transfers, switch atomically as the very last step, roll back when the new version is unhealthy.
 docs/model-updates.md describes the protocol; the modules here:
 
-- :mod:`.canonical`: the one byte encoding that signatures cover;
-- :mod:`.keys`: Ed25519 keys, signatures, and the signed key list with threshold rotation;
+- :mod:`edged.signing`: the canonical bytes signatures cover, the Ed25519 keys and the signed key
+  list with threshold rotation (shared with signed commands);
 - :mod:`.manifest`: the manifest, its limits and its checks (before any model byte is parsed);
 - :mod:`.chunks`: the bitmap of received chunks;
 - :mod:`.journal`: the state machine, a pure transition function over the persisted journal;

@@ -18,8 +18,8 @@ import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UpdateError
-from . import canonical
-from .keys import KeyList, KeyPair, sign, valid_signers
+from ..signing import canonical
+from ..signing.keys import KeyList, KeyPair, sign, valid_signers
 
 MANIFEST_TYPE = "edged-model-manifest"
 FILE_ROLES = ("model", "labels", "calibration", "canary_input", "canary_expected")

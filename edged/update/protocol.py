@@ -25,7 +25,7 @@ import struct
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import UpdateError
-from . import canonical
+from ..signing import canonical
 
 #: a request names at most this many chunk ranges (keeps requests small)
 MAX_REQUEST_RANGES = 64

@@ -18,9 +18,9 @@ import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import EdgedError, StagingError, UpdateError
+from ..signing.keys import KeyList
 from . import journal as jn
 from . import protocol
-from .keys import KeyList
 from .manifest import Manifest, UpdateLimits, check, peek
 from .seams import Deployer, Transport
 from .steps import Result, Steps

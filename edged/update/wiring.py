@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from ..config.model import Config
 from ..errors import EdgedError
-from .keys import pinned_keylist
+from ..signing.keys import pinned_keylist
 from .manifest import UpdateLimits, parse_checked
 from .seams import Deployer, Transport
 from .store import MANIFEST_FILE, SlotStore, default_state_dir
