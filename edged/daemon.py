@@ -24,6 +24,7 @@ from . import sdnotify
 from .config import Config, ModelConfig, StreamConfig, load_config
 from .errors import EdgedError
 from .metrics import MetricsService
+from .pipeline import preprocessors
 from .pipeline.results import InferenceResult
 from .pipeline.sinks import ResultSink, SinkDispatcher
 from .pipeline.worker import InferenceWorker
@@ -279,9 +280,10 @@ class Daemon:
     def _start_worker(self, name: str, task: Task) -> None:
         assert self.config is not None and self.dispatcher is not None
         pipeline = self.config.pipeline
+        pre = preprocessors.for_task(pipeline.preprocess, task, pipeline.max_batch, name)
         worker = InferenceWorker(
             name, task, self.dispatcher.offer, self.stop_event, pipeline.max_batch,
-            overlap=pipeline.overlap,
+            overlap=pipeline.overlap, preprocessor=pre,
         )  # fmt: skip
         worker.start()
         self.workers[name] = worker

@@ -11,7 +11,7 @@ never by the version string:
   only this path has (``pyCoreDoc.h`` @8.2.1).
 
 CUDA goes through :class:`CudaRuntime`; the real one is pycuda on the
-*primary* context (``pycuda.autoprimaryctx``, the one TensorRT uses), pushed
+*primary* context (the one TensorRT uses; :mod:`edged.gpu.context`), pushed
 around every call and popped in ``finally`` because inference runs on worker
 threads where no context is current (tao-tensorrt.md 9). Buffers, the
 execution context and the engine are freed before the last pop.
@@ -88,18 +88,18 @@ class CudaRuntime(abc.ABC):
 
 
 class PycudaRuntime(CudaRuntime):
-    """pycuda on the device's primary context (2021.1 <= pycuda <= 2022.1 on Python 3.6)."""
+    """pycuda on the device's primary context, shared with edged's kernels (edged/gpu/context.py).
+
+    Never ``pycuda.autoinit`` (a private context) nor ``pycuda.autoprimaryctx`` (it leaves the
+    context pushed on the importing thread): every use pushes and pops on its own thread.
+    """
 
     def __init__(self) -> None:
-        try:
-            import pycuda.autoprimaryctx as primary
-            import pycuda.driver as cuda
-        except ImportError as e:
-            raise BackendError(
-                f"backend tensorrt needs pycuda >= 2021.1 (pycuda.autoprimaryctx): {e}"
-            ) from e
-        self._cuda = cuda
-        self._context = primary.context
+        from ..gpu.context import shared_context
+
+        shared = shared_context()  # CudaUnavailableError (a BackendError) without pycuda/GPU
+        self._cuda = shared.cuda
+        self._context = shared.context
 
     def push(self) -> None:
         self._context.push()

@@ -22,7 +22,7 @@ thread runs the steps in turn.
 import logging
 import threading
 import time
-from typing import Callable, List, Optional, TypeVar
+from typing import Any, Callable, List, Optional, TypeVar
 
 from ..sources.frame import Frame
 from ..sources.slot import LatestSlot
@@ -87,9 +87,13 @@ class InferenceWorker:
         max_batch: int = 1,
         clock: Callable[[], float] = time.monotonic,
         overlap: bool = True,
+        preprocessor: Any = None,
     ) -> None:
         self.model_name = model_name
         self.task = task
+        # edged.pipeline.preprocessors (pipeline.preprocess); None: the task's own CPU path.
+        # Used on the pre-processing thread only; closed by join() once that thread is gone.
+        self.preprocessor = preprocessor
         self._emit = emit
         self._stop = stop  # the daemon's shared stop event
         self._local_stop = threading.Event()  # this worker alone (a model replaced by a reload)
@@ -159,7 +163,11 @@ class InferenceWorker:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        if any(t.is_alive() for t in self._threads):
+            return False
+        if self.preprocessor is not None:
+            self.preprocessor.close()
+        return True
 
     def _collect(self) -> List[Frame]:
         """Newest frames of up to max_batch streams, waiting up to WAIT_S for the first."""
@@ -246,7 +254,10 @@ class InferenceWorker:
         batch = Batch(frames, self._clock())
         self.stats.step_started["preprocess"] = batch.started
         try:
-            batch.tensors = [self.task.preprocess(f.image) for f in frames]
+            if self.preprocessor is not None:
+                batch.tensors = list(self.preprocessor.run([f.image for f in frames]))
+            else:
+                batch.tensors = [self.task.preprocess(f.image) for f in frames]
         finally:
             self.stats.step_started["preprocess"] = None
         batch.preprocessed = self._clock()
