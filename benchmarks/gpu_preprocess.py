@@ -83,9 +83,9 @@ def device_frames(cuda, rng, fmt, w, h):
     sets, buffers = [], []
     for _ in range(SETS):
         buf = cuda.mem_alloc(host.nbytes * BATCH)
+        host = rng.integers(0, 256, shape, dtype=np.uint8)  # random, never zeros
         for i in range(BATCH):
-            host = rng.integers(0, 256, shape, dtype=np.uint8)
-            cuda.memcpy_htod(int(buf) + i * host.nbytes, host)
+            cuda.memcpy_htod(int(buf) + i * host.nbytes, np.roll(host, i))
         buffers.append(buf)
         sets.append([(int(buf) + i * host.nbytes, geo, fmt) for i in range(BATCH)])
     return sets, buffers, host.nbytes

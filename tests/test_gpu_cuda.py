@@ -94,9 +94,11 @@ def _real_frames(count):
     return frames
 
 
+@pytest.mark.parametrize("mapped", [False, True], ids=["copied", "mapped"])
 @pytest.mark.parametrize("resize", ["nearest", "linear"])
-def test_one_launch_of_mixed_formats_matches_the_reference_on_real_frames(ctx, resize):
-    """Several streams (each its own format and size) pre-processed by one launch."""
+def test_one_launch_of_mixed_formats_matches_the_reference_on_real_frames(ctx, resize, mapped):
+    """Several streams (each its own format) pre-processed by one launch; frames uploaded, or
+    read in place from mapped page-locked memory (what a Jetson's integrated GPU does)."""
     from edged.gpu import reference
     from edged.gpu.preprocessor import CudaPreprocessor
 
@@ -104,7 +106,7 @@ def test_one_launch_of_mixed_formats_matches_the_reference_on_real_frames(ctx, r
     frames = [from_bgr(images[i % len(images)], fmt) for i, fmt in enumerate(FORMATS)]
     for dtype in ("float32", "float16"):
         contract = _contract((960, 544), resize, dtype, "rgb")
-        pre = CudaPreprocessor(contract, max_batch=len(frames), context=ctx)
+        pre = CudaPreprocessor(contract, max_batch=len(frames), context=ctx, mapped=mapped)
         try:
             _poison(pre, ctx)
             got = pre.run(frames, list(FORMATS))

@@ -114,14 +114,13 @@ class GpuGridDecoder:
             offset_cells = i * self.cells
             self._kernel.prepared_async_call(
                 ((self.cells + THREADS - 1) // THREADS, 1, 1), (THREADS, 1, 1), stream,
-                np.uintp(cov + 4 * offset_cells), np.uintp(bbox + 16 * offset_cells),
-                self._thresholds, np.int32(classes), np.int32(grid_h), np.int32(grid_w),
+                cov + 4 * offset_cells, bbox + 16 * offset_cells, int(self._thresholds),
+                classes, grid_h, grid_w,
                 float(p.stride), float(p.bbox_norm), float(p.offset),
                 float(src_w) / float(net_w), float(src_h) / float(net_h),
                 float(src_w), float(src_h), float(p.min_width), float(p.min_height),
-                np.uintp(int(self._counts) + 4 * i),
-                np.uintp(int(self._cell_ids) + 4 * offset_cells),
-                np.uintp(int(self._values) + 20 * offset_cells),
+                int(self._counts) + 4 * i, int(self._cell_ids) + 4 * offset_cells,
+                int(self._values) + 20 * offset_cells,
             )  # fmt: skip
         cuda.memcpy_dtoh_async(self._counts_host, self._counts, stream)
         stream.synchronize()

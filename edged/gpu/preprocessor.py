@@ -64,6 +64,7 @@ class CudaPreprocessor:
         max_batch: int = 1,
         context: Optional[CudaContext] = None,
         cache_dir: Optional[str] = None,
+        mapped: Optional[bool] = None,
     ) -> None:
         if contract.resize not in RESIZES:
             raise BackendError(
@@ -75,9 +76,10 @@ class CudaPreprocessor:
         self.dtype = np.dtype(contract.dtype)
         self._ctx = context if context is not None else shared_context()
         cuda = self._cuda = self._ctx.cuda
-        self._mapped = self._ctx.mapped_host_memory()
+        # mapped: the kernel reads page-locked host frames in place (None: on integrated GPUs)
+        self._mapped = self._ctx.mapped_host_memory() if mapped is None else bool(mapped)
         a, b = contract.affine()
-        self._affine = [np.float32(v) for v in list(a) + list(b)]
+        self._affine = [float(v) for v in list(a) + list(b)]  # exact: a, b are float32
         self._closed = False
         self._staging = [_Staging() for _ in range(self.max_batch)]
         self._descs = self._output = self._descs_host = self._host_out = None  # type: Any
@@ -155,8 +157,8 @@ class CudaPreprocessor:
         w, h = self.contract.width, self.contract.height
         grid = ((w + BLOCK[0] - 1) // BLOCK[0], (h + BLOCK[1] - 1) // BLOCK[1], count)
         self._kernel.prepared_async_call(
-            grid, BLOCK, self._stream, self._descs, np.uintp(dst), np.int32(w), np.int32(h),
-            *self._affine, np.int32(0 if self.contract.rgb else 1),
+            grid, BLOCK, self._stream, int(self._descs), int(dst), int(w), int(h),
+            *self._affine, 0 if self.contract.rgb else 1,
         )  # fmt: skip
 
     def _check_count(self, n: int) -> None:
