@@ -290,3 +290,16 @@ def test_infer_cuda_equals_cpu_on_the_demo_classifier():
     assert len(cpu) == len(cuda) > 0
     for a, b in zip(cpu, cuda):
         assert [t["label"] for t in a["top"]] == [t["label"] for t in b["top"]], (a, b)
+
+
+def test_gpu_identity_probe_feeds_the_engine_fingerprint(ctx):
+    """The engine cache's fingerprint takes the GPU from pycuda; nvidia-smi must agree."""
+    from edged.engine.platform import probe_gpu, probe_nvidia_smi
+
+    info = probe_gpu()
+    assert info.source == "pycuda", info
+    assert "sm_" + info.compute_capability.replace(".", "") == ctx.arch
+    assert info.name == ctx.name
+    smi = probe_nvidia_smi()
+    if smi is not None:  # absent on a Jetson; the lent GPU machines have it
+        assert (smi.name, smi.compute_capability) == (info.name, info.compute_capability)

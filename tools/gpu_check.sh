@@ -26,7 +26,7 @@ else
     python3 -m pip install -q --no-index --no-deps --target "$site" "$out"/pycuda-*.whl || exit 1
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-timeout 300 python3 -m pytest -p no:cacheprovider -q -rs -m gpu --timeout 280 \
-    tests/test_gpu_cuda.py 2>&1 | tee "$out/gpu_tests.log" | tail -40
+timeout 300 python3 -m pytest -p no:cacheprovider -q -rs --timeout 280 tests/test_gpu_reference.py \
+    tests/test_preprocessor_seam.py tests/test_gpu_cuda.py 2>&1 | tee "$out/gpu_tests.log" | tail -40
 timeout 200 python3 -m benchmarks.gpu_preprocess --out "$out" --repeats "${REPEATS:-50}" 2>&1 \
     | tee "$out/bench.log" | tail -60
