@@ -303,3 +303,25 @@ def test_gpu_identity_probe_feeds_the_engine_fingerprint(ctx):
     smi = probe_nvidia_smi()
     if smi is not None:  # absent on a Jetson; the lent GPU machines have it
         assert (smi.name, smi.compute_capability) == (info.name, info.compute_capability)
+
+
+def test_run_device_writes_into_a_given_device_buffer(ctx):
+    """What a TensorRT engine's input buffer receives (TensorRTBackend.input_buffer)."""
+    from edged.gpu import reference
+    from edged.gpu.preprocessor import CudaPreprocessor
+
+    contract = _contract((224, 224), "linear", "float32", "rgb")
+    frames = [random_frame(np.random.default_rng(i), "nv12", 1280, 720) for i in range(2)]
+    pre = CudaPreprocessor(contract, max_batch=2, context=ctx)
+    try:
+        with ctx.activated():
+            buf = ctx.cuda.mem_alloc(2 * 3 * 224 * 224 * 4)
+            assert pre.run_device(frames, "nv12", dst=int(buf)) == int(buf)
+            got = np.empty((2, 3, 224, 224), np.float32)
+            ctx.cuda.memcpy_dtoh(got, buf)
+            buf.free()
+    finally:
+        pre.close()
+    for i in range(2):
+        want = reference.preprocess(frames[i], "nv12", contract)
+        assert np.abs(got[i] - want).max() <= TOLERANCE["float32"]

@@ -345,7 +345,34 @@ class TensorRTBackend(Backend):
             staged = t.host.reshape(-1)[: array.size].reshape(array.shape)
             np.copyto(staged, array)
             self._cuda.htod_async(t.device, staged, self._stream)
-        if not self._execute(batch or 1):
+        return self._execute_and_fetch(batch or 1)
+
+    def input_buffer(self, name: str) -> int:
+        """Device address of input ``name``: a GPU pre-processor writes the batch there
+        (edged/gpu/preprocessor.py ``run_device``), then :meth:`infer_prefilled` runs it."""
+        for t in self._tensors:
+            if t.is_input and t.name == name and t.device is not None:
+                return int(t.device)
+        raise BackendError(f"{self._source}: no input named {name!r}")
+
+    def infer_prefilled(self, batch: int) -> Dict[str, np.ndarray]:
+        """Run on inputs already written into :meth:`input_buffer` (nothing is uploaded)."""
+        with self._lock:
+            if self._engine is None:
+                raise BackendError(f"{self._source}: backend is closed")
+            with self._cuda.activated():
+                for t in self._tensors:
+                    if t.is_input and t.max_shape[0] < batch:
+                        raise BackendError(
+                            f"{self._source}: batch {batch} is more than the engine takes "
+                            f"({t.max_shape[0]})"
+                        )
+                    if t.is_input and self.execute_call != EXEC_IMPLICIT and t.dynamic:
+                        self._set_shape(t, (batch,) + tuple(t.max_shape[1:]))
+                return self._execute_and_fetch(batch)
+
+    def _execute_and_fetch(self, batch: int) -> Dict[str, np.ndarray]:
+        if not self._execute(batch):
             raise BackendError(
                 "{}: TensorRT inference failed: {}".format(
                     self._source, recent_errors(self._trt_logger) or "no details"
@@ -357,7 +384,7 @@ class TensorRTBackend(Backend):
             if t.is_input:
                 continue
             shape = (
-                (batch or 1,) + t.shape[1:]
+                (batch,) + t.shape[1:]
                 if self.execute_call == EXEC_IMPLICIT
                 else self._context_shape(t)
             )
