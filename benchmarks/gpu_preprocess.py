@@ -40,6 +40,8 @@ SETS = 3  # input sets rotated between launches (3 x 100 MB >> 50 MB of L2)
 CASES = [((1920, 1080), (960, 544)), ((1280, 720), (224, 224))]
 FORMAT_BYTES = {"bgr": 3, "rgb": 3, "bgrx": 4, "rgbx": 4, "gray": 1, "nv12": 1.5, "i420": 1.5,
                 "yuyv": 2}  # fmt: skip
+#: thread-block shapes tried for bgr linear float32 (the default is edged.gpu.preprocessor.BLOCK)
+BLOCKS = [(32, 8), (64, 4), (128, 2), (256, 1), (32, 4), (64, 2), (128, 1), (32, 16), (64, 8)]
 TWOPASS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "twopass.cu")
 
 
@@ -91,10 +93,10 @@ def device_frames(cuda, rng, fmt, w, h):
     return sets, buffers, host.nbytes
 
 
-def bench_kernel(ctx, timer, src, dst, fmt, resize="linear", dtype="float32"):
+def bench_kernel(ctx, timer, src, dst, fmt, resize="linear", dtype="float32", block=BLOCK[:2]):
     cuda = ctx.cuda
     rng = np.random.default_rng(0)
-    pre = CudaPreprocessor(contract(dst, resize, dtype), BATCH, context=ctx)
+    pre = CudaPreprocessor(contract(dst, resize, dtype), BATCH, context=ctx, block=block)
     sets, buffers, frame_bytes = device_frames(cuda, rng, fmt, *src)
     out_bytes = BATCH * 3 * dst[0] * dst[1] * np.dtype(dtype).itemsize
     outs = [cuda.mem_alloc(out_bytes) for _ in range(SETS)]
@@ -224,13 +226,17 @@ def run(repeats: int) -> Dict[str, Any]:
                     "fused_vs_copy": fused["gbps"] / copy["gbps"],
                     "fused_vs_twopass": two["ms"] / fused["ms"],
                     "fused_vs_opencv": cpu["ms"] / (fused["ms"] / BATCH),
-                    "formats": {}, "variants": {}}  # fmt: skip
+                    "formats": {}, "variants": {}, "blocks": {}}  # fmt: skip
             for fmt in sorted(FORMAT_BYTES):
                 case["formats"][fmt] = bench_kernel(ctx, timer, src, dst, fmt)
             for resize, dtype in (("nearest", "float32"), ("linear", "float16"),
                                   ("nearest", "float16")):  # fmt: skip
                 case["variants"][f"{resize}/{dtype}"] = bench_kernel(
                     ctx, timer, src, dst, "bgr", resize, dtype
+                )
+            for block in BLOCKS:
+                case["blocks"]["x".join(map(str, block))] = bench_kernel(
+                    ctx, timer, src, dst, "bgr", block=block
                 )
             results["cases"].append(case)
     results["process_cpu"] = process_cpu_per_frame(ctx, (1920, 1080), (960, 544), 10)
@@ -243,7 +249,8 @@ def markdown(r: Dict[str, Any]) -> str:
         "# GPU pre-processing benchmark",
         "",
         f"Machine: {m['gpu']}, CUDA driver {m['driver']}, Python {m['python']}, {m['date']}.",
-        "`python -m benchmarks.gpu_preprocess`; batch of 16, CUDA events, medians.",
+        "`python -m benchmarks.gpu_preprocess`; batch of 16, CUDA events, medians; "
+        f"thread block {BLOCK[0]}x{BLOCK[1]} unless a row names another.",
         "",
         "| case | fused ms (batch) | fused GB/s | copy GB/s | fused/copy | two-pass ms | "
         "fused vs two-pass | OpenCV ms (1 frame) | fused vs OpenCV (per frame) |",
@@ -275,6 +282,7 @@ def markdown(r: Dict[str, Any]) -> str:
         name = "{}x{} -> {}x{}".format(c["src"][0], c["src"][1], c["dst"][0], c["dst"][1])
         rows = [(f"{k} linear/float32", v) for k, v in c["formats"].items()]
         rows += [(f"bgr {k}", v) for k, v in c["variants"].items()]
+        rows += [(f"bgr linear/float32, block {k}", v) for k, v in c.get("blocks", {}).items()]
         for label, v in rows:
             lines.append("| {} | {} | {:.3f} | {:.0f} | {:.2f} |".format(
                 name, label, v["ms"], v["gbps"], v["gbps"] / c["copy"]["gbps"]))  # fmt: skip

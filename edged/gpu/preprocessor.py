@@ -11,7 +11,7 @@ primary context pushed on the calling thread, frees included (:meth:`close`).
 """
 
 import logging
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -65,6 +65,7 @@ class CudaPreprocessor:
         context: Optional[CudaContext] = None,
         cache_dir: Optional[str] = None,
         mapped: Optional[bool] = None,
+        block: Tuple[int, int] = BLOCK[:2],
     ) -> None:
         if contract.resize not in RESIZES:
             raise BackendError(
@@ -80,6 +81,7 @@ class CudaPreprocessor:
         self._mapped = self._ctx.mapped_host_memory() if mapped is None else bool(mapped)
         a, b = contract.affine()
         self._affine = [float(v) for v in list(a) + list(b)]  # exact: a, b are float32
+        self._block = (int(block[0]), int(block[1]), 1)
         self._closed = False
         self._staging = [_Staging() for _ in range(self.max_batch)]
         self._descs = self._output = self._descs_host = self._host_out = None  # type: Any
@@ -155,9 +157,10 @@ class CudaPreprocessor:
     def launch(self, count: int, dst: int) -> None:
         """Queue the kernel for the first ``count`` described frames (context pushed, async)."""
         w, h = self.contract.width, self.contract.height
-        grid = ((w + BLOCK[0] - 1) // BLOCK[0], (h + BLOCK[1] - 1) // BLOCK[1], count)
+        bx, by, _ = self._block
+        grid = ((w + bx - 1) // bx, (h + by - 1) // by, count)
         self._kernel.prepared_async_call(
-            grid, BLOCK, self._stream, int(self._descs), int(dst), int(w), int(h),
+            grid, self._block, self._stream, int(self._descs), int(dst), int(w), int(h),
             *self._affine, 0 if self.contract.rgb else 1,
         )  # fmt: skip
 
