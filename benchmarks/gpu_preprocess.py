@@ -29,7 +29,7 @@ from typing import Any, Dict
 import numpy as np
 
 from edged.gpu import formats as fmts
-from edged.gpu.compiler import compile_cubin
+from edged.gpu.compiler import compile_cubin, read_source
 from edged.gpu.context import shared_context
 from edged.gpu.preprocessor import BLOCK, CudaPreprocessor
 from edged.pipeline.preprocessors import CpuPreprocessor
@@ -93,10 +93,20 @@ def device_frames(cuda, rng, fmt, w, h):
     return sets, buffers, host.nbytes
 
 
-def bench_kernel(ctx, timer, src, dst, fmt, resize="linear", dtype="float32", block=BLOCK[:2]):
+def wide_module(ctx):
+    """kernels.cu built with EDGED_WIDE_LOADS=1 (32-bit loads of BGR/RGB tap pairs)."""
+    source = "#define EDGED_WIDE_LOADS 1\n" + read_source()
+    return ctx.cuda.module_from_buffer(compile_cubin(source, ctx.arch))
+
+
+def bench_kernel(ctx, timer, src, dst, fmt, resize="linear", dtype="float32", block=BLOCK[:2],
+                 module=None):  # fmt: skip
     cuda = ctx.cuda
     rng = np.random.default_rng(0)
     pre = CudaPreprocessor(contract(dst, resize, dtype), BATCH, context=ctx, block=block)
+    if module is not None:  # the same launch, another build of the kernel
+        pre._kernel = module.get_function(f"edged_preprocess_{resize}_{dtype}")
+        pre._kernel.prepare("PPiiffffffi")
     sets, buffers, frame_bytes = device_frames(cuda, rng, fmt, *src)
     out_bytes = BATCH * 3 * dst[0] * dst[1] * np.dtype(dtype).itemsize
     outs = [cuda.mem_alloc(out_bytes) for _ in range(SETS)]
@@ -216,6 +226,7 @@ def run(repeats: int) -> Dict[str, Any]:
                "cases": []}  # type: Dict[str, Any]  # fmt: skip
     with ctx.activated():
         timer = Timer(cuda, None, repeats)
+        wide = wide_module(ctx)
         for src, dst in CASES:
             fused = bench_kernel(ctx, timer, src, dst, "bgr")
             copy = bench_copy(ctx, timer, fused["bytes"])
@@ -226,7 +237,7 @@ def run(repeats: int) -> Dict[str, Any]:
                     "fused_vs_copy": fused["gbps"] / copy["gbps"],
                     "fused_vs_twopass": two["ms"] / fused["ms"],
                     "fused_vs_opencv": cpu["ms"] / (fused["ms"] / BATCH),
-                    "formats": {}, "variants": {}, "blocks": {}}  # fmt: skip
+                    "formats": {}, "variants": {}, "blocks": {}, "wide": {}}  # fmt: skip
             for fmt in sorted(FORMAT_BYTES):
                 case["formats"][fmt] = bench_kernel(ctx, timer, src, dst, fmt)
             for resize, dtype in (("nearest", "float32"), ("linear", "float16"),
@@ -238,7 +249,13 @@ def run(repeats: int) -> Dict[str, Any]:
                 case["blocks"]["x".join(map(str, block))] = bench_kernel(
                     ctx, timer, src, dst, "bgr", block=block
                 )
+            for fmt in ("bgr", "rgb"):
+                for block in ((32, 8), (64, 4), (128, 2)):
+                    case["wide"][f"{fmt}, block {block[0]}x{block[1]}"] = bench_kernel(
+                        ctx, timer, src, dst, fmt, block=block, module=wide
+                    )
             results["cases"].append(case)
+        del wide  # unloaded with the context pushed
     results["process_cpu"] = process_cpu_per_frame(ctx, (1920, 1080), (960, 544), 10)
     return results
 
@@ -283,6 +300,7 @@ def markdown(r: Dict[str, Any]) -> str:
         rows = [(f"{k} linear/float32", v) for k, v in c["formats"].items()]
         rows += [(f"bgr {k}", v) for k, v in c["variants"].items()]
         rows += [(f"bgr linear/float32, block {k}", v) for k, v in c.get("blocks", {}).items()]
+        rows += [(f"{k} linear/float32, wide loads", v) for k, v in c.get("wide", {}).items()]
         for label, v in rows:
             lines.append("| {} | {} | {:.3f} | {:.0f} | {:.2f} |".format(
                 name, label, v["ms"], v["gbps"], v["gbps"] / c["copy"]["gbps"]))  # fmt: skip

@@ -369,3 +369,29 @@ def test_daemon_runs_with_cuda_preprocessing_and_exits_cleanly(tmp_path):
     assert code == 0, "\n".join(edged.lines)
     log = "\n".join(edged.lines)
     assert "could not be cleaned up" not in log and "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("fmt", ["bgr", "rgb"])
+def test_wide_load_build_matches_the_reference(ctx, fmt):
+    """kernels.cu with EDGED_WIDE_LOADS=1 (benchmarked against the default build)."""
+    from edged.gpu import reference
+    from edged.gpu.compiler import compile_cubin, read_source
+    from edged.gpu.preprocessor import CudaPreprocessor
+
+    rng = np.random.default_rng(21)
+    contract = _contract((160, 120), "linear", "float32", "rgb")
+    frames = [random_frame(rng, fmt, w, h) for w, h in ((1919, 1079), (322, 241))]
+    pre = CudaPreprocessor(contract, max_batch=2, context=ctx)
+    try:
+        with ctx.activated():
+            source = "#define EDGED_WIDE_LOADS 1\n" + read_source()
+            module = ctx.cuda.module_from_buffer(compile_cubin(source, ctx.arch))
+            pre._kernel = module.get_function("edged_preprocess_linear_float32")
+            pre._kernel.prepare("PPiiffffffi")
+            del module
+        _poison(pre, ctx)
+        got = pre.run(frames, [fmt, fmt])
+    finally:
+        pre.close()
+    for i, frame in enumerate(frames):
+        _check(got[i], reference.preprocess(frame, fmt, contract), "linear", "float32", fmt)

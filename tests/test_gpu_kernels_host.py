@@ -26,10 +26,11 @@ HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_host")
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ (Debian: g++)")
 
 
-@pytest.fixture(scope="module")
-def lib(tmp_path_factory):
+@pytest.fixture(scope="module", params=[0, 1], ids=["byte-loads", "wide-loads"])
+def lib(tmp_path_factory, request):
     out = str(tmp_path_factory.mktemp("kernels") / "kernels_host.so")
     cmd = ["g++", "-std=c++14", "-O2", "-ffp-contract=off", "-shared", "-fPIC",
+           f"-DEDGED_WIDE_LOADS={request.param}",
            "-I", HERE, "-I", os.path.dirname(SOURCE_FILE), os.path.join(HERE, "launch.cpp"),
            "-o", out]  # fmt: skip
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
@@ -65,8 +66,9 @@ def host_preprocess(lib, frames, names, contract):
 @pytest.mark.parametrize("resize", ["nearest", "linear"])
 def test_kernel_on_the_host_equals_the_reference_bit_for_bit(lib, resize, dtype):
     rng = np.random.default_rng(11)
-    for (sw, sh), (dw, dh), order in (((96, 54), (40, 30), "rgb"), ((64, 48), (100, 70), "bgr"),
-                                      ((38, 22), (38, 22), "rgb")):  # fmt: skip
+    cases = (((96, 54), (40, 30), "rgb"), ((64, 48), (100, 70), "bgr"),
+             ((38, 22), (38, 22), "rgb"), ((58, 34), (21, 13), "bgr"))  # fmt: skip
+    for (sw, sh), (dw, dh), order in cases:
         contract = InputContract(dw, dh, channel_order=order, mean=(0.485, 0.456, 0.406),
                                  std=(0.229, 0.224, 0.225), resize=resize, dtype=dtype)  # fmt: skip
         frames = [random_frame(rng, fmt, sw, sh) for fmt in FORMATS]

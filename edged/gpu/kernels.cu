@@ -124,6 +124,33 @@ __device__ __forceinline__ Rgb fetch(const Desc& s, int x, int y) {
     }
 }
 
+// EDGED_WIDE_LOADS: read the two horizontal taps of a 3-byte pixel (BGR/RGB) as 32-bit words
+// instead of six byte loads; benchmarks/gpu_preprocess.py measures both (off by default).
+#ifndef EDGED_WIDE_LOADS
+#define EDGED_WIDE_LOADS 0
+#endif
+
+// Pixels x and x + 1 of row y of a BGR/RGB frame from the aligned 32-bit words holding their 6
+// bytes: 2 loads, or 3 when the bytes start at the last byte of a word; every word loaded holds
+// one of the 6 bytes, so nothing outside the frame is read.
+__device__ __forceinline__ void load_pair3(const Desc& s, int x, int y, Rgb* a, Rgb* b) {
+    unsigned long long addr = (unsigned long long)(s.src + (long long)y * s.pitch + 3LL * x);
+    const unsigned int* w = (const unsigned int*)(addr & ~3ULL);
+    int shift = (int)(addr & 3ULL);
+    unsigned long long v = ((unsigned long long)__ldg(w + 1) << 32) | __ldg(w);
+    v >>= 8 * shift;
+    if (shift == 3) v |= (unsigned long long)(__ldg(w + 2) & 0xffu) << 40;
+    int b0 = (int)(v & 0xff), b1 = (int)((v >> 8) & 0xff), b2 = (int)((v >> 16) & 0xff);
+    int b3 = (int)((v >> 24) & 0xff), b4 = (int)((v >> 32) & 0xff), b5 = (int)((v >> 40) & 0xff);
+    if (s.format == FMT_BGR) {
+        *a = rgb3(b2, b1, b0);
+        *b = rgb3(b5, b4, b3);
+    } else {
+        *a = rgb3(b0, b1, b2);
+        *b = rgb3(b3, b4, b5);
+    }
+}
+
 // Bilinear source coordinate of destination index i (OpenCV's half-pixel-centre convention):
 // f = max((i + 0.5) * scale - 0.5, 0); i0 = floor(f); w = f - i0; at the last source index
 // (or beyond) i0 = n - 1, w = 0. i1 = min(i0 + 1, n - 1).
@@ -181,8 +208,16 @@ __device__ __forceinline__ void preprocess(const long long* __restrict__ descs, 
         linear_coord(x, sx, s.width, &x0, &x1, &wx);
         linear_coord(y, sy, s.height, &y0, &y1, &wy);
         float ix = SUB(1.0f, wx), iy = SUB(1.0f, wy);
-        Rgb p00 = fetch(s, x0, y0), p01 = fetch(s, x1, y0);
-        Rgb p10 = fetch(s, x0, y1), p11 = fetch(s, x1, y1);
+        Rgb p00, p01, p10, p11;
+        if (EDGED_WIDE_LOADS && (s.format == FMT_BGR || s.format == FMT_RGB) && x1 == x0 + 1) {
+            load_pair3(s, x0, y0, &p00, &p01);
+            load_pair3(s, x0, y1, &p10, &p11);
+        } else {
+            p00 = fetch(s, x0, y0);
+            p01 = fetch(s, x1, y0);
+            p10 = fetch(s, x0, y1);
+            p11 = fetch(s, x1, y1);
+        }
         c.r = blend(p00.r, p01.r, p10.r, p11.r, wx, ix, wy, iy);
         c.g = blend(p00.g, p01.g, p10.g, p11.g, wx, ix, wy, iy);
         c.b = blend(p00.b, p01.b, p10.b, p11.b, wx, ix, wy, iy);
