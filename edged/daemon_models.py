@@ -8,10 +8,11 @@ inference may still be using). Swapping a task into a running worker is
 
 import logging
 import threading
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import sdnotify
 from .config import ModelConfig, PipelineConfig
+from .pipeline import preprocessors
 from .pipeline.results import InferenceResult
 from .pipeline.slots import ModelSlots
 from .pipeline.worker import InferenceWorker
@@ -48,8 +49,13 @@ class ModelWorkers:
         pipeline: PipelineConfig,
         emit: Callable[[InferenceResult], object],
     ) -> InferenceWorker:
-        worker = InferenceWorker(name, task, emit, self._stop_event, pipeline.max_batch,
-                                 overlap=pipeline.overlap)  # fmt: skip
+        def preprocessor(for_task: Task) -> Any:  # pipeline.preprocess, per task's contract
+            return preprocessors.for_task(pipeline.preprocess, for_task, pipeline.max_batch, name)
+
+        worker = InferenceWorker(
+            name, task, emit, self._stop_event, pipeline.max_batch, overlap=pipeline.overlap,
+            preprocessor=preprocessor(task), preprocessor_factory=preprocessor,
+        )  # fmt: skip
         worker.start()
         self.slots.add(name, model, worker)
         if self.watchdog is not None:

@@ -152,3 +152,18 @@ def test_create_backend_tensorrt_without_an_engine_is_a_config_error():
     artifact = ModelArtifact("/m.onnx", "onnx", b"x")
     with pytest.raises(ConfigError, match="needs a built engine"):
         create_backend("tensorrt", artifact)
+
+
+@pytest.mark.parametrize("variant", [TRT80, TRT10], ids=["binding", "name"])
+def test_a_batch_written_on_the_device_runs_without_an_upload(variant):
+    """A GPU pre-processor writes into the engine's input buffer; nothing goes through the host."""
+    b, _, cuda = backend(variant, DYNAMIC)
+    x = np.stack([np.full((3, 4, 4), v, np.float32) for v in (2.0, 7.0)])
+    cuda.write(b.input_buffer("input_1"), x)
+    out = b.infer_prefilled(2)
+    assert out["cov"].shape == (2, 2) and out["cov"][:, 0].tolist() == [2.0, 7.0]
+    assert cuda.depth == 0
+    with pytest.raises(BackendError, match="more than the engine takes"):
+        b.infer_prefilled(5)
+    with pytest.raises(BackendError, match="no input named 'nope'"):
+        b.input_buffer("nope")

@@ -25,13 +25,7 @@ TOP_LEVEL_ONLY = {"edged.cli", "edged.__main__"}
 #: Edges in files other branches are changing this session; each closes a cycle named in its
 #: reason. The strict xfail below turns green (and fails) as soon as the edge is gone, so the
 #: entry must then be removed.
-PENDING_EDGES = {
-    ("edged.backends", "edged.engine"): (
-        "backends -> engine -> backends: edged/backends/tensorrt_backend.py imports "
-        "edged.engine.errors / edged.engine.tensorrt_api (now edged.errors and "
-        "edged.backends.tensorrt_api); being removed in branch gpu"
-    ),
-}
+PENDING_EDGES = {}  # type: Dict[Tuple[str, str], str]
 
 Edge = Tuple[str, str]
 Where = Dict[Edge, List[str]]

@@ -11,7 +11,7 @@ never by the version string:
   only this path has (``pyCoreDoc.h`` @8.2.1).
 
 CUDA goes through :class:`CudaRuntime`; the real one is pycuda on the
-*primary* context (``pycuda.autoprimaryctx``, the one TensorRT uses), pushed
+*primary* context (the one TensorRT uses; :mod:`edged.cudacontext`), pushed
 around every call and popped in ``finally`` because inference runs on worker
 threads where no context is current (tao-tensorrt.md 9). Buffers, the
 execution context and the engine are freed before the last pop.
@@ -32,10 +32,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..engine.errors import EngineDeserializeError
-from ..engine.tensorrt_api import CapturingLogger, import_tensorrt, recent_errors
-from ..errors import BackendError
+from ..errors import BackendError, EngineDeserializeError
 from .base import Backend, TensorSpec
+from .tensorrt_api import CapturingLogger, import_tensorrt, recent_errors
 
 logger = logging.getLogger(__name__)
 
@@ -88,18 +87,18 @@ class CudaRuntime(abc.ABC):
 
 
 class PycudaRuntime(CudaRuntime):
-    """pycuda on the device's primary context (2021.1 <= pycuda <= 2022.1 on Python 3.6)."""
+    """pycuda on the device's primary context, shared with edged's kernels (edged/cudacontext.py).
+
+    Never ``pycuda.autoinit`` (a private context) nor ``pycuda.autoprimaryctx`` (it leaves the
+    context pushed on the importing thread): every use pushes and pops on its own thread.
+    """
 
     def __init__(self) -> None:
-        try:
-            import pycuda.autoprimaryctx as primary
-            import pycuda.driver as cuda
-        except ImportError as e:
-            raise BackendError(
-                f"backend tensorrt needs pycuda >= 2021.1 (pycuda.autoprimaryctx): {e}"
-            ) from e
-        self._cuda = cuda
-        self._context = primary.context
+        from ..cudacontext import shared_context
+
+        shared = shared_context()  # CudaUnavailableError (a BackendError) without pycuda/GPU
+        self._cuda = shared.cuda
+        self._context = shared.context
 
     def push(self) -> None:
         self._context.push()
@@ -342,10 +341,37 @@ class TensorRTBackend(Backend):
             batch = array.shape[0] if batch is None else batch
             if self.execute_call != EXEC_IMPLICIT and t.dynamic:
                 self._set_shape(t, array.shape)
-            staged = t.host.reshape(-1)[: array.size].reshape(array.shape)
+            staged = _host(t).reshape(-1)[: array.size].reshape(array.shape)
             np.copyto(staged, array)
             self._cuda.htod_async(t.device, staged, self._stream)
-        if not self._execute(batch or 1):
+        return self._execute_and_fetch(batch or 1)
+
+    def input_buffer(self, name: str) -> int:
+        """Device address of input ``name``: a GPU pre-processor writes the batch there
+        (edged/gpu/preprocessor.py ``run_device``), then :meth:`infer_prefilled` runs it."""
+        for t in self._tensors:
+            if t.is_input and t.name == name and t.device is not None:
+                return int(t.device)
+        raise BackendError(f"{self._source}: no input named {name!r}")
+
+    def infer_prefilled(self, batch: int) -> Dict[str, np.ndarray]:
+        """Run on inputs already written into :meth:`input_buffer` (nothing is uploaded)."""
+        with self._lock:
+            if self._engine is None:
+                raise BackendError(f"{self._source}: backend is closed")
+            with self._cuda.activated():
+                for t in self._tensors:
+                    if t.is_input and t.max_shape[0] < batch:
+                        raise BackendError(
+                            f"{self._source}: batch {batch} is more than the engine takes "
+                            f"({t.max_shape[0]})"
+                        )
+                    if t.is_input and self.execute_call != EXEC_IMPLICIT and t.dynamic:
+                        self._set_shape(t, (batch,) + tuple(t.max_shape[1:]))
+                return self._execute_and_fetch(batch)
+
+    def _execute_and_fetch(self, batch: int) -> Dict[str, np.ndarray]:
+        if not self._execute(batch):
             raise BackendError(
                 "{}: TensorRT inference failed: {}".format(
                     self._source, recent_errors(self._trt_logger) or "no details"
@@ -357,11 +383,11 @@ class TensorRTBackend(Backend):
             if t.is_input:
                 continue
             shape = (
-                (batch or 1,) + t.shape[1:]
+                (batch,) + t.shape[1:]
                 if self.execute_call == EXEC_IMPLICIT
                 else self._context_shape(t)
             )
-            staged = t.host.reshape(-1)[: int(np.prod(shape))].reshape(shape)
+            staged = _host(t).reshape(-1)[: int(np.prod(shape))].reshape(shape)
             self._cuda.dtoh_async(staged, t.device, self._stream)
             staged_outputs.append((t.name, staged))
         self._stream.synchronize()
@@ -419,3 +445,10 @@ class TensorRTBackend(Backend):
         self._engine = None
         self._runtime = None
         self._stream = None
+
+
+def _host(binding: Any) -> np.ndarray:
+    """A binding's page-locked host array (allocated with the binding's buffers)."""
+    if binding.host is None:
+        raise BackendError(f"tensor {binding.name}: no host buffer (buffers not allocated)")
+    return binding.host

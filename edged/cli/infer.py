@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 from ..config import ClassSettings, ModelConfig, build_config, load_config
 from ..errors import ConfigError
 from ..media import MediaFailure, MediaFrame, expand_inputs, iterate_media
+from ..pipeline import preprocessors
 from ..tasks.registry import AUTO, task_names
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ def add_parser(commands: "argparse._SubParsersAction") -> None:
     src.add_argument("--input-blob", metavar="NAME", help="input tensor name")
     src.add_argument("--output-blob", metavar="NAME", help="classifier output tensor name")
     src.add_argument("--threads", type=int, metavar="N", help="CPU threads (0: all cores)")
+    src.add_argument(
+        "--preprocess", choices=["auto", "cpu", "cuda"], default="auto",
+        help="pre-process on the CPU or with the fused CUDA kernel (default: auto, cuda when "
+        "pycuda, a GPU and nvcc are there)",
+    )  # fmt: skip
     post = p.add_argument_group("results")
     post.add_argument("--top-k", type=int, metavar="K", help="classes to report (default 1)")
     post.add_argument("--threshold", type=float, metavar="T",
@@ -261,6 +267,14 @@ def _warn(message: str) -> None:
     print(f"edged: warning: {message}", file=sys.stderr)
 
 
+def _run_one(task: Any, pre: Any, image: Any) -> List[Any]:
+    """One frame's results; ``pre``: a pre-processor (edged.pipeline.preprocessors) or None."""
+    if pre is None:
+        return task.run([image])[0]
+    outputs = task.infer(list(pre.run([image])))
+    return task.postprocess(outputs[0], (image.shape[1], image.shape[0]))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..annotate import draw_classifications, draw_detections
     from ..annotated_output import AnnotatedWriter, plan_outputs
@@ -279,13 +293,15 @@ def run(args: argparse.Namespace) -> int:
     elif args.track:
         _warn(f"--track is for detectors; this model is a {task.kind} model: not tracked")
     failures = 0
+    pre = None
     try:
+        pre = preprocessors.for_task(args.preprocess, task)
         for item in iterate_media(args.inputs, apply_exif=not args.ignore_exif):
             if isinstance(item, MediaFailure):
                 failures += 1
                 print(f"edged: error: {item.error}", file=sys.stderr)
                 continue
-            results = task.run([item.image])[0]
+            results = _run_one(task, pre, item.image)
             if tracks is not None:
                 results = tracks.apply(item, results)
             line = (_json_line if args.json else _text_line)(item, results, task.kind)
@@ -299,6 +315,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if writer:
             writer.close_video()
+        if pre is not None:
+            pre.close()
         task.backend.close()
     sys.stdout.flush()
     return 2 if failures else 0

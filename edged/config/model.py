@@ -197,6 +197,7 @@ class PipelineConfig:
     summary_interval_s: float = 10.0
     drain_timeout_s: float = 5.0
     inference_timeout_s: float = 30.0
+    preprocess: str = "auto"  # auto | cpu | cuda (edged/pipeline/preprocessors.py)
 
 
 # -- metrics (edged/metrics) ---------------------------------------------------------------

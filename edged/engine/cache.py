@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Se
 
 from ..errors import EngineError
 from ..fsutil import atomic_write, fsync_dir, write_file_synced
+from ..statepaths import cache_dir
 from . import entryfiles
 from .fingerprint import differences, fingerprint_of
 from .lock import FileLock
@@ -45,12 +46,7 @@ SUBDIRS = ("entries", "locks", "tmp", "quarantine", "timing", "calibration")
 
 def default_cache_dir(environ: Optional[Dict[str, str]] = None) -> str:
     """``$CACHE_DIRECTORY/engines`` (systemd ``CacheDirectory=edged``), else the user's cache."""
-    env = os.environ if environ is None else environ
-    systemd = env.get("CACHE_DIRECTORY", "").split(":")[0]
-    if systemd:
-        return os.path.join(systemd, "engines")
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "edged", "engines")
+    return os.path.join(cache_dir(environ), "engines")
 
 
 # -- entries ----------------------------------------------------------------------------------

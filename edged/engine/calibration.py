@@ -65,7 +65,7 @@ def _read_image(path: str) -> np.ndarray:
 def make_cache_calibrator(trt: Any, cache: bytes, batch_size: int = 1) -> Any:
     """A calibrator that only replays ``cache`` (tao_deploy ``EngineCalibrator`` with a cache)."""
 
-    class _CacheOnlyCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
+    class _CacheOnlyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
 
@@ -92,7 +92,7 @@ def make_image_calibrator(
 ) -> Any:
     """A calibrator feeding ``batches`` through ``upload`` and saving the cache it produces."""
 
-    class _ImageCalibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc,name-defined]
+    class _ImageCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self._batches = iter(batches)
@@ -119,21 +119,45 @@ def make_image_calibrator(
     return _ImageCalibrator()
 
 
-def pycuda_uploader() -> Upload:
-    """The real :data:`Upload`: one device buffer, reused, on the primary context."""
-    import pycuda.autoprimaryctx  # noqa: F401  # the context TensorRT uses (tao-tensorrt.md 9)
-    import pycuda.driver as cuda
+class PycudaUploader:
+    """The real :data:`Upload`: one device buffer, reused, on the shared primary context.
 
-    state = {}  # type: Dict[str, Any]
+    TensorRT asks for batches on its builder thread, where no context is current: every
+    allocation, copy and free pushes the context first (edged/cudacontext.py).
+    """
 
-    def upload(batch: np.ndarray) -> int:
-        if state.get("nbytes") != batch.nbytes:
-            state["buffer"] = cuda.mem_alloc(batch.nbytes)
-            state["nbytes"] = batch.nbytes
-        cuda.memcpy_htod(state["buffer"], batch)
-        return int(state["buffer"])
+    def __init__(self) -> None:
+        from ..cudacontext import shared_context
 
-    return upload
+        self._ctx = shared_context()
+        self._buffer = None  # type: Any
+        self._nbytes = 0
+
+    def __call__(self, batch: np.ndarray) -> int:
+        batch = np.ascontiguousarray(batch)
+        with self._ctx.activated():
+            if self._nbytes != batch.nbytes:
+                self._free()
+                self._buffer = self._ctx.cuda.mem_alloc(max(batch.nbytes, 1))
+                self._nbytes = batch.nbytes
+            self._ctx.cuda.memcpy_htod(self._buffer, batch)
+            return int(self._buffer)
+
+    def _free(self) -> None:
+        if self._buffer is not None:
+            self._buffer.free()
+        self._buffer = None
+        self._nbytes = 0
+
+    def close(self) -> None:
+        """Free the buffer (with the context pushed). Idempotent."""
+        if self._buffer is not None:
+            with self._ctx.activated():
+                self._free()
+
+
+def pycuda_uploader() -> PycudaUploader:
+    return PycudaUploader()
 
 
 def image_paths(folder: str, limit: int) -> List[str]:

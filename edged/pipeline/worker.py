@@ -98,12 +98,21 @@ class InferenceWorker:
         max_batch: int = 1,
         clock: Callable[[], float] = time.monotonic,
         overlap: bool = True,
+        preprocessor: Any = None,
+        preprocessor_factory: Optional[Callable[[Task], Any]] = None,
     ) -> None:
         self.model_name = model_name
         self._task = task
         # guards _task and _in_flight; notified when a batch releases its task
         self._task_lock = threading.Condition()
         self._in_flight: Dict[int, int] = {}  # id(task) -> batches using it
+        # edged.pipeline.preprocessors (pipeline.preprocess); None: the task's own CPU path.
+        # Built for one task (its input contract): a replaced task gets its own from
+        # preprocessor_factory, made and closed on the pre-processing thread, the only one that
+        # uses it; join() closes the last once that thread is gone.
+        self.preprocessor = preprocessor
+        self._preprocessor_factory = preprocessor_factory
+        self._preprocessor_task: Any = task
         self._emit = emit
         self._stop = stop  # the daemon's shared stop event
         self._local_stop = threading.Event()  # this worker alone (a model replaced by a reload)
@@ -221,7 +230,12 @@ class InferenceWorker:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        if any(t.is_alive() for t in self._threads):
+            return False
+        pre, self.preprocessor = self.preprocessor, None
+        if pre is not None:
+            pre.close()
+        return True
 
     def _collect(self) -> List[Frame]:
         """Newest frames of up to max_batch streams, waiting up to WAIT_S for the first."""
@@ -306,11 +320,26 @@ class InferenceWorker:
 
     # Each step that raises releases the batch's task: the batch is dropped (_guarded).
 
+    def _preprocessor_for(self, task: Task) -> Any:
+        """The pre-processor for ``task`` (pre-processing thread only); None: the task's own."""
+        if task is not self._preprocessor_task:
+            old, self.preprocessor = self.preprocessor, None
+            self._preprocessor_task = task
+            if old is not None:
+                old.close()
+            if self._preprocessor_factory is not None:
+                self.preprocessor = self._preprocessor_factory(task)
+        return self.preprocessor
+
     def _prepare(self, frames: List[Frame]) -> Batch:
         batch = Batch(frames, self._acquire_task(), self._clock())
         self.stats.step_started["preprocess"] = batch.started
         try:
-            batch.tensors = [batch.task.preprocess(f.image) for f in frames]
+            pre = self._preprocessor_for(batch.task)
+            if pre is not None:
+                batch.tensors = list(pre.run([f.image for f in frames]))
+            else:
+                batch.tensors = [batch.task.preprocess(f.image) for f in frames]
         except BaseException:
             self._release_task(batch.task)
             raise

@@ -1,0 +1,294 @@
+// edged's CUDA kernels: fused pre-processing and DetectNet_v2 grid decoding.
+//
+// Plain CUDA C with nothing newer than CUDA 10.2 (JetPack 4.6) and no headers, so the same text
+// compiles with nvcc 10.2/11.4/12.x/13 and NVRTC (tests/test_gpu_compile.py, compute_53/72/87).
+// Every float operation that the numpy reference (edged/gpu/reference.py) must reproduce is
+// written with an explicit round-to-nearest intrinsic: the compiler may not fuse a multiply and
+// an add into an FMA there, so the reference and the kernel compute the same float32 values.
+
+#define FMT_BGR 0
+#define FMT_RGB 1
+#define FMT_BGRX 2
+#define FMT_RGBX 3
+#define FMT_GRAY 4
+#define FMT_NV12 5
+#define FMT_I420 6
+#define FMT_YUYV 7
+
+// Frame descriptor: 8 x int64 per frame (edged/gpu/formats.py builds them).
+#define D_SRC 0
+#define D_PLANE1 1
+#define D_PLANE2 2
+#define D_WIDTH 3
+#define D_HEIGHT 4
+#define D_PITCH 5
+#define D_PITCH1 6
+#define D_FORMAT 7
+#define D_WORDS 8
+
+#define MUL(a, b) __fmul_rn((a), (b))
+#define ADD(a, b) __fadd_rn((a), (b))
+#define SUB(a, b) __fsub_rn((a), (b))
+
+typedef unsigned char u8;
+
+struct Desc {
+    const u8* src;
+    const u8* plane1;
+    const u8* plane2;
+    int width, height;
+    long long pitch, pitch1;
+    int format;
+};
+
+struct Rgb {
+    float r, g, b;
+};
+
+__device__ __forceinline__ Desc load_desc(const long long* __restrict__ descs, int n) {
+    const long long* d = descs + (long long)n * D_WORDS;
+    Desc s;
+    s.src = (const u8*)__ldg(d + D_SRC);
+    s.plane1 = (const u8*)__ldg(d + D_PLANE1);
+    s.plane2 = (const u8*)__ldg(d + D_PLANE2);
+    s.width = (int)__ldg(d + D_WIDTH);
+    s.height = (int)__ldg(d + D_HEIGHT);
+    s.pitch = __ldg(d + D_PITCH);
+    s.pitch1 = __ldg(d + D_PITCH1);
+    s.format = (int)__ldg(d + D_FORMAT);
+    return s;
+}
+
+__device__ __forceinline__ float clamp255(float v) { return fminf(fmaxf(v, 0.0f), 255.0f); }
+
+// BT.601 limited range ("video range"), the matrix of OpenCV's COLOR_YUV2RGB_NV12/I420/YUY2:
+// R = 1.164383 (Y-16) + 1.596027 (V-128), G = 1.164383 (Y-16) - 0.391762 (U-128) - 0.812968 (V-128),
+// B = 1.164383 (Y-16) + 2.017232 (U-128), each clamped to [0, 255].
+__device__ __forceinline__ Rgb yuv_to_rgb(int y, int u, int v) {
+    float yy = MUL(1.164383f, (float)(y - 16));
+    float uu = (float)(u - 128);
+    float vv = (float)(v - 128);
+    Rgb c;
+    c.r = clamp255(ADD(yy, MUL(1.596027f, vv)));
+    c.g = clamp255(ADD(ADD(yy, MUL(-0.391762f, uu)), MUL(-0.812968f, vv)));
+    c.b = clamp255(ADD(yy, MUL(2.017232f, uu)));
+    return c;
+}
+
+__device__ __forceinline__ Rgb rgb3(int r, int g, int b) {
+    Rgb c;
+    c.r = (float)r;
+    c.g = (float)g;
+    c.b = (float)b;
+    return c;
+}
+
+// The source pixel (x, y) as RGB floats. The format is the same for a whole block (one frame
+// per blockIdx.z), so the switch does not diverge.
+__device__ __forceinline__ Rgb fetch(const Desc& s, int x, int y) {
+    const u8* row = s.src + (long long)y * s.pitch;
+    switch (s.format) {
+    case FMT_BGR: {
+        const u8* p = row + 3 * x;
+        return rgb3(__ldg(p + 2), __ldg(p + 1), __ldg(p));
+    }
+    case FMT_RGB: {
+        const u8* p = row + 3 * x;
+        return rgb3(__ldg(p), __ldg(p + 1), __ldg(p + 2));
+    }
+    case FMT_BGRX: {
+        uchar4 p = __ldg((const uchar4*)(row) + x);
+        return rgb3(p.z, p.y, p.x);
+    }
+    case FMT_RGBX: {
+        uchar4 p = __ldg((const uchar4*)(row) + x);
+        return rgb3(p.x, p.y, p.z);
+    }
+    case FMT_GRAY: {
+        int g = __ldg(row + x);
+        return rgb3(g, g, g);
+    }
+    case FMT_NV12: {
+        // chroma of the 2x2 block the pixel lies in (4:2:0, co-sited sampling not interpolated)
+        const u8* uv = s.plane1 + (long long)(y >> 1) * s.pitch1 + (x & ~1);
+        return yuv_to_rgb(__ldg(row + x), __ldg(uv), __ldg(uv + 1));
+    }
+    case FMT_I420: {
+        long long off = (long long)(y >> 1) * s.pitch1 + (x >> 1);
+        return yuv_to_rgb(__ldg(row + x), __ldg(s.plane1 + off), __ldg(s.plane2 + off));
+    }
+    default: {  // FMT_YUYV: Y0 U Y1 V for each pair of pixels
+        const u8* p = row + 4 * (x >> 1);
+        return yuv_to_rgb(__ldg(p + 2 * (x & 1)), __ldg(p + 1), __ldg(p + 3));
+    }
+    }
+}
+
+// EDGED_WIDE_LOADS: read the two horizontal taps of a 3-byte pixel (BGR/RGB) as 32-bit words
+// instead of six byte loads; benchmarks/gpu_preprocess.py measures both (off by default).
+#ifndef EDGED_WIDE_LOADS
+#define EDGED_WIDE_LOADS 0
+#endif
+
+// Pixels x and x + 1 of row y of a BGR/RGB frame from the aligned 32-bit words holding their 6
+// bytes: 2 loads, or 3 when the bytes start at the last byte of a word; every word loaded holds
+// one of the 6 bytes, so nothing outside the frame is read.
+__device__ __forceinline__ void load_pair3(const Desc& s, int x, int y, Rgb* a, Rgb* b) {
+    unsigned long long addr = (unsigned long long)(s.src + (long long)y * s.pitch + 3LL * x);
+    const unsigned int* w = (const unsigned int*)(addr & ~3ULL);
+    int shift = (int)(addr & 3ULL);
+    unsigned long long v = ((unsigned long long)__ldg(w + 1) << 32) | __ldg(w);
+    v >>= 8 * shift;
+    if (shift == 3) v |= (unsigned long long)(__ldg(w + 2) & 0xffu) << 40;
+    int b0 = (int)(v & 0xff), b1 = (int)((v >> 8) & 0xff), b2 = (int)((v >> 16) & 0xff);
+    int b3 = (int)((v >> 24) & 0xff), b4 = (int)((v >> 32) & 0xff), b5 = (int)((v >> 40) & 0xff);
+    if (s.format == FMT_BGR) {
+        *a = rgb3(b2, b1, b0);
+        *b = rgb3(b5, b4, b3);
+    } else {
+        *a = rgb3(b0, b1, b2);
+        *b = rgb3(b3, b4, b5);
+    }
+}
+
+// Bilinear source coordinate of destination index i (OpenCV's half-pixel-centre convention):
+// f = max((i + 0.5) * scale - 0.5, 0); i0 = floor(f); w = f - i0; at the last source index
+// (or beyond) i0 = n - 1, w = 0. i1 = min(i0 + 1, n - 1).
+__device__ __forceinline__ void linear_coord(int i, float scale, int n, int* i0, int* i1, float* w) {
+    float f = fmaxf(SUB(MUL(ADD((float)i, 0.5f), scale), 0.5f), 0.0f);
+    int k = (int)f;  // f >= 0: truncation is floor
+    float frac = SUB(f, (float)k);
+    if (k >= n - 1) {
+        k = n - 1;
+        frac = 0.0f;
+    }
+    *i0 = k;
+    *i1 = min(k + 1, n - 1);
+    *w = frac;
+}
+
+// (p00 (1-wx) + p01 wx) (1-wy) + (p10 (1-wx) + p11 wx) wy, in this order.
+__device__ __forceinline__ float blend(float p00, float p01, float p10, float p11, float wx, float ix,
+                                       float wy, float iy) {
+    float top = ADD(MUL(p00, ix), MUL(p01, wx));
+    float bottom = ADD(MUL(p10, ix), MUL(p11, wx));
+    return ADD(MUL(top, iy), MUL(bottom, wy));
+}
+
+__device__ __forceinline__ void store(float* out, long long i, float v) { out[i] = v; }
+
+__device__ __forceinline__ void store(unsigned short* out, long long i, float v) {
+    unsigned short h;
+#ifdef __CUDACC__
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));  // round to nearest even, as numpy
+#else
+    h = EDGED_HOST_F16(v);  // tests/test_gpu_kernels_host.py compiles this file for the CPU
+#endif
+    out[i] = h;
+}
+
+// One thread per destination pixel; blockIdx.z is the frame. Writes the 3 planes of frame z of
+// the N x 3 x dh x dw tensor at dst: plane c = x * a[c] + b[c] of the model's channel c (RGB, or
+// BGR when bgr != 0), the resized sample kept in float (no rounding to 8 bits in between).
+template <bool LINEAR, typename T>
+__device__ __forceinline__ void preprocess(const long long* __restrict__ descs, T* __restrict__ dst,
+                                           int dw, int dh, float a0, float a1, float a2, float b0,
+                                           float b1, float b2, int bgr) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= dw || y >= dh) return;
+    int n = blockIdx.z;
+    Desc s = load_desc(descs, n);
+    float sx = __fdiv_rn((float)s.width, (float)dw);  // float32(src / dst), as the CPU path
+    float sy = __fdiv_rn((float)s.height, (float)dh);
+    Rgb c;
+    if (LINEAR) {
+        int x0, x1, y0, y1;
+        float wx, wy;
+        linear_coord(x, sx, s.width, &x0, &x1, &wx);
+        linear_coord(y, sy, s.height, &y0, &y1, &wy);
+        float ix = SUB(1.0f, wx), iy = SUB(1.0f, wy);
+        Rgb p00, p01, p10, p11;
+        if (EDGED_WIDE_LOADS && (s.format == FMT_BGR || s.format == FMT_RGB) && x1 == x0 + 1) {
+            load_pair3(s, x0, y0, &p00, &p01);
+            load_pair3(s, x0, y1, &p10, &p11);
+        } else {
+            p00 = fetch(s, x0, y0);
+            p01 = fetch(s, x1, y0);
+            p10 = fetch(s, x0, y1);
+            p11 = fetch(s, x1, y1);
+        }
+        c.r = blend(p00.r, p01.r, p10.r, p11.r, wx, ix, wy, iy);
+        c.g = blend(p00.g, p01.g, p10.g, p11.g, wx, ix, wy, iy);
+        c.b = blend(p00.b, p01.b, p10.b, p11.b, wx, ix, wy, iy);
+    } else {
+        // jetson-inference's nearest: src index = int(float32(x) * float32(src / dst))
+        int xs = min((int)MUL((float)x, sx), s.width - 1);
+        int ys = min((int)MUL((float)y, sy), s.height - 1);
+        c = fetch(s, xs, ys);
+    }
+    long long plane = (long long)dw * dh;
+    long long i = (long long)n * 3 * plane + (long long)y * dw + x;
+    float first = bgr ? c.b : c.r;
+    float last = bgr ? c.r : c.b;
+    store(dst, i, ADD(MUL(first, a0), b0));
+    store(dst, i + plane, ADD(MUL(c.g, a1), b1));
+    store(dst, i + 2 * plane, ADD(MUL(last, a2), b2));
+}
+
+#define PREPROCESS_KERNEL(NAME, LINEAR, T)                                                           \
+    extern "C" __global__ void NAME(const long long* __restrict__ descs, T* __restrict__ dst, int dw, \
+                                    int dh, float a0, float a1, float a2, float b0, float b1,        \
+                                    float b2, int bgr) {                                             \
+        preprocess<LINEAR, T>(descs, dst, dw, dh, a0, a1, a2, b0, b1, b2, bgr);                      \
+    }
+
+PREPROCESS_KERNEL(edged_preprocess_nearest_float32, false, float)
+PREPROCESS_KERNEL(edged_preprocess_linear_float32, true, float)
+PREPROCESS_KERNEL(edged_preprocess_nearest_float16, false, unsigned short)
+PREPROCESS_KERNEL(edged_preprocess_linear_float16, true, unsigned short)
+
+// DetectNet_v2 grid decoding (edged/tasks/detection.py decode_grid, the same arithmetic in
+// double): one thread per (class, row, column) cell of image blockIdx.y. A surviving cell takes a
+// slot from its image's counter and writes its cell index, coverage and box; the host copies back
+// only the counted slots and sorts them by cell index, numpy's (class, row, column) order.
+extern "C" __global__ void edged_detectnet_decode(
+    const float* __restrict__ cov, const float* __restrict__ bbox, const float* __restrict__ thresholds,
+    int classes, int grid_h, int grid_w, double stride, double norm, double offset, double scale_x,
+    double scale_y, double src_w, double src_h, double min_w, double min_h,
+    unsigned int* __restrict__ counts, int* __restrict__ cells, float* __restrict__ values) {
+    int cells_per_image = classes * grid_h * grid_w;
+    int cell = blockIdx.x * blockDim.x + threadIdx.x;
+    if (cell >= cells_per_image) return;
+    int image = blockIdx.y;
+    int plane = grid_h * grid_w;
+    int c = cell / plane;
+    int rc = cell - c * plane;
+    int row = rc / grid_w;
+    int col = rc - row * grid_w;
+    float score = cov[(long long)image * cells_per_image + cell];
+    if (!(score >= thresholds[c])) return;  // NaN coverage is never a candidate
+    const float* t = bbox + (long long)image * 4 * cells_per_image + (long long)(4 * c) * plane + rc;
+    double cx = __dadd_rn(__dmul_rn((double)col, stride), offset);
+    double cy = __dadd_rn(__dmul_rn((double)row, stride), offset);
+    double x1 = __dmul_rn(__dsub_rn(cx, __dmul_rn(norm, (double)t[0])), scale_x);
+    double y1 = __dmul_rn(__dsub_rn(cy, __dmul_rn(norm, (double)t[plane])), scale_y);
+    double x2 = __dmul_rn(__dadd_rn(cx, __dmul_rn(norm, (double)t[2 * plane])), scale_x);
+    double y2 = __dmul_rn(__dadd_rn(cy, __dmul_rn(norm, (double)t[3 * plane])), scale_y);
+    if (isnan(x1) || isnan(y1) || isnan(x2) || isnan(y2)) return;
+    x1 = fmin(fmax(x1, 0.0), src_w);
+    x2 = fmin(fmax(x2, 0.0), src_w);
+    y1 = fmin(fmax(y1, 0.0), src_h);
+    y2 = fmin(fmax(y2, 0.0), src_h);
+    double w = __dsub_rn(x2, x1), h = __dsub_rn(y2, y1);
+    if (!(w > 0.0 && h > 0.0 && w >= min_w && h >= min_h)) return;
+    unsigned int slot = atomicAdd(counts + image, 1u);
+    long long at = (long long)image * cells_per_image + slot;
+    cells[at] = cell;
+    float* v = values + at * 5;
+    v[0] = score;
+    v[1] = __double2float_rn(x1);
+    v[2] = __double2float_rn(y1);
+    v[3] = __double2float_rn(x2);
+    v[4] = __double2float_rn(y2);
+}

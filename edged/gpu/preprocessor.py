@@ -1,0 +1,241 @@
+"""The CUDA pre-processor: frames of several streams -> one model input batch, in one launch.
+
+One fused kernel (``kernels.cu``) per batch reads each frame in its own pixel format (BGR,
+BGRx/RGBA, NV12, I420, YUYV, gray), stretch-resizes it (nearest with jetson-inference's index
+rounding, or bilinear), puts the channels in the model's order, applies ``x * a + b`` and
+writes planar float32/float16 straight into the input device buffer: no CPU colour conversion,
+no intermediate 8-bit image. Host frames are copied into page-locked staging memory and
+uploaded on this pre-processor's stream; on an integrated GPU (Jetson) the staging memory is
+mapped, so the kernel reads it in place and nothing is copied. Everything runs with the shared
+primary context pushed on the calling thread, frees included (:meth:`close`).
+"""
+
+import logging
+from typing import Any, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..cudacontext import CudaContext, shared_context
+from ..errors import BackendError
+from ..tasks.contract import InputContract
+from . import formats as fmts
+from .compiler import load_module
+from .reference import RESIZES
+
+logger = logging.getLogger(__name__)
+
+DESC_WORDS = 8  # D_WORDS in kernels.cu
+BLOCK = (32, 8, 1)
+
+
+class _Staging:
+    """One frame slot's page-locked host buffer and (unless mapped) its device copy."""
+
+    __slots__ = ("host", "device", "pointer", "nbytes")
+
+    def __init__(self) -> None:
+        self.host = None  # type: Any
+        self.device = None  # type: Any
+        self.pointer = 0
+        self.nbytes = 0
+
+    def free(self) -> None:
+        if self.device is not None:
+            self.device.free()
+        if self.host is not None:
+            self.host.base.free()
+        self.host = self.device = None
+        self.pointer = self.nbytes = 0
+
+
+class CudaPreprocessor:
+    """Pre-processes up to ``max_batch`` frames per call for one :class:`InputContract`.
+
+    Raises:
+        CudaUnavailableError: no pycuda, GPU or nvcc.
+        BackendError: the contract asks for something the kernel does not do (``area``).
+    """
+
+    name = "cuda"
+
+    def __init__(
+        self,
+        contract: InputContract,
+        max_batch: int = 1,
+        context: Optional[CudaContext] = None,
+        cache_dir: Optional[str] = None,
+        mapped: Optional[bool] = None,
+        block: Tuple[int, int] = BLOCK[:2],
+    ) -> None:
+        if contract.resize not in RESIZES:
+            raise BackendError(
+                f"the CUDA pre-processor resizes with {' or '.join(RESIZES)}, not "
+                f"{contract.resize!r}; choose one of those or pipeline.preprocess: cpu"
+            )
+        self.contract = contract
+        self.max_batch = max(1, int(max_batch))
+        self.dtype = np.dtype(contract.dtype)
+        self._ctx = context if context is not None else shared_context()
+        cuda = self._cuda = self._ctx.cuda
+        # mapped: the kernel reads page-locked host frames in place (None: on integrated GPUs)
+        self._mapped = self._ctx.mapped_host_memory() if mapped is None else bool(mapped)
+        a, b = contract.affine()
+        self._affine = [float(v) for v in list(a) + list(b)]  # exact: a, b are float32
+        self._block = (int(block[0]), int(block[1]), 1)
+        self._closed = False
+        self._staging = [_Staging() for _ in range(self.max_batch)]
+        self._descs = self._output = self._descs_host = self._host_out = None  # type: Any
+        self._stream = None  # type: Any
+        w, h = contract.width, contract.height
+        with self._ctx.activated():
+            try:
+                module = load_module(self._ctx, cache_dir)
+                self._kernel = module.get_function(
+                    f"edged_preprocess_{contract.resize}_{contract.dtype}"
+                )
+                self._kernel.prepare("PPiiffffffi")
+                self._stream = cuda.Stream()
+                self._descs_host = cuda.pagelocked_empty((self.max_batch, DESC_WORDS), np.int64)
+                self._descs = cuda.mem_alloc(self._descs_host.nbytes)
+                self._host_out = cuda.pagelocked_empty((self.max_batch, 3, h, w), self.dtype)
+                self._output = cuda.mem_alloc(self._host_out.nbytes)
+            except BaseException:
+                self._release()
+                raise
+
+    # -- running --------------------------------------------------------------------------
+
+    @property
+    def output_pointer(self) -> int:
+        """The device address of this pre-processor's own N x 3 x H x W output buffer."""
+        return int(self._output)
+
+    @property
+    def stream(self) -> Any:
+        return self._stream
+
+    def run(
+        self, frames: Sequence[np.ndarray], formats: Optional[Sequence[str]] = None
+    ) -> np.ndarray:
+        """Host frames -> N x 3 x H x W host array (a copy: the next call reuses the buffers)."""
+        n = len(frames)
+        with self._ctx.activated():
+            self._upload_and_launch(frames, formats, self.output_pointer)
+            self._cuda.memcpy_dtoh_async(self._host_out[:n], self._output, self._stream)
+            self._stream.synchronize()
+        return self._host_out[:n].copy()
+
+    def run_device(
+        self,
+        frames: Sequence[np.ndarray],
+        formats: Optional[Sequence[str]] = None,
+        dst: Optional[int] = None,
+    ) -> int:
+        """Host frames -> the batch in device memory at ``dst`` (default: own buffer), synchronised.
+
+        ``dst`` is a model's input device buffer on the same context (TensorRT), which then
+        needs no copy at all.
+        """
+        target = self.output_pointer if dst is None else int(dst)
+        with self._ctx.activated():
+            self._upload_and_launch(frames, formats, target)
+            self._stream.synchronize()
+        return target
+
+    def set_device_frames(self, frames: Sequence[Any]) -> int:
+        """Describe frames already in device memory: ``(pointer, planes, format name)`` each.
+
+        For callers that own the frame memory (benchmarks, a decoder's output); follow with
+        :meth:`launch`. Call with the context pushed. Returns the frame count.
+        """
+        self._check_count(len(frames))
+        for i, (pointer, geo, name) in enumerate(frames):
+            self._describe(i, int(pointer), geo, fmts.get(name))
+        self._cuda.memcpy_htod_async(self._descs, self._descs_host, self._stream)
+        return len(frames)
+
+    def launch(self, count: int, dst: int) -> None:
+        """Queue the kernel for the first ``count`` described frames (context pushed, async)."""
+        w, h = self.contract.width, self.contract.height
+        bx, by, _ = self._block
+        grid = ((w + bx - 1) // bx, (h + by - 1) // by, count)
+        self._kernel.prepared_async_call(
+            grid, self._block, self._stream, int(self._descs), int(dst), int(w), int(h),
+            *self._affine, 0 if self.contract.rgb else 1,
+        )  # fmt: skip
+
+    def _check_count(self, n: int) -> None:
+        if self._closed:
+            raise BackendError("the CUDA pre-processor is closed")
+        if not 1 <= n <= self.max_batch:
+            raise BackendError(f"{n} frames for a CUDA pre-processor of batch {self.max_batch}")
+
+    def _upload_and_launch(
+        self, frames: Sequence[np.ndarray], formats: Optional[Sequence[str]], dst: int
+    ) -> None:
+        self._check_count(len(frames))
+        for i, (frame, pf) in enumerate(zip(frames, fmts.resolve(frames, formats))):
+            frame = np.ascontiguousarray(frame)
+            geo = fmts.planes(frame, pf)
+            self._describe(i, self._stage(i, frame), geo, pf)
+        self._cuda.memcpy_htod_async(self._descs, self._descs_host, self._stream)
+        self.launch(len(frames), dst)
+
+    def _describe(self, i: int, pointer: int, geo: fmts.Planes, pf: fmts.PixelFormat) -> None:
+        self._descs_host[i] = (
+            pointer,
+            pointer + geo.offset1 if geo.offset1 else 0,
+            pointer + geo.offset2 if geo.offset2 else 0,
+            geo.width,
+            geo.height,
+            geo.pitch,
+            geo.pitch1,
+            pf.code,
+        )
+
+    def _stage(self, i: int, frame: np.ndarray) -> int:
+        """Put ``frame`` where the GPU reads it; its device address."""
+        cuda = self._cuda
+        slot = self._staging[i]
+        if frame.nbytes > slot.nbytes:
+            slot.free()
+            if self._mapped:
+                slot.host = cuda.pagelocked_empty(
+                    frame.nbytes, np.uint8, mem_flags=cuda.host_alloc_flags.DEVICEMAP
+                )
+                slot.pointer = int(slot.host.base.get_device_pointer())
+            else:
+                slot.host = cuda.pagelocked_empty(frame.nbytes, np.uint8)
+                slot.device = cuda.mem_alloc(frame.nbytes)
+                slot.pointer = int(slot.device)
+            slot.nbytes = frame.nbytes
+        staged = slot.host[: frame.nbytes]
+        np.copyto(staged, frame.reshape(-1).view(np.uint8))
+        if slot.device is not None:
+            cuda.memcpy_htod_async(slot.device, staged, self._stream)
+        return slot.pointer
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free every buffer, with the context pushed on this thread. Idempotent."""
+        if self._closed:
+            return
+        with self._ctx.activated():
+            self._release()
+
+    def _release(self) -> None:
+        self._closed = True
+        if self._stream is not None:
+            self._stream.synchronize()
+        for slot in self._staging:
+            slot.free()
+        for dev in (self._descs, self._output):
+            if dev is not None:
+                dev.free()
+        for host in (self._descs_host, self._host_out):
+            if host is not None:
+                host.base.free()
+        self._descs = self._output = self._descs_host = self._host_out = None
+        self._stream = None
+        self._kernel = None

@@ -1,0 +1,46 @@
+// Runs edged/gpu/kernels.cu's kernels on the CPU: every (block, thread) of the CUDA grid in turn.
+#include "shim.h"
+#include "kernels.cu"
+
+template <typename F>
+static void grid_loop(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, F body) {
+    blockDim = {bx, by, 1};
+    for (unsigned z = 0; z < gz; ++z)
+        for (unsigned y = 0; y < gy; ++y)
+            for (unsigned x = 0; x < gx; ++x)
+                for (unsigned ty = 0; ty < by; ++ty)
+                    for (unsigned tx = 0; tx < bx; ++tx) {
+                        blockIdx = {x, y, z};
+                        threadIdx = {tx, ty, 0};
+                        body();
+                    }
+}
+
+extern "C" void host_preprocess(int linear, int half, const long long* descs, void* dst, int n,
+                                int dw, int dh, const float* ab, int bgr) {
+    unsigned gx = (dw + 31) / 32, gy = (dh + 7) / 8;
+    grid_loop(gx, gy, n, 32, 8, [&] {
+        if (linear && half)
+            edged_preprocess_linear_float16(descs, (unsigned short*)dst, dw, dh, ab[0], ab[1], ab[2],
+                                            ab[3], ab[4], ab[5], bgr);
+        else if (linear)
+            edged_preprocess_linear_float32(descs, (float*)dst, dw, dh, ab[0], ab[1], ab[2], ab[3],
+                                            ab[4], ab[5], bgr);
+        else if (half)
+            edged_preprocess_nearest_float16(descs, (unsigned short*)dst, dw, dh, ab[0], ab[1], ab[2],
+                                             ab[3], ab[4], ab[5], bgr);
+        else
+            edged_preprocess_nearest_float32(descs, (float*)dst, dw, dh, ab[0], ab[1], ab[2], ab[3],
+                                             ab[4], ab[5], bgr);
+    });
+}
+
+extern "C" void host_decode(const float* cov, const float* bbox, const float* thresholds, int classes,
+                            int gh, int gw, const double* p, unsigned* counts, int* cells,
+                            float* values) {
+    int n = classes * gh * gw;
+    grid_loop((n + 255) / 256, 1, 1, 256, 1, [&] {
+        edged_detectnet_decode(cov, bbox, thresholds, classes, gh, gw, p[0], p[1], p[2], p[3], p[4],
+                               p[5], p[6], p[7], p[8], counts, cells, values);
+    });
+}

@@ -1,0 +1,107 @@
+"""The CUDA kernels' arithmetic and indexing, run on the CPU, against the numpy reference.
+
+g++ compiles ``edged/gpu/kernels.cu`` as C++ with host stand-ins for the CUDA built-ins
+(tests/cuda_host/shim.h; one loop iteration per CUDA thread, tests/cuda_host/launch.cpp), so
+that CI, which has no GPU, checks every pixel format, both resizes and both output types, and
+the DetectNet_v2 decode, bit for bit. The GPU itself is checked by tests/test_gpu_cuda.py.
+"""
+
+import ctypes
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from edged.gpu import formats as fmts
+from edged.gpu import reference
+from edged.gpu.compiler import SOURCE_FILE
+from edged.gpu.grid_reference import decode_grid
+from edged.tasks.contract import InputContract
+from edged.tasks.detection import DecodeParams
+
+from .frames import FORMATS, random_frame
+
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_host")
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ (Debian: g++)")
+
+
+@pytest.fixture(scope="module", params=[0, 1], ids=["byte-loads", "wide-loads"])
+def lib(tmp_path_factory, request):
+    out = str(tmp_path_factory.mktemp("kernels") / "kernels_host.so")
+    cmd = ["g++", "-std=c++14", "-O2", "-ffp-contract=off", "-shared", "-fPIC",
+           f"-DEDGED_WIDE_LOADS={request.param}",
+           "-I", HERE, "-I", os.path.dirname(SOURCE_FILE), os.path.join(HERE, "launch.cpp"),
+           "-o", out]  # fmt: skip
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    assert done.returncode == 0, done.stdout.decode("utf-8", "replace")
+    return ctypes.CDLL(out)
+
+
+def host_preprocess(lib, frames, names, contract):
+    descs = np.zeros((len(frames), 8), dtype=np.int64)
+    keep = []
+    for i, (frame, name) in enumerate(zip(frames, names)):
+        frame = np.ascontiguousarray(frame)
+        keep.append(frame)
+        pf = fmts.get(name)
+        geo = fmts.planes(frame, pf)
+        base = frame.ctypes.data
+        descs[i] = (base, base + geo.offset1 if geo.offset1 else 0,
+                    base + geo.offset2 if geo.offset2 else 0, geo.width, geo.height, geo.pitch,
+                    geo.pitch1, pf.code)  # fmt: skip
+    out = np.full((len(frames), 3, contract.height, contract.width), np.nan, contract.dtype)
+    a, b = contract.affine()
+    ab = np.concatenate([a, b]).astype(np.float32)
+    lib.host_preprocess(
+        ctypes.c_int(contract.resize == "linear"), ctypes.c_int(contract.dtype == "float16"),
+        ctypes.c_void_p(descs.ctypes.data), ctypes.c_void_p(out.ctypes.data),
+        ctypes.c_int(len(frames)), ctypes.c_int(contract.width), ctypes.c_int(contract.height),
+        ctypes.c_void_p(ab.ctypes.data), ctypes.c_int(0 if contract.rgb else 1),
+    )  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("resize", ["nearest", "linear"])
+def test_kernel_on_the_host_equals_the_reference_bit_for_bit(lib, resize, dtype):
+    rng = np.random.default_rng(11)
+    cases = (((96, 54), (40, 30), "rgb"), ((64, 48), (100, 70), "bgr"),
+             ((38, 22), (38, 22), "rgb"), ((58, 34), (21, 13), "bgr"))  # fmt: skip
+    for (sw, sh), (dw, dh), order in cases:
+        contract = InputContract(dw, dh, channel_order=order, mean=(0.485, 0.456, 0.406),
+                                 std=(0.229, 0.224, 0.225), resize=resize, dtype=dtype)  # fmt: skip
+        frames = [random_frame(rng, fmt, sw, sh) for fmt in FORMATS]
+        got = host_preprocess(lib, frames, FORMATS, contract)
+        for i, fmt in enumerate(FORMATS):
+            want = reference.preprocess(frames[i], fmt, contract)
+            np.testing.assert_array_equal(got[i], want, err_msg=f"{fmt} {resize} {dtype}")
+
+
+def test_decode_kernel_on_the_host_equals_the_numpy_decode(lib):
+    rng = np.random.default_rng(12)
+    classes, gh, gw = 3, 9, 13
+    params = DecodeParams(thresholds=(0.4, 0.2, 0.3), min_width=4.0, min_height=3.0)
+    cov = rng.random((classes, gh, gw), dtype=np.float32) ** 2
+    bbox = (rng.standard_normal((4 * classes, gh, gw)) * 0.6).astype(np.float32)
+    cov[0, 1, 2] = np.nan
+    bbox[1, 2, 3] = np.nan
+    bbox[5, 4, 4] = np.inf
+    src_w, src_h, net_w, net_h = 1280, 720, 208, 144
+    p = np.array([params.stride, params.bbox_norm, params.offset, src_w / net_w, src_h / net_h,
+                  src_w, src_h, params.min_width, params.min_height], np.float64)  # fmt: skip
+    thresholds = params.class_thresholds(classes)
+    counts = np.zeros(1, np.uint32)
+    cells = np.zeros(cov.size, np.int32)
+    values = np.zeros((cov.size, 5), np.float32)
+    ptr = lambda a: ctypes.c_void_p(a.ctypes.data)  # noqa: E731
+    lib.host_decode(ptr(cov), ptr(bbox), ptr(thresholds), classes, gh, gw, ptr(p), ptr(counts),
+                    ptr(cells), ptr(values))  # fmt: skip
+    n = int(counts[0])
+    order = np.argsort(cells[:n])
+    want = decode_grid(cov, bbox, params, net_w, net_h, src_w, src_h)
+    assert n == len(want.scores) > 10
+    np.testing.assert_array_equal(values[:n][order, 0], want.scores)
+    np.testing.assert_array_equal(values[:n][order, 1:], want.boxes)
+    np.testing.assert_array_equal(cells[:n][order] // (gh * gw), want.class_ids)
