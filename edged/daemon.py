@@ -25,15 +25,14 @@ from . import sdnotify
 from .config import Config, ModelConfig, StreamConfig, check_reloadable, load_config
 from .daemon_models import ModelWorkers, load_tasks
 from .daemon_report import StreamSummaries, status_line
-from .daemon_services import make_engines, make_watchdog, start_metrics, start_mqtt
+from .daemon_services import make_engines, make_watchdog, start_outputs
 from .daemon_streams import RunningStreams
+from .daemon_tracking import TrackingStages
 from .daemon_view import DaemonSnapshot, ModelView, take_snapshot
 from .errors import EdgedError
 from .metrics import MetricsService
 from .pipeline.sinks import LatestResults, ResultSink, SinkDispatcher
 from .pipeline.slots import ModelSlotError, ModelSlots
-from .pipeline.tracking import counts_store
-from .pipeline.tracking import stage_for as tracking_stage_for
 from .reload_plan import ReloadPlan, models_needed, plan_reload
 from .sources import build_source
 from .tasks.base import Task
@@ -106,7 +105,7 @@ class Daemon:
         self.metrics: Optional[MetricsService] = None
         self.mqtt: Optional[MqttService] = None
         self.updates: Optional[Any] = None  # edged.update.wiring.Updates when update.enabled
-        self.counts_store: Optional[Any] = None  # edged.tracking.store.CountsStore
+        self.tracking = TrackingStages()  # edged/daemon_tracking.py
         self._undo: List[Tuple[str, Callable[[], object]]] = []
         self.reloads = {"applied": 0, "rejected": 0}
         self.last_reload_error: Optional[str] = None
@@ -160,22 +159,7 @@ class Daemon:
         logger.info("start-up: %s", ", ".join(STARTUP_STEPS))
         self.config = load_config(self.config_path)
         _apply_log_level(self.config.log_level)
-        # MQTT before the sinks: it stops after they drained (undo runs in reverse), so the
-        # last results reach the outbox
-        self.mqtt = start_mqtt(self.config, self, self.stop_event)
-        if self.mqtt is not None:
-            self._undo.append(("stop mqtt", self.mqtt.stop))
-            self._extra_sinks.append(self.mqtt.sink)  # the dispatcher is made next, with it
-            self._extra_sinks.append(self.mqtt.counts.sink)  # counts and counting events
-
-        self.dispatcher = SinkDispatcher(
-            [self.latest] + self._extra_sinks, self.stop_event, self.config.pipeline.result_queue
-        )
-        self.dispatcher.start()
-        self._undo.append(("drain result sinks", self._drain_sinks))
-        self.metrics = start_metrics(self.config, self, self.dispatcher, self.stop_event)
-        if self.metrics is not None:
-            self._undo.append(("stop metrics server", self.metrics.stop))
+        start_outputs(self)  # MQTT, result sinks, metrics (edged/daemon_services.py)
 
         self.watchdog = make_watchdog(
             self.notifier, self.stop_event, self._watchdog_interval_s, self.status_line
@@ -244,28 +228,8 @@ class Daemon:
 
     def _start_worker(self, name: str, task: Task, model: ModelConfig) -> None:
         assert self.config is not None and self.dispatcher is not None
-        self.workers.start(name, task, model, self.config.pipeline, self.dispatcher.offer)
-        if model.tracking.enabled:  # edged/pipeline/tracking.py; no frame flows yet
-            if self.counts_store is None:
-                self.counts_store = counts_store(self.config)
-            worker = self.models.worker(name)
-            assert worker is not None, name
-            worker.tracking = tracking_stage_for(self.config, name, task, self.counts_store)
-
-    def _retrack(self, name: str, task: Task) -> None:
-        """A replaced model whose tracking changed: a new stage (or none) for its running
-        streams; totals carry over through the counts file."""
-        assert self.config is not None
-        worker = self.models.worker(name)
-        if worker is None:
-            return
-        if self.counts_store is None:
-            self.counts_store = counts_store(self.config)
-        stage = tracking_stage_for(self.config, name, task, self.counts_store)
-        for _, running in sorted(self.streams.items().items()):
-            if stage is not None and running.model == name:
-                stage.add_stream(self.config.streams[running.config.name])
-        worker.tracking = stage
+        worker = self.workers.start(name, task, model, self.config.pipeline, self.dispatcher.offer)
+        self.tracking.attach(self.config, name, task, worker)
 
     def _start_stream(self, stream: StreamConfig) -> None:
         worker = self.models.worker(stream.model)
@@ -353,8 +317,8 @@ class Daemon:
                     logger.error("reload: %s; its backend is left open", e)
                     continue
                 old.backend.close()
-                if before is None or before.tracking != new.models[name].tracking:
-                    self._retrack(name, tasks[name])
+                self.tracking.replaced(new, name, tasks[name], before, self.models.worker(name),
+                                       self.streams.items().items())  # fmt: skip
         for stream_id in sorted(plan.start_streams + plan.restart_streams):
             self._start_stream(new.streams[stream_id])
 

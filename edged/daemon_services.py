@@ -5,7 +5,7 @@ the progress watchdog (``edged.watchdog``)."""
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .config import Config
 from .daemon_view import DaemonReader
@@ -75,3 +75,26 @@ def make_engines(
     from .engine import EngineManager  # local: the engine package is only needed here
 
     return EngineManager(config.engine, notifier=notifier, cancel=stop_event)
+
+
+def start_outputs(daemon: Any) -> None:
+    """Start-up steps "start mqtt", "start result sinks", "start metrics server" of
+    :class:`~edged.daemon.Daemon`, each with its undo step.
+
+    MQTT comes before the sinks: undo runs in reverse, so it stops after they drained and the
+    last results reach the outbox. The metrics server reads the dispatcher, so it comes last.
+    """
+    config = daemon.config
+    daemon.mqtt = start_mqtt(config, daemon, daemon.stop_event)
+    if daemon.mqtt is not None:
+        daemon._undo.append(("stop mqtt", daemon.mqtt.stop))
+        daemon._extra_sinks.append(daemon.mqtt.sink)  # the dispatcher is made next, with it
+        daemon._extra_sinks.append(daemon.mqtt.counts.sink)  # counts and counting events
+    daemon.dispatcher = SinkDispatcher(
+        [daemon.latest] + daemon._extra_sinks, daemon.stop_event, config.pipeline.result_queue
+    )
+    daemon.dispatcher.start()
+    daemon._undo.append(("drain result sinks", daemon._drain_sinks))
+    daemon.metrics = start_metrics(config, daemon, daemon.dispatcher, daemon.stop_event)
+    if daemon.metrics is not None:
+        daemon._undo.append(("stop metrics server", daemon.metrics.stop))
