@@ -1,7 +1,7 @@
 """The TensorRT runtime backend: deserialize an engine from the cache and run it.
 
-Two I/O paths, chosen by what the engine object has (tao-tensorrt.md 6),
-never by the version string:
+Two I/O paths, chosen by what the engine object has (the TensorRT Python API
+reference of each release), never by the version string:
 
 * the **name API** (``num_io_tensors``, ``get_tensor_*``, ``set_input_shape``,
   ``set_tensor_address``, ``execute_async_v3``): TensorRT >= 8.5, the only one in 10;
@@ -10,30 +10,29 @@ never by the version string:
   engines (UFF ``.etlt``) must use ``execute_async(batch_size, ...)``, which
   only this path has (``pyCoreDoc.h`` @8.2.1).
 
-CUDA goes through :class:`CudaRuntime`; the real one is pycuda on the
+CUDA goes through :class:`~edged.backends.cudaruntime.CudaRuntime`; the real one is pycuda on the
 *primary* context (the one TensorRT uses; :mod:`edged.cudacontext`), pushed
 around every call and popped in ``finally`` because inference runs on worker
-threads where no context is current (tao-tensorrt.md 9). Buffers, the
+threads where no context is current (pycuda's documentation, "Multiple threads"). Buffers, the
 execution context and the engine are freed before the last pop.
 
 ``deserialize_cuda_engine`` returns None for an engine of another TensorRT or
-GPU, or a damaged one (tao-tensorrt.md 8): that raises
+GPU, or a damaged one (TensorRT's developer guide: engines are not portable): that raises
 :class:`~edged.engine.errors.EngineDeserializeError`, and
 :class:`~edged.engine.manager.EngineManager` quarantines the entry and rebuilds.
 This module runs only where TensorRT can execute (a Jetson); CI checks its
 decisions with a fake ``tensorrt`` and a fake CUDA (tests/fake_tensorrt.py).
 """
 
-import abc
-import contextlib
 import logging
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import BackendError, EngineDeserializeError
 from .base import Backend, TensorSpec
+from .cudaruntime import CudaRuntime, PycudaRuntime  # noqa: F401 - re-exported
 from .tensorrt_api import CapturingLogger, import_tensorrt, recent_errors
 
 logger = logging.getLogger(__name__)
@@ -43,83 +42,6 @@ BINDING_API = "binding"
 EXEC_V3 = "execute_async_v3"
 EXEC_V2 = "execute_async_v2"
 EXEC_IMPLICIT = "execute_async"
-
-
-class CudaRuntime(abc.ABC):
-    """The CUDA operations the backend needs (pycuda on a Jetson, a fake in tests)."""
-
-    @abc.abstractmethod
-    def push(self) -> None:
-        """Make the shared context current on this thread."""
-
-    @abc.abstractmethod
-    def pop(self) -> None:
-        """Undo one :meth:`push`."""
-
-    @abc.abstractmethod
-    def pagelocked(self, shape: Sequence[int], dtype: "np.dtype") -> np.ndarray:
-        """Page-locked host memory (async copies need it: tao-tensorrt.md 9)."""
-
-    @abc.abstractmethod
-    def device_alloc(self, nbytes: int) -> Any:
-        """Device memory; ``int(buf)`` is its address, ``buf.free()`` releases it."""
-
-    @abc.abstractmethod
-    def stream(self) -> Any:
-        """A stream with ``.handle`` (int) and ``.synchronize()``."""
-
-    @abc.abstractmethod
-    def htod_async(self, device: Any, host: np.ndarray, stream: Any) -> None:
-        """Copy ``host`` into ``device``."""
-
-    @abc.abstractmethod
-    def dtoh_async(self, host: np.ndarray, device: Any, stream: Any) -> None:
-        """Copy ``device`` into ``host`` (``host.nbytes`` bytes)."""
-
-    @contextlib.contextmanager
-    def activated(self) -> Iterator[None]:
-        """``push()`` now, ``pop()`` in ``finally``: every push has its pop (tensorrt_demos#148)."""
-        self.push()
-        try:
-            yield
-        finally:
-            self.pop()
-
-
-class PycudaRuntime(CudaRuntime):
-    """pycuda on the device's primary context, shared with edged's kernels (edged/cudacontext.py).
-
-    Never ``pycuda.autoinit`` (a private context) nor ``pycuda.autoprimaryctx`` (it leaves the
-    context pushed on the importing thread): every use pushes and pops on its own thread.
-    """
-
-    def __init__(self) -> None:
-        from ..cudacontext import shared_context
-
-        shared = shared_context()  # CudaUnavailableError (a BackendError) without pycuda/GPU
-        self._cuda = shared.cuda
-        self._context = shared.context
-
-    def push(self) -> None:
-        self._context.push()
-
-    def pop(self) -> None:
-        self._cuda.Context.pop()
-
-    def pagelocked(self, shape: Sequence[int], dtype: "np.dtype") -> np.ndarray:
-        return self._cuda.pagelocked_empty(tuple(shape), dtype, mem_flags=0)
-
-    def device_alloc(self, nbytes: int) -> Any:
-        return self._cuda.mem_alloc(max(int(nbytes), 1))
-
-    def stream(self) -> Any:
-        return self._cuda.Stream()
-
-    def htod_async(self, device: Any, host: np.ndarray, stream: Any) -> None:
-        self._cuda.memcpy_htod_async(device, host, stream)
-
-    def dtoh_async(self, host: np.ndarray, device: Any, stream: Any) -> None:
-        self._cuda.memcpy_dtoh_async(host, device, stream)
 
 
 class _Tensor:
@@ -435,7 +357,8 @@ class TensorRTBackend(Backend):
                 self._release()
 
     def _release(self) -> None:
-        """Free device buffers, then the context and engine -- inside a push (tao-tensorrt.md 9)."""
+        """Free device buffers, then the context and engine -- inside a push (a pycuda object
+        freed without its context leaks: "could not be cleaned up")."""
         for t in self._tensors:
             if t.device is not None:
                 t.device.free()
