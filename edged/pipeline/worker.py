@@ -74,6 +74,8 @@ class WorkerStats:
         self.frames = {}  # type: Dict[str, int]  # per stream
         self.batches = 0
         self.errors = 0
+        # frames whose model outputs held NaN or infinity: a model update's probation reads it
+        self.nonfinite = 0
         # when the running call of each step began (None: not running); with overlap the
         # three run at once, and a hang in any of them stalls the others behind it
         self.step_started = dict.fromkeys(STEPS)  # type: Dict[str, Optional[float]]
@@ -358,6 +360,7 @@ class InferenceWorker:
             raise
         finally:
             self.stats.step_started["inference"] = None
+        self.stats.nonfinite += sum(1 for out in batch.outputs if not _finite(out))
         batch.inferred = self._clock()
         batch.tensors = []  # the input buffers can go before post-processing
         return batch
@@ -406,3 +409,8 @@ class InferenceWorker:
             self._emit(result)
         self.stats.batches += 1
         return results
+
+
+def _finite(outputs: Dict[str, np.ndarray]) -> bool:
+    """No NaN or infinity in one frame's outputs (float outputs only)."""
+    return all(bool(np.isfinite(v).all()) for v in outputs.values() if v.dtype.kind == "f")

@@ -38,6 +38,7 @@ class SlotsDeployer(Deployer):
         self._old: Dict[str, Any] = {}  # model -> the task switched out (rollback)
         self._loaded: Dict[str, Any] = {}  # model -> a loaded task not serving yet
         self._errors: Dict[str, int] = {}  # model -> worker errors at the switch
+        self._nonfinite: Dict[str, int] = {}  # model -> frames with NaN/Inf outputs at the switch
 
     def knows(self, model: str) -> bool:
         return model in self._daemon.models
@@ -105,6 +106,7 @@ class SlotsDeployer(Deployer):
     def switch(self, model: str, loaded: Any) -> None:
         worker = self._daemon.models.worker(model)
         self._errors[model] = worker.stats.errors if worker is not None else 0
+        self._nonfinite[model] = worker.stats.nonfinite if worker is not None else 0
         self._old[model] = self._daemon.replace_model(model, loaded)
         self._loaded.pop(model, None)
         logger.info("model %s: switched to the update (%s)", model, loaded.config.version)
@@ -116,6 +118,9 @@ class SlotsDeployer(Deployer):
         errors = worker.stats.errors - self._errors.get(model, 0)
         if errors:
             return f"{errors} inference error(s) since the switch"
+        nonfinite = worker.stats.nonfinite - self._nonfinite.get(model, 0)
+        if nonfinite:
+            return f"{nonfinite} frame(s) with NaN or infinite outputs since the switch"
         busy = worker.stats.busy_since
         stall = self._daemon.config.pipeline.inference_timeout_s
         if busy is not None and self._clock() - busy > stall:
