@@ -7,12 +7,13 @@ import numpy as np
 
 from edged.config import build_config
 from edged.pipeline.results import InferenceResult
-from edged.pipeline.sinks import CallbackSink, ResultSink, SinkDispatcher
+from edged.pipeline.sinks import ResultSink, SinkDispatcher
 from edged.pipeline.worker import InferenceWorker
 from edged.sources.frame import Frame
 from edged.tasks.loader import load_task
 
 from . import onnx_models
+from .helpers import CallbackSink
 
 
 def real_task(tmp_path, batch=1):

@@ -23,7 +23,7 @@ import time
 import cv2
 import pytest
 
-from edged.sources import STREAMING, SupervisionPolicy, parse_source, supervise
+from edged.sources import STREAMING, SourceSupervisor, SupervisionPolicy, build_source, parse_source
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER_SCRIPT = os.path.join(HERE, "rtsp_server.py")
@@ -172,7 +172,9 @@ def native_threads():
 
 
 def start_supervisor(url, stop, stream_id="cam"):
-    supervisor = supervise(stream_id, parse_source(url, **TIMEOUTS), stop, POLICY)
+    supervisor = SourceSupervisor(
+        stream_id, build_source(parse_source(url, **TIMEOUTS)), stop, POLICY
+    )
     supervisor.start()
     return supervisor
 
