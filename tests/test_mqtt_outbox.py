@@ -1,4 +1,4 @@
-"""The durable MQTT outbox on real files and SQLite, with a real ``kill -9`` (issue 5 item 3)."""
+"""The durable MQTT outbox on real files and SQLite, with a real ``kill -9``."""
 
 import logging
 import os

@@ -2,8 +2,8 @@
 
 The server is GStreamer's RTSP server (tests/rtsp_server.py) run by Debian's
 /usr/bin/python3, serving a libx264 MP4 made by the ffmpeg CLI, on a free
-127.0.0.1 port; the client is OpenCV's FFmpeg backend in this interpreter
-(issue 4, item 7). Missing system packages FAIL these tests with the command
+127.0.0.1 port; the client is OpenCV's FFmpeg backend in this interpreter.
+Missing system packages FAIL these tests with the command
 that installs them; nothing is skipped.
 
 Timings are shrunk through the supervisor's and the source's constructor
