@@ -4,7 +4,7 @@ edged runs as a ``Type=notify`` unit (systemd/edged.service): it says ``READY=1`
 once models are loaded and streams started, writes ``STATUS=`` lines a person
 reads in ``systemctl status``, pings ``WATCHDOG=1`` while work progresses
 (edged/watchdog.py decides when) and sends ``EXTEND_TIMEOUT_USEC=`` while a long
-engine build runs (reliability.md 4.1). The protocol is one datagram of
+engine build runs (sd_notify(3)). The protocol is one datagram of
 ``KEY=value`` lines to the ``AF_UNIX`` socket named by ``$NOTIFY_SOCKET``, so
 no python-systemd binding is needed (there is none for JetPack's Python 3.6
 without building it). Outside systemd the variable is unset and every call is
@@ -138,7 +138,7 @@ class Notifier:
     def extend_timeout(self, seconds: float, status: Optional[str] = None) -> bool:
         """``EXTEND_TIMEOUT_USEC=``: the current start/stop timeout (and the watchdog)
         ends no earlier than ``seconds`` from now (systemd >= 236). Must be sent
-        again before it runs out while the slow step lasts (reliability.md 4.1).
+        again before it runs out while the slow step lasts (sd_notify(3)).
         """
         fields: Dict[str, FieldValue] = {"EXTEND_TIMEOUT_USEC": extend_timeout_usec(seconds)}
         if status is not None:
@@ -247,8 +247,8 @@ def from_environment() -> Notifier:
 class TimeoutExtender:
     """Keeps systemd's start (or stop) timeout extended while a slow step runs.
 
-    A TensorRT engine build blocks in C for seconds to minutes (reliability.md 8:
-    ~30 s to ~7 min); ``TimeoutStartSec=120`` would kill it. systemd wants
+    A TensorRT engine build blocks in C for seconds to minutes;
+    ``TimeoutStartSec=120`` would kill it. systemd wants
     ``EXTEND_TIMEOUT_USEC`` repeated before each extension runs out, so a named
     thread resends it every ``period_s`` with ``extend_s`` of headroom, up to
     ``max_total_s`` in all: a build that hangs forever still ends in a timeout.

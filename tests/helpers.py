@@ -1,10 +1,12 @@
 """Small helpers shared by the tests: polling with a safety timeout, a hand-moved clock, a
-progress probe the test beats by hand, a TensorRT platform that reports another machine."""
+progress probe the test beats by hand, a TensorRT platform that reports another machine, a result
+sink that calls a function."""
 
 import time
 from typing import Any, Callable, Optional
 
 from edged.engine.platform import PlatformInfo, PlatformProvider
+from edged.pipeline.sinks import ResultSink
 
 
 def wait_for(
@@ -70,3 +72,14 @@ class FixedPlatform(PlatformProvider):
 
     def __call__(self, trt: Any) -> PlatformInfo:
         return self._base(trt).replace(**self._overrides)
+
+
+class CallbackSink(ResultSink):
+    """Calls a function with every result, on the sinks thread."""
+
+    def __init__(self, callback: Callable[[Any], None], name: str = "callback") -> None:
+        self._callback = callback
+        self.name = name
+
+    def handle(self, result: Any) -> None:
+        self._callback(result)

@@ -1,7 +1,7 @@
 """A tiny RTSP server for edged's source tests: serves one H.264 MP4, looping.
 
 Run with Debian's SYSTEM interpreter, not a virtualenv, because GStreamer's RTSP
-server comes through GObject introspection packages (issue 4, item 7):
+server comes through GObject introspection packages:
 
     apt-get install python3-gi gir1.2-gst-rtsp-server-1.0 \
         gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly

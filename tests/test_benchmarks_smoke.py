@@ -1,6 +1,7 @@
 """The benchmark suite's code paths at tiny sizes: files written, table complete.
 
-No timing assertions here (common.md): the figures of ``--quick`` are meaningless; this
+No timing assertions here (timing goals live in benchmarks/): the figures of ``--quick``
+are meaningless; this
 only proves that ``python -m benchmarks`` runs end to end against a real Mosquitto,
 real ``edged run`` processes and py-spy, and writes what its README promises.
 """

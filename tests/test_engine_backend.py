@@ -2,8 +2,8 @@
 
 NOT EXERCISING TENSORRT OR A GPU: neither can run here. These tests check
 which I/O API and execute call the backend picks for each release's engine
-(tao-tensorrt.md 6), that dynamic shapes are set, that every CUDA context push
-has its pop -- also when something fails (tao-tensorrt.md 9) -- and that an
+(TensorRT 7/8 bindings vs 8.5+ named tensors), that dynamic shapes are set, that
+every CUDA context push has its pop -- also when something fails (inducer/pycuda#242) -- and that an
 engine TensorRT cannot deserialize raises EngineDeserializeError.
 """
 

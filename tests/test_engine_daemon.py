@@ -1,5 +1,5 @@
 """The daemon with `backend: tensorrt`: the first start builds the engine for real (TensorRT-RTX),
-a second start hits the cache, and the metrics count both (issue 6 acceptance).
+a second start hits the cache, and the metrics count both.
 
 Executing a TensorRT engine is impossible here (TensorRT-RTX cannot deserialize without a
 supported GPU), so the engine manager's backend factory is ``OrtStandInForTensorRT``: it checks

@@ -63,7 +63,7 @@ MQTT_STATS = {
 
 
 class StatsOnlyMqtt:
-    """Stands in for the MQTT client of issue 5 item 3 (built alongside this work): only its
+    """Stands in for the MQTT client (edged/mqtt/service.py): only its
     ``stats()`` contract, with exactly the keys the collector reads."""
 
     def __init__(self, stats=None, error=None):
@@ -532,7 +532,7 @@ def test_shutdown_stops_the_server_between_the_workers_and_the_sinks(tmp_path):
 
 
 def test_a_daemon_whose_broker_is_down_shows_mqtt_disconnected_with_a_growing_outbox(tmp_path):
-    """The real MQTT service (issue 5 item 3) behind the collector, with no broker listening."""
+    """The real MQTT service behind the collector, with no broker listening."""
     nobody = socket.socket()
     nobody.bind(("127.0.0.1", 0))  # reserved, never listening: connections are refused
     port = nobody.getsockname()[1]

@@ -1,4 +1,4 @@
-"""Issue 5 acceptance: ``promtool check metrics`` is clean on a scrape of the running daemon.
+"""``promtool check metrics`` is clean on a scrape of the running daemon.
 
 ``edged run`` runs as a real process on a clip with the digits model, metrics on a
 free port (``metrics.port: 0``; the URL is read from its log); the scrape is taken

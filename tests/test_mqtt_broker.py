@@ -1,4 +1,4 @@
-"""The MQTT service against a REAL Mosquitto (issue 5 item 6): delivery, a broker SIGKILLed for
+"""The MQTT service against a REAL Mosquitto: delivery, a broker SIGKILLed for
 10 s during a 50 msg/s stream, a broker that stops acknowledging, TLS with a test CA, a wrong
 password, commands. The results are synthetic (the service is driven in-process, so every seq
 handed to it is known exactly); tests/test_mqtt_daemon.py runs the real ``edged run``."""

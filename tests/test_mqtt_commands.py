@@ -1,4 +1,4 @@
-"""Commands without a broker: hostile input, replies, request-id replay, snapshot (issue 5)."""
+"""Commands without a broker: hostile input, replies, request-id replay, snapshot."""
 
 import base64
 import json
@@ -97,7 +97,7 @@ def test_a_retained_command_is_ignored_without_a_reply():
         ("ping", b"[1, 2]", "must be a JSON object"),
         ("ping", b"{}", "request_id missing or invalid"),
         ("ping", b'{"request_id": true}', "request_id missing or invalid"),
-        ("ping", b"[" * 60000, "nested too deeply"),  # reliability.md M7: deep JSON
+        ("ping", b"[" * 60000, "nested too deeply"),  # deep JSON
         (
             "ping",
             b'{"request_id": 1, "a": ' + b"[" * 30000 + b"]" * 30000 + b"}",

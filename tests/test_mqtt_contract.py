@@ -1,5 +1,5 @@
 """The MQTT contract without a broker: topics, payloads against the published JSON Schemas,
-publish modes, and the config section (issue 5 items 1 and 2)."""
+publish modes, and the config section."""
 
 import filecmp
 import json

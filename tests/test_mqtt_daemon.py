@@ -1,4 +1,4 @@
-"""``edged run`` as a real process with a REAL Mosquitto (issue 5 items 3, 1 and 7): results
+"""``edged run`` as a real process with a REAL Mosquitto: results
 replayed after a ``kill -9`` with the broker down, the will on a crash, commands against the
 running daemon, and ``edged watch``. The model is a tiny DetectNet_v2-shaped ONNX graph (one
 constant person box), so every frame yields one detection."""

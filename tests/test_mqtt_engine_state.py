@@ -1,4 +1,4 @@
-"""The stream-state topic says when a model's TensorRT engine builds (issue 6 item 3)."""
+"""The stream-state topic says when a model's TensorRT engine builds."""
 
 import json
 import time

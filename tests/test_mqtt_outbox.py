@@ -1,4 +1,4 @@
-"""The durable MQTT outbox on real files and SQLite, with a real ``kill -9`` (issue 5 item 3)."""
+"""The durable MQTT outbox on real files and SQLite, with a real ``kill -9``."""
 
 import logging
 import os
@@ -166,12 +166,12 @@ WRITER = textwrap.dedent(
     outbox.open()
     for i in range(200):
         outbox.append_result("cam", lambda s: ("t", b"result %d" % s), 1)
-    while outbox.committed_id < 200:  # what the publisher thread does on every tick
+    while outbox.file.committed_id < 200:  # what the publisher thread does on every tick
         outbox.flush_if_due()
         time.sleep(0.01)
     for i in range(5):  # written, never committed: a crash takes them back
         outbox.append_result("cam", lambda s: ("t", b"result %d" % s), 1)
-    print("COMMITTED", outbox.committed_id, flush=True)
+    print("COMMITTED", outbox.file.committed_id, flush=True)
     time.sleep(600)
     """
 )

@@ -7,12 +7,13 @@ import numpy as np
 
 from edged.config import build_config
 from edged.pipeline.results import InferenceResult
-from edged.pipeline.sinks import CallbackSink, ResultSink, SinkDispatcher
+from edged.pipeline.sinks import ResultSink, SinkDispatcher
 from edged.pipeline.worker import InferenceWorker
 from edged.sources.frame import Frame
 from edged.tasks.loader import load_task
 
 from . import onnx_models
+from .helpers import CallbackSink
 
 
 def real_task(tmp_path, batch=1):
@@ -87,7 +88,7 @@ def test_results_carry_stage_latencies_and_frame_identity(tmp_path):
 
 
 def test_a_camera_faster_than_inference_costs_drops_not_latency(tmp_path):
-    """Issue 4: a source faster than inference -> the drop counter grows, latency stays bounded."""
+    """A source faster than inference -> the drop counter grows, latency stays bounded."""
     task = real_task(tmp_path)
     task.backend = SlowBackend(task.backend, delay_s=0.05)  # ~20 inferences/s at most
     stop = threading.Event()
@@ -270,7 +271,7 @@ def test_without_overlap_one_thread_runs_the_steps_in_turn(tmp_path):
 
 
 def test_overlap_reports_busy_only_while_a_step_runs(tmp_path):
-    """The watchdog's probe: busy_since set during the model call, cleared after (issue 4)."""
+    """The watchdog's probe: busy_since set during the model call, cleared after."""
     with GatedRun(tmp_path) as run:
         stats = run.worker.stats
         assert stats.busy_since is None

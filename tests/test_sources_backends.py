@@ -20,14 +20,13 @@ from edged.sources import (
     ENDED,
     ImageDirectorySource,
     LatestSlot,
-    OpenCvSource,
+    SourceSupervisor,
     backends,
     build_source,
     capture_plan,
     csi_pipeline,
     opencv_capabilities,
     parse_source,
-    supervise,
 )
 from edged.sources.backends import FFMPEG_OPTIONS_ENV, OpenCvCapabilities, _build_flag
 
@@ -318,7 +317,7 @@ def test_a_file_that_is_not_a_video_fails_to_open(tmp_path):
 def test_supervised_file_played_once_delivers_every_frame_then_ends(avi):
     stop = threading.Event()
     spec = parse_source(avi, loop=False, realtime=False)
-    supervisor = supervise("file", spec, stop, slot=LatestSlot(100))
+    supervisor = SourceSupervisor("file", build_source(spec), stop, slot=LatestSlot(100))
     supervisor.start()
     supervisor._thread.join(30)
     status = supervisor.status()
@@ -330,7 +329,7 @@ def test_supervised_file_played_once_delivers_every_frame_then_ends(avi):
 def test_a_file_read_as_fast_as_possible_waits_for_a_slow_consumer_and_loses_nothing(avi):
     stop = threading.Event()
     spec = parse_source(avi, loop=True, realtime=False)  # as fast as the consumer takes them
-    supervisor = supervise("fast", spec, stop)
+    supervisor = SourceSupervisor("fast", build_source(spec), stop)
     supervisor.start()
     seen = []
     largest = 0
@@ -406,12 +405,3 @@ def test_image_directories_pace_at_their_fps():
     spec = parse_source("/srv/images/", fps=2)
     assert ImageDirectorySource(spec).pace_fps == 2
     assert ImageDirectorySource(parse_source("/srv/images/")).pace_fps == backends.DEFAULT_IMAGE_FPS
-
-
-def test_opencv_source_exposes_its_plan_for_check_config(avi):
-    source = build_source(parse_source(avi))
-    assert isinstance(source, OpenCvSource)
-    described = backends.describe_plan(source.plan)
-    assert described["api"] == "CAP_FFMPEG" and described["target"] == avi
-    described = backends.describe_plan(capture_plan(parse_source("rtsp://a:b@c/d"), JETSON))
-    assert described["target"] == "rtsp://a:***@c/d"

@@ -2,8 +2,8 @@
 
 The server is GStreamer's RTSP server (tests/rtsp_server.py) run by Debian's
 /usr/bin/python3, serving a libx264 MP4 made by the ffmpeg CLI, on a free
-127.0.0.1 port; the client is OpenCV's FFmpeg backend in this interpreter
-(issue 4, item 7). Missing system packages FAIL these tests with the command
+127.0.0.1 port; the client is OpenCV's FFmpeg backend in this interpreter.
+Missing system packages FAIL these tests with the command
 that installs them; nothing is skipped.
 
 Timings are shrunk through the supervisor's and the source's constructor
@@ -23,7 +23,7 @@ import time
 import cv2
 import pytest
 
-from edged.sources import STREAMING, SupervisionPolicy, parse_source, supervise
+from edged.sources import STREAMING, SourceSupervisor, SupervisionPolicy, build_source, parse_source
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER_SCRIPT = os.path.join(HERE, "rtsp_server.py")
@@ -172,7 +172,9 @@ def native_threads():
 
 
 def start_supervisor(url, stop, stream_id="cam"):
-    supervisor = supervise(stream_id, parse_source(url, **TIMEOUTS), stop, POLICY)
+    supervisor = SourceSupervisor(
+        stream_id, build_source(parse_source(url, **TIMEOUTS)), stop, POLICY
+    )
     supervisor.start()
     return supervisor
 

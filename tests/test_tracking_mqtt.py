@@ -148,7 +148,7 @@ def test_the_daemon_publishes_its_counts_and_events_and_resets_them(tmp_path, mo
         if r.seq == FRAMES - 1:
             done.set()
 
-    from edged.pipeline.sinks import CallbackSink
+    from .helpers import CallbackSink
 
     daemon = Daemon(config, sinks=[CallbackSink(on_result)])
     try:

@@ -15,9 +15,9 @@ import pytest
 
 from edged.daemon import Daemon
 from edged.mqtt.payloads import load_schema, result_payload
-from edged.pipeline.sinks import CallbackSink
 
 from .conftest import REPO
+from .helpers import CallbackSink
 from .test_telemetry import promtool  # noqa: F401 - a fixture
 
 MODEL_DIR = os.path.join(REPO, "models", "peoplenet-demo")

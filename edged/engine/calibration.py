@@ -1,6 +1,6 @@
 """INT8 calibration: from a given cache file, or from a folder of images.
 
-tao-tensorrt.md 7: ``BuilderFlag.INT8`` needs a calibrator. A *cache-only*
+``BuilderFlag.INT8`` needs a calibrator (tao_deploy ``EngineCalibrator``). A *cache-only*
 calibrator returns the cache's bytes from ``read_calibration_cache()`` and
 ``None`` from ``get_batch()`` -- TensorRT then calibrates from the cache
 alone (NVIDIA's ``resnet34_peoplenet_int8.txt``, TAO's ``cal.bin``). Without

@@ -1,10 +1,11 @@
-"""The daemon's metrics, read from its state at scrape time (issue 5 item 4).
+"""The daemon's metrics, read from its state at scrape time.
 
 Nothing here runs per frame: the capture supervisors, inference workers, the
 sink dispatcher and the MQTT client already count what happens; a scrape
 copies those counters into metric families. Labels stay low-cardinality --
 ``stream``, ``model``, ``stage``, ``outcome``, ``result``, ``state``,
-``command``, ``sink``, ``reason`` -- never a pid, seq or request id (style.md 7.12).
+``command``, ``sink``, ``reason`` -- never a pid, seq or request id (Prometheus naming practice:
+unbounded label values make unbounded series).
 
 Names and what they read:
 
@@ -23,7 +24,7 @@ Names and what they read:
   ``edged_result_queue_capacity``, ``edged_results_delivered_total``,
   ``edged_sink_failures_total{sink}``, ``edged_config_reloads_total{result}``.
 * ``edged_mqtt_*`` from ``daemon.mqtt.stats()`` when MQTT is configured (absent otherwise).
-* ``edged_engine_*`` from ``daemon.engines.stats()`` (TensorRT engine cache, issue 6).
+* ``edged_engine_*`` from ``daemon.engines.stats()`` (TensorRT engine cache).
 * ``edged_update_*`` from ``daemon.updates`` when ``update.enabled`` (docs/model-updates.md).
 * ``edged_build_info{version,python}``; ``edged_metrics_collect_errors_total``.
 """
@@ -41,7 +42,7 @@ from ..sources.supervisor import STATES, STREAMING
 
 logger = logging.getLogger(__name__)
 
-#: The MQTT client's stats() keys (issue 5 item 3) -> (metric name, type, help).
+#: The MQTT client's stats() keys -> (metric name, type, help).
 MQTT_STATS = (
     ("connected", "edged_mqtt_connected", "gauge", "1 while connected to the MQTT broker."),
     (
@@ -392,7 +393,7 @@ class DaemonCollector:
         return iter([state, chunks, outcomes, refused, dropped])
 
     def _engines(self) -> Iterator[Metric]:
-        """TensorRT engine builds (issue 6), read from ``daemon.engines.stats()``:
+        """TensorRT engine builds, read from ``daemon.engines.stats()``:
         ``edged_engine_cache_hits_total``, ``edged_engine_cache_misses_total``,
         ``edged_engine_builds_total{result}``, ``edged_engine_build_seconds_total``,
         ``edged_engine_build_seconds{model}`` (the last build), ``edged_engine_building{model}``

@@ -1,4 +1,4 @@
-"""Commands over MQTT: ``<prefix>/<device>/cmd/<name>`` -> ``.../cmd/<name>/reply`` (issue 5).
+"""Commands over MQTT: ``<prefix>/<device>/cmd/<name>`` -> ``.../cmd/<name>/reply`` (docs/mqtt.md).
 
 A command is a JSON object with a ``request_id`` (a string of at most 128
 characters, or an integer) and the command's arguments; the reply is
@@ -17,7 +17,7 @@ snapshot       ``stream`` (optional with one stream), ``max_width``     one anno
                (default 1280), ``quality`` (1..100, default 80)         base64
 =============  ======================================================  =========================
 
-Hostile input never reaches a handler (reliability.md 7, M7): a RETAINED command
+Hostile input never reaches a handler: a RETAINED command
 is ignored without a reply (a stale retained ``restart`` caused a restart loop in
 Frigate, frigate#4414); a payload over ``max_bytes``, invalid UTF-8 or JSON, a
 non-object, a missing ``request_id`` or an unknown name gets an error reply.

@@ -110,7 +110,7 @@ class DaemonAdapter(DaemonControl):
 
     def stream_states(self) -> Dict[str, Tuple[Dict[str, Any], Optional[str]]]:
         """Running streams' capture states, each with its model's engine state; and, while a
-        model's TensorRT engine builds (issue 6), the streams waiting for it as ``stopped``
+        model's TensorRT engine builds, the streams waiting for it as ``stopped``
         with ``engine.state: building`` -- so a first start is visible, not silent."""
         snapshot = self._daemon.snapshot()
         engines = self._daemon.engines

@@ -410,10 +410,6 @@ class Outbox:
         return found[: int(limit)]
 
     @property
-    def committed_id(self) -> int:
-        return self.file.committed_id
-
-    @property
     def budget(self) -> "Budget":
         return self.file.budget
 

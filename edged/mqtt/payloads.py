@@ -1,8 +1,8 @@
 """MQTT payloads: the versioned result contract, status, stream state and command replies.
 
 The contract is published as JSON Schema (``edged/schemas/*.v1.json``, copied to
-``docs/schemas/``; issue 5 item 2). Shape choices, against the anchors
-(anchors.md 5.1): DeepStream's minimal schema names boxes ``topleftx ...`` and
+``docs/schemas/``). Shape choices, against other daemons: DeepStream's
+(nvmsgconv) minimal schema names boxes ``topleftx ...`` and
 has no sequence number; Frigate sends events, not frames. edged sends one message
 per published frame with
 
@@ -185,7 +185,7 @@ def model_dict(
     }
 
 
-# -- status (birth / LWT / stopped), reliability.md 3.3 --------------------------------------
+# -- status (birth / LWT / stopped), as frigate/comms/mqtt.py --------------------------------------
 
 
 def status_payload(

@@ -1,8 +1,8 @@
-"""Every MQTT topic edged uses, built in one place (issue 5 item 1).
+"""Every MQTT topic edged uses, built in one place (docs/mqtt.md).
 
 Layout (device id near the front, so a broker ACL pattern on ``<prefix>/%u/...``
 (docs/mosquitto/acl, tested) or an AWS policy variable gives each device only its
-own subtree, reliability.md 3.2 and 3.4)::
+own subtree (Mosquitto's ``aclfile.example`` ``pattern``; AWS IoT policy variables))::
 
     <prefix>/<device>/status                   retained: online | offline (LWT) | stopped
     <prefix>/<device>/v1/streams/<s>/detections       a detector's results (QoS 1, outbox)
@@ -71,11 +71,6 @@ class Topics:
     def events(self, stream_id: str) -> str:
         """Line crossings and zone enter/leave, QoS 1 through the outbox."""
         return self._stream(stream_id) + "/events"
-
-    @property
-    def streams_filter(self) -> str:
-        """Every stream topic (results and states) of this device."""
-        return self.base + "/v1/streams/#"
 
     def command(self, name: str) -> str:
         return f"{self.base}/cmd/{name}"

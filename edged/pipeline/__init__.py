@@ -1,1 +1,1 @@
-"""The stream pipeline: capture slots -> inference workers -> result sinks (issue 4)."""
+"""The stream pipeline: capture slots -> inference workers -> result sinks."""

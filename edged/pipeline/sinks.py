@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .results import InferenceResult
 
@@ -33,17 +33,6 @@ class ResultSink(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook: most sinks hold nothing to release
         """Called once at shutdown, after the last result."""
-
-
-class CallbackSink(ResultSink):
-    """Calls a function with every result (tests, and small integrations)."""
-
-    def __init__(self, callback: Callable[[InferenceResult], None], name: str = "callback") -> None:
-        self._callback = callback
-        self.name = name
-
-    def handle(self, result: InferenceResult) -> None:
-        self._callback(result)
 
 
 class LatestResults(ResultSink):

@@ -7,13 +7,13 @@ pre-process -> backend -> post-process, and hands each :class:`InferenceResult`
 to a non-blocking ``emit`` callable (the sink dispatcher, which never blocks
 inference). Frames that arrive while it is busy replace older ones in the
 slots and are counted there as drops: latency stays bounded when inference is
-slower than the cameras (issue 4 item 3).
+slower than the cameras.
 
 With ``overlap`` (the default) the three steps run on three threads
 (``prep-<model>``, ``infer-<model>``, ``post-<model>``) joined by one-batch
 handoffs, so the model is not idle while the CPU pre-processes the next batch
-or post-processes and publishes the last one -- DeepStream's pipelining, and
-what issue 7's benchmark asked of us. The pre-processing thread takes frames
+or post-processes and publishes the last one -- DeepStream's pipelining
+(benchmarks/README.md compares it with ``overlap: false``). The pre-processing thread takes frames
 only once the inference thread has taken the previous batch, so at most one
 batch waits, and it is at most one inference old. Without ``overlap`` one
 thread runs the steps in turn.

@@ -1,9 +1,10 @@
-"""Camera and stream sources with supervision (issue 4, items 1-2).
+"""Camera and stream sources with supervision.
 
 The pipeline's entry points::
 
     spec = parse_source("rtsp://user:pw@cam/stream", key="streams.front.source")
-    sup = supervise("front", spec, stop_event, SupervisionPolicy())  # SourceError: no backend/file
+    source = build_source(spec)          # SourceError: no backend, missing file
+    sup = SourceSupervisor("front", source, stop_event, SupervisionPolicy())
     sup.start()
     frame = sup.slot.get(timeout=0.5)                 # Frame or None
     sup.status().to_dict()                            # for status topic / metrics
@@ -16,9 +17,6 @@ like), ``backends`` (OpenCV sources and backend choice), ``images`` (image direc
 SupervisionPolicy, SourceStatus), ``slot`` (LatestSlot), ``frame`` (Frame), ``backoff``
 (Backoff).
 """
-
-import threading
-from typing import Optional
 
 from .backends import (
     OpenCvCapabilities,
@@ -47,23 +45,6 @@ from .supervisor import (
 )
 from .uri import KINDS, SourceSpec, parse_source, redact
 
-
-def supervise(
-    stream_id: str,
-    spec: SourceSpec,
-    stop_event: threading.Event,
-    policy: Optional[SupervisionPolicy] = None,
-    slot: "Optional[LatestSlot[Frame]]" = None,
-) -> SourceSupervisor:
-    """A (not yet started) supervisor capturing ``spec`` into ``slot`` (default: capacity 1).
-
-    Raises:
-        SourceError: this OpenCV lacks the backend ``spec`` needs, or its file or
-            image directory does not exist (problems that retrying cannot heal).
-    """
-    return SourceSupervisor(stream_id, build_source(spec), stop_event, policy, slot)
-
-
 __all__ = [
     "BACKOFF",
     "CONNECTING",
@@ -91,5 +72,4 @@ __all__ = [
     "opencv_capabilities",
     "parse_source",
     "redact",
-    "supervise",
 ]

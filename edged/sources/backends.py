@@ -1,6 +1,6 @@
 """OpenCV frame sources: choose the capture backend explicitly, per source kind.
 
-Why explicit (issue 4, item 1; reliability.md 5.2):
+Why explicit:
 
 * ``network`` streams use FFmpeg with ``CAP_PROP_OPEN_TIMEOUT_MSEC`` and
   ``CAP_PROP_READ_TIMEOUT_MSEC`` passed as ``params`` AT OPEN (OpenCV >= 4.5.4,
@@ -19,7 +19,7 @@ Why explicit (issue 4, item 1; reliability.md 5.2):
   microseconds) and the built-in 30 s interrupt bounds the rest.
 * ``v4l2`` devices use the V4L2 backend with size/fps/fourcc set after open and a
   1-frame driver buffer (less lag). Stable ``/dev/v4l/by-id`` links are resolved
-  at every open, so a replugged camera is found again (reliability.md 5.2).
+  at every open, so a replugged camera is found again (``/dev/videoN`` follows load order).
 * ``csi`` cameras and raw ``gst:`` pipelines need OpenCV built with GStreamer:
   JetPack's python3-opencv has it, pip wheels do not. That is checked before
   anything opens and reported as one SourceError line.
@@ -36,7 +36,7 @@ import os
 import re
 import threading
 from fractions import Fraction
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -56,7 +56,7 @@ _warned_operator_options = False
 DEFAULT_FILE_FPS = 25.0  # pacing when a file does not report its frame rate
 DEFAULT_IMAGE_FPS = 5.0  # pacing of an image directory without ``fps``
 MAX_NATIVE_FPS = 240.0  # above this a file's reported rate is treated as bogus
-APPSINK = "appsink drop=true max-buffers=1 sync=false"  # newest frame only (reliability.md 5.2)
+APPSINK = "appsink drop=true max-buffers=1 sync=false"  # newest frame only
 GSTREAMER_HINT = "JetPack's python3-opencv has it; pip wheels do not"
 
 
@@ -146,8 +146,8 @@ def csi_pipeline(sensor_id: int, width: int, height: int, fps: float, flip_metho
 
     NV12 in NVMM memory from Argus, ``nvvidconv`` (VIC) to BGRx in system memory,
     then a CPU ``videoconvert`` to the BGR that OpenCV's appsink needs
-    (tao-tensorrt.md 10; jetson-utils gstCamera). Staying in NVMM end to end
-    (reliability.md 5.2) needs a GPU pre-processing path instead of OpenCV.
+    (jetson-utils ``cpp/camera/gstCamera.cpp``). Staying in NVMM end to end
+    needs a GPU pre-processing path instead of OpenCV.
     """
     rate = gst_fraction(fps)
     return (
@@ -210,7 +210,7 @@ def _network_plan(spec: SourceSpec, caps: OpenCvCapabilities) -> CapturePlan:
         )
     options = None
     if spec.location.lower().startswith(("rtsp://", "rtsps://")):
-        # Transport set explicitly (opencv#27091); TCP survives lossy links (reliability.md 5.2).
+        # Transport set explicitly (opencv#27091); TCP survives lossy links.
         options = f"rtsp_transport;{spec.transport}"
         if not caps.open_params:
             # Old OpenCV: no timeout params, so ask FFmpeg's RTSP socket for one (microseconds).
@@ -413,14 +413,3 @@ def open_file(
     if not os.path.isfile(spec.location):
         raise SourceError(f"video file {spec.display} does not exist")
     return OpenCvSource(spec, cv2, caps)
-
-
-def describe_plan(plan: CapturePlan) -> Dict[str, Any]:
-    """A loggable view of a plan (target redacted), e.g. for ``edged check-config``."""
-    return {
-        "api": plan.api,
-        "target": redact(plan.target),
-        "params": dict(plan.params),
-        "set_after_open": dict(plan.set_after_open),
-        "ffmpeg_options": plan.ffmpeg_options,
-    }

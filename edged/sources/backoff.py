@@ -5,7 +5,7 @@ in ``[1 - jitter, 1 + jitter]``: many cameras that fail together (a switch
 reboots) do not reconnect in lockstep. The cap applies before the jitter, so a
 delay is at most ``max_s * (1 + jitter)``; clamping after it would put every
 capped client back in lockstep at exactly ``max_s``. Defaults: 1 s doubling to 30 s, +-20 %
-(paho-style doubling with the jitter paho lacks, reliability.md 8).
+(paho-mqtt's ``reconnect_delay_set`` doubling, with the jitter paho lacks).
 """
 
 import random

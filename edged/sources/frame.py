@@ -1,7 +1,7 @@
 """What a capture thread hands to the pipeline: one :class:`Frame` per delivered image.
 
 Frames carry stream id, a per-stream sequence number, capture time on both
-clocks and the source size (issue 4, item 3), so an inference worker that
+clocks and the source size, so an inference worker that
 resizes the image still knows how to map boxes back, and end-to-end latency
 is measured from ``captured_mono``.
 """

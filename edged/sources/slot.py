@@ -2,8 +2,8 @@
 
 ``put`` never blocks: when the slot is full the OLDEST item is dropped and
 counted, so a camera faster than inference costs drops, never latency or
-memory (issue 4 item 3; Frigate drops and counts ``skipped_fps``,
-reliability.md 5.1). Capacity 1 keeps only the newest frame.
+memory (Frigate drops and counts ``skipped_fps``,
+frigate/video/ffmpeg.py). Capacity 1 keeps only the newest frame.
 
 Several slots may share one :class:`threading.Condition` so that one worker
 batching several streams can wait for "any slot has something" without

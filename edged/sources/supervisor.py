@@ -1,6 +1,6 @@
 """One capture thread per stream, supervised the same way for every source kind.
 
-States (issue 4, item 2)::
+States::
 
     connecting --first frame--> streaming --no frame / read error / frozen--> stalled
         ^   |                                                                  |
@@ -9,10 +9,10 @@ States (issue 4, item 2)::
     any state --stop--> stopped            a finite source at its end --> ended
 
 * **stalled**: no frame for ``stall_timeout_s`` (Frigate restarts after 20 s,
-  reliability.md 5.1), a read error (stream closed, device lost, read timeout),
+  frigate/video/ffmpeg.py), a read error (stream closed, device lost, read timeout),
   or **frozen**: frames identical by content for ``frozen_timeout_s`` (a failing
   Argus pipeline can return its last frame forever while reporting success,
-  reliability.md 5.2). The source is closed and reopened after a backoff.
+  NVIDIA developer forum reports). The source is closed and reopened after a backoff.
 * **backoff**: exponential, jittered, capped (:class:`~.backoff.Backoff`); the
   attempt counter resets once a stream has been healthy for ``backoff_reset_s``.
 * State changes are logged once each (never per frame; a failure that repeats
@@ -357,8 +357,8 @@ class SourceSupervisor:
 
         # A file read as fast as it decodes (realtime: false) waits for the consumer instead
         # of decoding frames only to drop them: nothing is lost, and on a 2-core Jetson the
-        # decoder no longer steals a core from inference (issue 7 measured it). Cameras keep
-        # the latest-frame policy: they cannot be paused.
+        # decoder no longer steals a core from inference (benchmarks/streams.py reads files
+        # so). Cameras keep the latest-frame policy: they cannot be paused.
         backpressure = not pace and not self._live
         while not self._stopping():
             if backpressure and not self.slot.wait_for_room(STOP_POLL_S):

@@ -1,6 +1,6 @@
 """Source descriptions: parse a stream's ``source`` string into a :class:`SourceSpec`.
 
-One string names the source and decides its kind (issue 4, item 1):
+One string names the source and decides its kind:
 
 =================================================  ============  =====================
 source string                                      kind          opened with

@@ -1,9 +1,9 @@
 """DetectNet_v2 (PeopleNet, TrafficCamNet, ...) post-processing, exactly as DeepStream or TAO.
 
-Input (tao-tensorrt.md 3.1): RGB, ``x / 255``, no mean, stretch resize (no
-letterbox), planar CHW. Outputs: coverage ``[C, H/16, W/16]`` (sigmoid, one
-channel per class) and boxes ``[4C, H/16, W/16]`` (channels ``4c + 0..3`` are
-class c's x1, y1, x2, y2 terms).
+Input (NGC PeopleNet model card; DeepStream ``net-scale-factor=1/255``): RGB,
+``x / 255``, no mean, stretch resize (no letterbox), planar CHW. Outputs: coverage
+``[C, H/16, W/16]`` (sigmoid, one channel per class) and boxes ``[4C, H/16, W/16]``
+(channels ``4c + 0..3`` are class c's x1, y1, x2, y2 terms).
 
 Decoding (TAO ``BboxHandler.abs_bbox_converter``, DeepStream
 ``DetectPostprocessor::parseBoundingBox``), for grid row i, column j, class c,
@@ -44,7 +44,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Tensor names across releases (tao-tensorrt.md 2, 3.1): .etlt/UFF, ONNX (":0"), PeopleNet v1.
+# Tensor names across releases (TAO detectnet_v2 exporter.py; deepstream_tao_apps
+# download_models.sh): .etlt/UFF, ONNX (":0"), PeopleNet v1.
 COVERAGE_ALIASES = (
     "output_cov/Sigmoid",
     "output_cov/Sigmoid:0",
@@ -230,7 +231,7 @@ def _single_image(tensor: np.ndarray, what: str) -> np.ndarray:
 
 
 def peoplenet_defaults(num_classes: int = 3) -> Tuple[DecodeParams, List[ClusterParams]]:
-    """DeepStream's current PeopleNet settings (tao-tensorrt.md 3.3).
+    """DeepStream's current PeopleNet settings.
 
     ``deepstream_tao_apps`` ``config_infer_primary_peoplenet.txt``: per-class NMS,
     IoU 0.5, top-k 20, pre-cluster threshold 0.2, 0.4 for class 0 (person).

@@ -1,7 +1,7 @@
 """The DetectNet_v2 task (PeopleNet and its siblings): tensors, per-class settings, decode.
 
 Binds a backend's tensors (found by alias: ``output_cov/Sigmoid``,
-``conv2d_cov/Sigmoid``, ``...:0``; issue 3) to the numpy decoder and
+``conv2d_cov/Sigmoid``, ``...:0``) to the numpy decoder and
 clustering of ``detection.py``. Per-class settings resolve in this order:
 the config's entry for the class label, the config's ``default`` entry,
 then the built-in values of the ``detection.compat`` reference
