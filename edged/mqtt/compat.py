@@ -32,7 +32,9 @@ from .transport import Transport, TransportEvents
 AUTH_FAILURE_CODES = frozenset([4, 5, 134, 135])
 
 CONNACK_MEANINGS = {
-    1: "unacceptable protocol version",
+    # edged speaks MQTT 5 by default; a broker that only knows 3.1.1 refuses it this way
+    1: 'unacceptable protocol version (a broker without MQTT 5: set mqtt.protocol: "3.1.1")',
+    132: 'unsupported protocol version (set mqtt.protocol: "3.1.1" for this broker)',
     2: "client identifier rejected",
     3: "server unavailable",
     4: "bad user name or password",
