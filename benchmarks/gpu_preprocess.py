@@ -40,8 +40,6 @@ SETS = 3  # input sets rotated between launches (3 x 100 MB >> 50 MB of L2)
 CASES = [((1920, 1080), (960, 544)), ((1280, 720), (224, 224))]
 FORMAT_BYTES = {"bgr": 3, "rgb": 3, "bgrx": 4, "rgbx": 4, "gray": 1, "nv12": 1.5, "i420": 1.5,
                 "yuyv": 2}  # fmt: skip
-#: thread-block shapes tried for bgr linear float32 (the default is edged.gpu.preprocessor.BLOCK)
-BLOCKS = [(32, 8), (64, 4), (128, 2), (256, 1), (32, 4), (64, 2), (128, 1), (32, 16), (64, 8)]
 TWOPASS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "twopass.cu")
 
 
@@ -93,10 +91,21 @@ def device_frames(cuda, rng, fmt, w, h):
     return sets, buffers, host.nbytes
 
 
-def wide_module(ctx):
-    """kernels.cu built with EDGED_WIDE_LOADS=1 (32-bit loads of BGR/RGB tap pairs)."""
-    source = "#define EDGED_WIDE_LOADS 1\n" + read_source()
-    return ctx.cuda.module_from_buffer(compile_cubin(source, ctx.arch))
+#: builds of kernels.cu compared for bgr linear float32 (defines put before the source)
+BUILDS = {
+    f"{'wide' if wide else 'byte'} loads, {columns} col": (
+        f"#define EDGED_WIDE_LOADS {wide}\n#define EDGED_COLUMNS {columns}\n"
+    )
+    for wide in (0, 1)
+    for columns in (1, 2, 4, 8)
+}
+#: thread-block shapes swept for each build
+SHAPES = [(32, 8), (32, 4), (64, 2), (128, 1), (32, 2)]
+
+
+def build_module(ctx, defines):
+    """kernels.cu built with ``defines`` put first."""
+    return ctx.cuda.module_from_buffer(compile_cubin(defines + read_source(), ctx.arch))
 
 
 def bench_kernel(ctx, timer, src, dst, fmt, resize="linear", dtype="float32", block=BLOCK[:2],
@@ -105,8 +114,7 @@ def bench_kernel(ctx, timer, src, dst, fmt, resize="linear", dtype="float32", bl
     rng = np.random.default_rng(0)
     pre = CudaPreprocessor(contract(dst, resize, dtype), BATCH, context=ctx, block=block)
     if module is not None:  # the same launch, another build of the kernel
-        pre._kernel = module.get_function(f"edged_preprocess_{resize}_{dtype}")
-        pre._kernel.prepare("PPiiffffffi")
+        pre.use_module(module)
     sets, buffers, frame_bytes = device_frames(cuda, rng, fmt, *src)
     out_bytes = BATCH * 3 * dst[0] * dst[1] * np.dtype(dtype).itemsize
     outs = [cuda.mem_alloc(out_bytes) for _ in range(SETS)]
@@ -226,7 +234,7 @@ def run(repeats: int) -> Dict[str, Any]:
                "cases": []}  # type: Dict[str, Any]  # fmt: skip
     with ctx.activated():
         timer = Timer(cuda, None, repeats)
-        wide = wide_module(ctx)
+        modules = {name: build_module(ctx, defines) for name, defines in BUILDS.items()}
         for src, dst in CASES:
             fused = bench_kernel(ctx, timer, src, dst, "bgr")
             copy = bench_copy(ctx, timer, fused["bytes"])
@@ -237,7 +245,7 @@ def run(repeats: int) -> Dict[str, Any]:
                     "fused_vs_copy": fused["gbps"] / copy["gbps"],
                     "fused_vs_twopass": two["ms"] / fused["ms"],
                     "fused_vs_opencv": cpu["ms"] / (fused["ms"] / BATCH),
-                    "formats": {}, "variants": {}, "blocks": {}, "wide": {}}  # fmt: skip
+                    "formats": {}, "variants": {}, "builds": {}}  # fmt: skip
             for fmt in sorted(FORMAT_BYTES):
                 case["formats"][fmt] = bench_kernel(ctx, timer, src, dst, fmt)
             for resize, dtype in (("nearest", "float32"), ("linear", "float16"),
@@ -245,17 +253,13 @@ def run(repeats: int) -> Dict[str, Any]:
                 case["variants"][f"{resize}/{dtype}"] = bench_kernel(
                     ctx, timer, src, dst, "bgr", resize, dtype
                 )
-            for block in BLOCKS:
-                case["blocks"]["x".join(map(str, block))] = bench_kernel(
-                    ctx, timer, src, dst, "bgr", block=block
-                )
-            for fmt in ("bgr", "rgb"):
-                for block in ((32, 8), (64, 4), (128, 2)):
-                    case["wide"][f"{fmt}, block {block[0]}x{block[1]}"] = bench_kernel(
-                        ctx, timer, src, dst, fmt, block=block, module=wide
-                    )
+            for build, module in modules.items():
+                for block in SHAPES:
+                    key = f"{build}, block {block[0]}x{block[1]}"
+                    case["builds"][key] = bench_kernel(ctx, timer, src, dst, "bgr", block=block,
+                                                     module=module)  # fmt: skip
             results["cases"].append(case)
-        del wide  # unloaded with the context pushed
+        del modules  # unloaded with the context pushed
     results["process_cpu"] = process_cpu_per_frame(ctx, (1920, 1080), (960, 544), 10)
     return results
 
@@ -267,7 +271,8 @@ def markdown(r: Dict[str, Any]) -> str:
         "",
         f"Machine: {m['gpu']}, CUDA driver {m['driver']}, Python {m['python']}, {m['date']}.",
         "`python -m benchmarks.gpu_preprocess`; batch of 16, CUDA events, medians; "
-        f"thread block {BLOCK[0]}x{BLOCK[1]} unless a row names another.",
+        f"thread block {BLOCK[0]}x{BLOCK[1]} and kernels.cu's default build unless a row names "
+        "others.",
         "",
         "| case | fused ms (batch) | fused GB/s | copy GB/s | fused/copy | two-pass ms | "
         "fused vs two-pass | OpenCV ms (1 frame) | fused vs OpenCV (per frame) |",
@@ -299,8 +304,7 @@ def markdown(r: Dict[str, Any]) -> str:
         name = "{}x{} -> {}x{}".format(c["src"][0], c["src"][1], c["dst"][0], c["dst"][1])
         rows = [(f"{k} linear/float32", v) for k, v in c["formats"].items()]
         rows += [(f"bgr {k}", v) for k, v in c["variants"].items()]
-        rows += [(f"bgr linear/float32, block {k}", v) for k, v in c.get("blocks", {}).items()]
-        rows += [(f"{k} linear/float32, wide loads", v) for k, v in c.get("wide", {}).items()]
+        rows += [(f"bgr linear/float32, {k}", v) for k, v in c.get("builds", {}).items()]
         for label, v in rows:
             lines.append("| {} | {} | {:.3f} | {:.0f} | {:.2f} |".format(
                 name, label, v["ms"], v["gbps"], v["gbps"] / c["copy"]["gbps"]))  # fmt: skip

@@ -372,27 +372,33 @@ def test_daemon_runs_with_cuda_preprocessing_and_exits_cleanly(tmp_path):
     assert "could not be cleaned up" not in log and "Traceback" not in log, log
 
 
-@pytest.mark.parametrize("fmt", ["bgr", "rgb"])
-def test_wide_load_build_matches_the_reference(ctx, fmt):
-    """kernels.cu with EDGED_WIDE_LOADS=1 (benchmarked against the default build)."""
+@pytest.mark.parametrize(
+    "defines",
+    ["#define EDGED_WIDE_LOADS 0\n#define EDGED_COLUMNS 1\n",
+     "#define EDGED_WIDE_LOADS 1\n#define EDGED_COLUMNS 3\n",
+     "#define EDGED_WIDE_LOADS 0\n#define EDGED_COLUMNS 8\n"],
+    ids=["byte-loads-1-column", "wide-loads-3-columns", "byte-loads-8-columns"],
+)  # fmt: skip
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_other_builds_match_the_reference(ctx, fmt, defines):
+    """The kernels.cu builds benchmarks/gpu_preprocess.py compares (loads, columns a thread)."""
     from edged.gpu import reference
     from edged.gpu.compiler import compile_cubin, read_source
     from edged.gpu.preprocessor import CudaPreprocessor
 
     rng = np.random.default_rng(21)
     contract = _contract((160, 120), "linear", "float32", "rgb")
-    frames = [random_frame(rng, fmt, w, h) for w, h in ((1919, 1079), (322, 241))]
+    frames = [random_frame(rng, fmt, w, h) for w, h in ((1918, 1078), (322, 240))]
     pre = CudaPreprocessor(contract, max_batch=2, context=ctx)
     try:
         with ctx.activated():
-            source = "#define EDGED_WIDE_LOADS 1\n" + read_source()
-            module = ctx.cuda.module_from_buffer(compile_cubin(source, ctx.arch))
-            pre._kernel = module.get_function("edged_preprocess_linear_float32")
-            pre._kernel.prepare("PPiiffffffi")
-            del module
+            module = ctx.cuda.module_from_buffer(compile_cubin(defines + read_source(), ctx.arch))
+            pre.use_module(module)
         _poison(pre, ctx)
         got = pre.run(frames, [fmt, fmt])
     finally:
         pre.close()
+        with ctx.activated():
+            del module  # unloaded with the context pushed
     for i, frame in enumerate(frames):
         _check(got[i], reference.preprocess(frame, fmt, contract), "linear", "float32", fmt)

@@ -27,11 +27,17 @@ HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_host")
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ (Debian: g++)")
 
 
-@pytest.fixture(scope="module", params=[0, 1], ids=["byte-loads", "wide-loads"])
+@pytest.fixture(
+    scope="module",
+    params=[(0, 1), (1, 4), (1, 3)],
+    ids=["byte-loads-1-column", "wide-loads-4-columns", "wide-loads-3-columns"],
+)
 def lib(tmp_path_factory, request):
+    """kernels.cu built for the host with EDGED_WIDE_LOADS and EDGED_COLUMNS as given."""
+    wide, columns = request.param
     out = str(tmp_path_factory.mktemp("kernels") / "kernels_host.so")
     cmd = ["g++", "-std=c++14", "-O2", "-ffp-contract=off", "-shared", "-fPIC",
-           f"-DEDGED_WIDE_LOADS={request.param}",
+           f"-DEDGED_WIDE_LOADS={wide}", f"-DEDGED_COLUMNS={columns}",
            "-I", HERE, "-I", os.path.dirname(SOURCE_FILE), os.path.join(HERE, "launch.cpp"),
            "-o", out]  # fmt: skip
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
@@ -39,7 +45,7 @@ def lib(tmp_path_factory, request):
     return ctypes.CDLL(out)
 
 
-def host_preprocess(lib, frames, names, contract):
+def host_preprocess(lib, frames, names, contract, grid_x=0):
     descs = np.zeros((len(frames), 8), dtype=np.int64)
     keep = []
     for i, (frame, name) in enumerate(zip(frames, names)):
@@ -59,13 +65,16 @@ def host_preprocess(lib, frames, names, contract):
         ctypes.c_void_p(descs.ctypes.data), ctypes.c_void_p(out.ctypes.data),
         ctypes.c_int(len(frames)), ctypes.c_int(contract.width), ctypes.c_int(contract.height),
         ctypes.c_void_p(ab.ctypes.data), ctypes.c_int(0 if contract.rgb else 1),
+        ctypes.c_uint(grid_x),
     )  # fmt: skip
     return out
 
 
+@pytest.mark.parametrize("wide_grid", [False, True], ids=["fewest-blocks", "block-per-32-columns"])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("resize", ["nearest", "linear"])
-def test_kernel_on_the_host_equals_the_reference_bit_for_bit(lib, resize, dtype):
+def test_kernel_on_the_host_equals_the_reference_bit_for_bit(lib, resize, dtype, wide_grid):
+    """Every pixel of every format, with the grid the host sizes and with a wider one."""
     rng = np.random.default_rng(11)
     cases = (((96, 54), (40, 30), "rgb"), ((64, 48), (100, 70), "bgr"),
              ((38, 22), (38, 22), "rgb"), ((58, 34), (21, 13), "bgr"))  # fmt: skip
@@ -73,7 +82,7 @@ def test_kernel_on_the_host_equals_the_reference_bit_for_bit(lib, resize, dtype)
         contract = InputContract(dw, dh, channel_order=order, mean=(0.485, 0.456, 0.406),
                                  std=(0.229, 0.224, 0.225), resize=resize, dtype=dtype)  # fmt: skip
         frames = [random_frame(rng, fmt, sw, sh) for fmt in FORMATS]
-        got = host_preprocess(lib, frames, FORMATS, contract)
+        got = host_preprocess(lib, frames, FORMATS, contract, (dw + 31) // 32 if wide_grid else 0)
         for i, fmt in enumerate(FORMATS):
             want = reference.preprocess(frames[i], fmt, contract)
             np.testing.assert_array_equal(got[i], want, err_msg=f"{fmt} {resize} {dtype}")

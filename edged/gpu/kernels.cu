@@ -125,10 +125,19 @@ __device__ __forceinline__ Rgb fetch(const Desc& s, int x, int y) {
 }
 
 // EDGED_WIDE_LOADS: read the two horizontal taps of a 3-byte pixel (BGR/RGB) as 32-bit words
-// instead of six byte loads; benchmarks/gpu_preprocess.py measures both (off by default).
+// instead of six byte loads. EDGED_COLUMNS: destination columns each thread writes. Both chosen
+// by benchmarks/gpu_preprocess.py, which builds and times the alternatives (1080p BGR -> 960x544
+// bilinear float32, batch 16, H100: benchmarks/results/gpu_preprocess.md).
 #ifndef EDGED_WIDE_LOADS
-#define EDGED_WIDE_LOADS 0
+#define EDGED_WIDE_LOADS 1
 #endif
+#ifndef EDGED_COLUMNS
+#define EDGED_COLUMNS 1
+#endif
+
+// The host reads this to size the grid (edged/gpu/preprocessor.py): a launch must give
+// gridDim.x * blockDim.x * EDGED_COLUMNS >= the destination width.
+__constant__ int edged_columns = EDGED_COLUMNS;
 
 // Pixels x and x + 1 of row y of a BGR/RGB frame from the aligned 32-bit words holding their 6
 // bytes: 2 loads, or 3 when the bytes start at the last byte of a word; every word loaded holds
@@ -187,53 +196,68 @@ __device__ __forceinline__ void store(unsigned short* out, long long i, float v)
     out[i] = h;
 }
 
-// One thread per destination pixel; blockIdx.z is the frame. Writes the 3 planes of frame z of
-// the N x 3 x dh x dw tensor at dst: plane c = x * a[c] + b[c] of the model's channel c (RGB, or
-// BGR when bgr != 0), the resized sample kept in float (no rounding to 8 bits in between).
+// Thread (x, y) of frame blockIdx.z writes destination columns x, x + S, ... x + (EDGED_COLUMNS
+// - 1) S of row y, S = gridDim.x * blockDim.x: each warp's loads and stores stay on neighbouring
+// columns, the frame descriptor, scales and the row's source coordinates are computed once per
+// thread, and the unrolled columns' loads are in flight together. Writes the 3 planes of frame z
+// of the N x 3 x dh x dw tensor at dst: plane c = x * a[c] + b[c] of the model's channel c (RGB,
+// or BGR when bgr != 0), the resized sample kept in float (no rounding to 8 bits in between).
 template <bool LINEAR, typename T>
 __device__ __forceinline__ void preprocess(const long long* __restrict__ descs, T* __restrict__ dst,
                                            int dw, int dh, float a0, float a1, float a2, float b0,
                                            float b1, float b2, int bgr) {
-    int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;
-    if (x >= dw || y >= dh) return;
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    if (y >= dh || x >= dw) return;
+    int step = gridDim.x * blockDim.x;
     int n = blockIdx.z;
     Desc s = load_desc(descs, n);
     float sx = __fdiv_rn((float)s.width, (float)dw);  // float32(src / dst), as the CPU path
     float sy = __fdiv_rn((float)s.height, (float)dh);
-    Rgb c;
+    int y0 = 0, y1 = 0, ys = 0;
+    float wy = 0.0f, iy = 1.0f;
     if (LINEAR) {
-        int x0, x1, y0, y1;
-        float wx, wy;
-        linear_coord(x, sx, s.width, &x0, &x1, &wx);
         linear_coord(y, sy, s.height, &y0, &y1, &wy);
-        float ix = SUB(1.0f, wx), iy = SUB(1.0f, wy);
-        Rgb p00, p01, p10, p11;
-        if (EDGED_WIDE_LOADS && (s.format == FMT_BGR || s.format == FMT_RGB) && x1 == x0 + 1) {
-            load_pair3(s, x0, y0, &p00, &p01);
-            load_pair3(s, x0, y1, &p10, &p11);
-        } else {
-            p00 = fetch(s, x0, y0);
-            p01 = fetch(s, x1, y0);
-            p10 = fetch(s, x0, y1);
-            p11 = fetch(s, x1, y1);
-        }
-        c.r = blend(p00.r, p01.r, p10.r, p11.r, wx, ix, wy, iy);
-        c.g = blend(p00.g, p01.g, p10.g, p11.g, wx, ix, wy, iy);
-        c.b = blend(p00.b, p01.b, p10.b, p11.b, wx, ix, wy, iy);
+        iy = SUB(1.0f, wy);
     } else {
-        // jetson-inference's nearest: src index = int(float32(x) * float32(src / dst))
-        int xs = min((int)MUL((float)x, sx), s.width - 1);
-        int ys = min((int)MUL((float)y, sy), s.height - 1);
-        c = fetch(s, xs, ys);
+        // jetson-inference's nearest: src index = int(float32(y) * float32(src / dst))
+        ys = min((int)MUL((float)y, sy), s.height - 1);
     }
     long long plane = (long long)dw * dh;
-    long long i = (long long)n * 3 * plane + (long long)y * dw + x;
-    float first = bgr ? c.b : c.r;
-    float last = bgr ? c.r : c.b;
-    store(dst, i, ADD(MUL(first, a0), b0));
-    store(dst, i + plane, ADD(MUL(c.g, a1), b1));
-    store(dst, i + 2 * plane, ADD(MUL(last, a2), b2));
+    T* out = dst + (long long)n * 3 * plane + (long long)y * dw;
+#pragma unroll
+    for (int k = 0; k < EDGED_COLUMNS; ++k) {
+        int xk = x + k * step;
+        if (xk >= dw) break;
+        Rgb c;
+        if (LINEAR) {
+            int x0, x1;
+            float wx;
+            linear_coord(xk, sx, s.width, &x0, &x1, &wx);
+            float ix = SUB(1.0f, wx);
+            Rgb p00, p01, p10, p11;
+            if (EDGED_WIDE_LOADS && (s.format == FMT_BGR || s.format == FMT_RGB) && x1 == x0 + 1) {
+                load_pair3(s, x0, y0, &p00, &p01);
+                load_pair3(s, x0, y1, &p10, &p11);
+            } else {
+                p00 = fetch(s, x0, y0);
+                p01 = fetch(s, x1, y0);
+                p10 = fetch(s, x0, y1);
+                p11 = fetch(s, x1, y1);
+            }
+            c.r = blend(p00.r, p01.r, p10.r, p11.r, wx, ix, wy, iy);
+            c.g = blend(p00.g, p01.g, p10.g, p11.g, wx, ix, wy, iy);
+            c.b = blend(p00.b, p01.b, p10.b, p11.b, wx, ix, wy, iy);
+        } else {
+            int xs = min((int)MUL((float)xk, sx), s.width - 1);
+            c = fetch(s, xs, ys);
+        }
+        float first = bgr ? c.b : c.r;
+        float last = bgr ? c.r : c.b;
+        store(out, xk, ADD(MUL(first, a0), b0));
+        store(out, xk + plane, ADD(MUL(c.g, a1), b1));
+        store(out, xk + 2 * plane, ADD(MUL(last, a2), b2));
+    }
 }
 
 #define PREPROCESS_KERNEL(NAME, LINEAR, T)                                                           \

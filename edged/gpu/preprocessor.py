@@ -25,7 +25,8 @@ from .reference import RESIZES
 logger = logging.getLogger(__name__)
 
 DESC_WORDS = 8  # D_WORDS in kernels.cu
-BLOCK = (32, 8, 1)
+#: threads per block: 32 x 4 and 64 x 2 measured fastest (benchmarks/results/gpu_preprocess.md)
+BLOCK = (32, 4, 1)
 
 
 class _Staging:
@@ -82,6 +83,7 @@ class CudaPreprocessor:
         a, b = contract.affine()
         self._affine = [float(v) for v in list(a) + list(b)]  # exact: a, b are float32
         self._block = (int(block[0]), int(block[1]), 1)
+        self._columns = 1
         self._closed = False
         self._staging = [_Staging() for _ in range(self.max_batch)]
         self._descs = self._output = self._descs_host = self._host_out = None  # type: Any
@@ -89,11 +91,7 @@ class CudaPreprocessor:
         w, h = contract.width, contract.height
         with self._ctx.activated():
             try:
-                module = load_module(self._ctx, cache_dir)
-                self._kernel = module.get_function(
-                    f"edged_preprocess_{contract.resize}_{contract.dtype}"
-                )
-                self._kernel.prepare("PPiiffffffi")
+                self.use_module(load_module(self._ctx, cache_dir))
                 self._stream = cuda.Stream()
                 self._descs_host = cuda.pagelocked_empty((self.max_batch, DESC_WORDS), np.int64)
                 self._descs = cuda.mem_alloc(self._descs_host.nbytes)
@@ -102,6 +100,17 @@ class CudaPreprocessor:
             except BaseException:
                 self._release()
                 raise
+
+    def use_module(self, module: Any) -> None:
+        """Launch this contract's kernel from ``module`` (a build of kernels.cu; context pushed)."""
+        kernel = module.get_function(
+            f"edged_preprocess_{self.contract.resize}_{self.contract.dtype}"
+        )
+        kernel.prepare("PPiiffffffi")
+        pointer, _ = module.get_global("edged_columns")
+        columns = np.zeros(1, np.int32)
+        self._cuda.memcpy_dtoh(columns, pointer)
+        self._kernel, self._columns = kernel, max(1, int(columns[0]))
 
     # -- running --------------------------------------------------------------------------
 
@@ -158,7 +167,8 @@ class CudaPreprocessor:
         """Queue the kernel for the first ``count`` described frames (context pushed, async)."""
         w, h = self.contract.width, self.contract.height
         bx, by, _ = self._block
-        grid = ((w + bx - 1) // bx, (h + by - 1) // by, count)
+        across = bx * self._columns
+        grid = ((w + across - 1) // across, (h + by - 1) // by, count)
         self._kernel.prepared_async_call(
             grid, self._block, self._stream, int(self._descs), int(dst), int(w), int(h),
             *self._affine, 0 if self.contract.rgb else 1,

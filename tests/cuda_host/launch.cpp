@@ -5,6 +5,7 @@
 template <typename F>
 static void grid_loop(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, F body) {
     blockDim = {bx, by, 1};
+    gridDim = {gx, gy, gz};
     for (unsigned z = 0; z < gz; ++z)
         for (unsigned y = 0; y < gy; ++y)
             for (unsigned x = 0; x < gx; ++x)
@@ -16,9 +17,11 @@ static void grid_loop(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsign
                     }
 }
 
+// gx: the grid's width in blocks of 32 threads; 0: the fewest the kernel's edged_columns allow
 extern "C" void host_preprocess(int linear, int half, const long long* descs, void* dst, int n,
-                                int dw, int dh, const float* ab, int bgr) {
-    unsigned gx = (dw + 31) / 32, gy = (dh + 7) / 8;
+                                int dw, int dh, const float* ab, int bgr, unsigned gx) {
+    unsigned across = 32 * edged_columns, gy = (dh + 7) / 8;
+    if (gx == 0) gx = (dw + across - 1) / across;
     grid_loop(gx, gy, n, 32, 8, [&] {
         if (linear && half)
             edged_preprocess_linear_float16(descs, (unsigned short*)dst, dw, dh, ab[0], ab[1], ab[2],

@@ -7,13 +7,14 @@
 
 #define __device__
 #define __global__
+#define __constant__
 #define __forceinline__ inline
 #define __restrict__ __restrict
 
 struct Dim3 {
     unsigned x, y, z;
 };
-static Dim3 blockIdx, threadIdx, blockDim;
+static Dim3 blockIdx, threadIdx, blockDim, gridDim;
 
 struct uchar4 {
     unsigned char x, y, z, w;
@@ -30,6 +31,7 @@ static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dsub_rn(double a, double b) { return a - b; }
 static inline float __double2float_rn(double d) { return (float)d; }
 static inline int min(int a, int b) { return a < b ? a : b; }
+
 static inline unsigned atomicAdd(unsigned* p, unsigned v) {
     unsigned old = *p;
     *p += v;
