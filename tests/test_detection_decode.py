@@ -342,7 +342,8 @@ def test_preprocess_is_stretch_resize_rgb_over_255_chw():
 
     tensor = preprocess_detectnet(frame, 960, 544, "linear")
 
-    resized = cv2.resize(frame, (960, 544), interpolation=cv2.INTER_LINEAR)
+    # linear is OpenCV's bit-exact bilinear resize (edged/tasks/preprocess.py)
+    resized = cv2.resize(frame, (960, 544), interpolation=cv2.INTER_LINEAR_EXACT)
     expected = (resized[:, :, ::-1].astype(np.float64) / 255.0).transpose(2, 0, 1)
     assert tensor.shape == (3, 544, 960) and tensor.dtype == np.float32
     assert tensor.flags["C_CONTIGUOUS"]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edged.gpu import formats as fmts
-from edged.gpu import reference
+from edged.gpu import linear_tables, reference
 from edged.gpu.compiler import SOURCE_FILE
 from edged.gpu.grid_reference import decode_grid
 from edged.tasks.contract import InputContract
@@ -46,17 +46,20 @@ def lib(tmp_path_factory, request):
 
 
 def host_preprocess(lib, frames, names, contract, grid_x=0):
-    descs = np.zeros((len(frames), 8), dtype=np.int64)
+    descs = np.zeros((len(frames), 9), dtype=np.int64)
     keep = []
     for i, (frame, name) in enumerate(zip(frames, names)):
         frame = np.ascontiguousarray(frame)
-        keep.append(frame)
         pf = fmts.get(name)
         geo = fmts.planes(frame, pf)
+        # the sampling tables the CUDA pre-processor uploads for this source size
+        tables = linear_tables.frame_tables(geo.width, geo.height, contract.width, contract.height)
+        keep.extend([frame, tables])
         base = frame.ctypes.data
         descs[i] = (base, base + geo.offset1 if geo.offset1 else 0,
                     base + geo.offset2 if geo.offset2 else 0, geo.width, geo.height, geo.pitch,
-                    geo.pitch1, pf.code)  # fmt: skip
+                    geo.pitch1, pf.code,
+                    tables.ctypes.data if contract.resize == "linear" else 0)  # fmt: skip
     out = np.full((len(frames), 3, contract.height, contract.width), np.nan, contract.dtype)
     a, b = contract.affine()
     ab = np.concatenate([a, b]).astype(np.float32)

@@ -22,14 +22,19 @@ no_cuda_only = pytest.mark.skipif(HAVE_CUDA, reason="this machine has CUDA: test
 @pytest.mark.parametrize(
     "src,dst", [((1920, 1080), (960, 544)), ((1280, 720), (224, 224)), ((101, 77), (160, 120))]
 )
-def test_linear_reference_is_within_one_level_of_opencv(src, dst):
+def test_linear_reference_is_inter_linear_exact_and_within_one_level_of_inter_linear(src, dst):
+    """The reference's bilinear resize is OpenCV's bit-exact one; plain INTER_LINEAR (11-bit
+    weights, another rounding) is at most one level away."""
     rng = np.random.default_rng(1)
     image = rng.integers(0, 256, (src[1], src[0], 3), dtype=np.uint8)
     ours = reference.resize_rgb(reference.to_rgb(image, "bgr"), dst[0], dst[1], "linear")
-    theirs = cv2.resize(image, dst, interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
-    diff = np.abs(ours - theirs.astype(np.float32)).max()
-    print(f"reference vs cv2.INTER_LINEAR {src} -> {dst}: max {diff:.3f} levels")
-    assert diff <= 1.0
+    exact = cv2.resize(image, dst, interpolation=cv2.INTER_LINEAR_EXACT)[:, :, ::-1]
+    np.testing.assert_array_equal(ours, exact)
+    linear = cv2.resize(image, dst, interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
+    diff = int(np.abs(ours.astype(np.int16) - linear).max())
+    print(f"{src} -> {dst}: reference == INTER_LINEAR_EXACT bit for bit; difference to "
+          f"INTER_LINEAR: {diff} levels")  # fmt: skip
+    assert diff <= 1
 
 
 def test_nearest_index_is_jetson_inference_rounding():
@@ -46,8 +51,10 @@ def test_yuv_conversion_is_within_one_level_of_opencv(fmt):
     frame = from_bgr(image, fmt)
     code = {"nv12": cv2.COLOR_YUV2RGB_NV12, "i420": cv2.COLOR_YUV2RGB_I420,
             "yuyv": cv2.COLOR_YUV2RGB_YUY2}[fmt]  # fmt: skip
-    theirs = cv2.cvtColor(frame, code).astype(np.float32)
-    assert np.abs(reference.to_rgb(frame, fmt) - theirs).max() <= 1.0
+    theirs = cv2.cvtColor(frame, code).astype(np.int16)
+    ours = reference.to_rgb(frame, fmt)
+    assert ours.dtype == np.uint8  # rounded to 8 bits before the resize, as the kernel does
+    assert np.abs(ours - theirs).max() <= 1
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -2,9 +2,11 @@
 //
 // Plain CUDA C with nothing newer than CUDA 10.2 (JetPack 4.6) and no headers, so the same text
 // compiles with nvcc 10.2/11.4/12.x/13 and NVRTC (tests/test_gpu_compile.py, compute_53/72/87).
-// Every float operation that the numpy reference (edged/gpu/reference.py) must reproduce is
-// written with an explicit round-to-nearest intrinsic: the compiler may not fuse a multiply and
-// an add into an FMA there, so the reference and the kernel compute the same float32 values.
+// The bilinear resize is OpenCV's bit-exact INTER_LINEAR_EXACT in integers, from host-built
+// sampling tables (edged/gpu/linear_tables.py), so a BGR frame gives the tensor of the CPU path
+// bit for bit. Every float operation that the numpy reference (edged/gpu/reference.py) must
+// reproduce is written with an explicit round-to-nearest intrinsic: the compiler may not fuse a
+// multiply and an add into an FMA there, so the reference and the kernel compute the same values.
 
 #define FMT_BGR 0
 #define FMT_RGB 1
@@ -15,7 +17,7 @@
 #define FMT_I420 6
 #define FMT_YUYV 7
 
-// Frame descriptor: 8 x int64 per frame (edged/gpu/formats.py builds them).
+// Frame descriptor: 9 x int64 per frame (edged/gpu/preprocessor.py fills them).
 #define D_SRC 0
 #define D_PLANE1 1
 #define D_PLANE2 2
@@ -24,11 +26,16 @@
 #define D_PITCH 5
 #define D_PITCH1 6
 #define D_FORMAT 7
-#define D_WORDS 8
+#define D_TABLE 8  // bilinear: dw column words then dh row words (linear_tables.frame_tables)
+#define D_WORDS 9
+
+// A sampling table word: first tap << TAB_SHIFT | weight of the second tap (0..256, 8 fractional
+// bits); the first tap's weight is 256 minus that (linear_tables.py: SHIFT, WEIGHT_BITS).
+#define TAB_SHIFT 9
+#define TAB_ONE 256
 
 #define MUL(a, b) __fmul_rn((a), (b))
 #define ADD(a, b) __fadd_rn((a), (b))
-#define SUB(a, b) __fsub_rn((a), (b))
 
 typedef unsigned char u8;
 
@@ -39,10 +46,12 @@ struct Desc {
     int width, height;
     long long pitch, pitch1;
     int format;
+    const int* table;
 };
 
+// One pixel as 8-bit RGB values.
 struct Rgb {
-    float r, g, b;
+    int r, g, b;
 };
 
 __device__ __forceinline__ Desc load_desc(const long long* __restrict__ descs, int n) {
@@ -56,6 +65,7 @@ __device__ __forceinline__ Desc load_desc(const long long* __restrict__ descs, i
     s.pitch = __ldg(d + D_PITCH);
     s.pitch1 = __ldg(d + D_PITCH1);
     s.format = (int)__ldg(d + D_FORMAT);
+    s.table = (const int*)__ldg(d + D_TABLE);
     return s;
 }
 
@@ -63,27 +73,28 @@ __device__ __forceinline__ float clamp255(float v) { return fminf(fmaxf(v, 0.0f)
 
 // BT.601 limited range ("video range"), the matrix of OpenCV's COLOR_YUV2RGB_NV12/I420/YUY2:
 // R = 1.164383 (Y-16) + 1.596027 (V-128), G = 1.164383 (Y-16) - 0.391762 (U-128) - 0.812968 (V-128),
-// B = 1.164383 (Y-16) + 2.017232 (U-128), each clamped to [0, 255].
+// B = 1.164383 (Y-16) + 2.017232 (U-128), each clamped to [0, 255] and rounded half to even to
+// 8 bits: the resize works on an 8-bit image, as OpenCV's does.
 __device__ __forceinline__ Rgb yuv_to_rgb(int y, int u, int v) {
     float yy = MUL(1.164383f, (float)(y - 16));
     float uu = (float)(u - 128);
     float vv = (float)(v - 128);
     Rgb c;
-    c.r = clamp255(ADD(yy, MUL(1.596027f, vv)));
-    c.g = clamp255(ADD(ADD(yy, MUL(-0.391762f, uu)), MUL(-0.812968f, vv)));
-    c.b = clamp255(ADD(yy, MUL(2.017232f, uu)));
+    c.r = __float2int_rn(clamp255(ADD(yy, MUL(1.596027f, vv))));
+    c.g = __float2int_rn(clamp255(ADD(ADD(yy, MUL(-0.391762f, uu)), MUL(-0.812968f, vv))));
+    c.b = __float2int_rn(clamp255(ADD(yy, MUL(2.017232f, uu))));
     return c;
 }
 
 __device__ __forceinline__ Rgb rgb3(int r, int g, int b) {
     Rgb c;
-    c.r = (float)r;
-    c.g = (float)g;
-    c.b = (float)b;
+    c.r = r;
+    c.g = g;
+    c.b = b;
     return c;
 }
 
-// The source pixel (x, y) as RGB floats. The format is the same for a whole block (one frame
+// The source pixel (x, y) as 8-bit RGB. The format is the same for a whole block (one frame
 // per blockIdx.z), so the switch does not diverge.
 __device__ __forceinline__ Rgb fetch(const Desc& s, int x, int y) {
     const u8* row = s.src + (long long)y * s.pitch;
@@ -160,28 +171,24 @@ __device__ __forceinline__ void load_pair3(const Desc& s, int x, int y, Rgb* a, 
     }
 }
 
-// Bilinear source coordinate of destination index i (OpenCV's half-pixel-centre convention):
-// f = max((i + 0.5) * scale - 0.5, 0); i0 = floor(f); w = f - i0; at the last source index
-// (or beyond) i0 = n - 1, w = 0. i1 = min(i0 + 1, n - 1).
-__device__ __forceinline__ void linear_coord(int i, float scale, int n, int* i0, int* i1, float* w) {
-    float f = fmaxf(SUB(MUL(ADD((float)i, 0.5f), scale), 0.5f), 0.0f);
-    int k = (int)f;  // f >= 0: truncation is floor
-    float frac = SUB(f, (float)k);
-    if (k >= n - 1) {
-        k = n - 1;
-        frac = 0.0f;
-    }
-    *i0 = k;
-    *i1 = min(k + 1, n - 1);
-    *w = frac;
+// Taps and weights of destination index i from its table word (linear_tables.py): i1 is the
+// neighbour of i0 inside the image; a border index has weight 0 on it.
+__device__ __forceinline__ void linear_taps(const int* __restrict__ table, int i, int n, int* i0,
+                                            int* i1, int* w0, int* w1) {
+    int word = __ldg(table + i);
+    *i0 = word >> TAB_SHIFT;
+    *i1 = min(*i0 + 1, n - 1);
+    *w1 = word & ((1 << TAB_SHIFT) - 1);
+    *w0 = TAB_ONE - *w1;
 }
 
-// (p00 (1-wx) + p01 wx) (1-wy) + (p10 (1-wx) + p11 wx) wy, in this order.
-__device__ __forceinline__ float blend(float p00, float p01, float p10, float p11, float wx, float ix,
-                                       float wy, float iy) {
-    float top = ADD(MUL(p00, ix), MUL(p01, wx));
-    float bottom = ADD(MUL(p10, ix), MUL(p11, wx));
-    return ADD(MUL(top, iy), MUL(bottom, wy));
+// OpenCV's INTER_LINEAR_EXACT for 8 bits: each row's two taps summed exactly in 8.8 fixed point
+// (at most 255 * 256), then the rows' 16.16 sum rounded half up to 8 bits (at most 255).
+__device__ __forceinline__ float blend(int p00, int p01, int p10, int p11, int wx0, int wx1, int wy0,
+                                       int wy1) {
+    int top = p00 * wx0 + p01 * wx1;
+    int bottom = p10 * wx0 + p11 * wx1;
+    return (float)((top * wy0 + bottom * wy1 + (1 << 15)) >> 16);
 }
 
 __device__ __forceinline__ void store(float* out, long long i, float v) { out[i] = v; }
@@ -201,7 +208,7 @@ __device__ __forceinline__ void store(unsigned short* out, long long i, float v)
 // columns, the frame descriptor, scales and the row's source coordinates are computed once per
 // thread, and the unrolled columns' loads are in flight together. Writes the 3 planes of frame z
 // of the N x 3 x dh x dw tensor at dst: plane c = x * a[c] + b[c] of the model's channel c (RGB,
-// or BGR when bgr != 0), the resized sample kept in float (no rounding to 8 bits in between).
+// or BGR when bgr != 0), x the resized 8-bit sample.
 template <bool LINEAR, typename T>
 __device__ __forceinline__ void preprocess(const long long* __restrict__ descs, T* __restrict__ dst,
                                            int dw, int dh, float a0, float a1, float a2, float b0,
@@ -214,11 +221,9 @@ __device__ __forceinline__ void preprocess(const long long* __restrict__ descs, 
     Desc s = load_desc(descs, n);
     float sx = __fdiv_rn((float)s.width, (float)dw);  // float32(src / dst), as the CPU path
     float sy = __fdiv_rn((float)s.height, (float)dh);
-    int y0 = 0, y1 = 0, ys = 0;
-    float wy = 0.0f, iy = 1.0f;
+    int y0 = 0, y1 = 0, ys = 0, wy0 = TAB_ONE, wy1 = 0;
     if (LINEAR) {
-        linear_coord(y, sy, s.height, &y0, &y1, &wy);
-        iy = SUB(1.0f, wy);
+        linear_taps(s.table + dw, y, s.height, &y0, &y1, &wy0, &wy1);
     } else {
         // jetson-inference's nearest: src index = int(float32(y) * float32(src / dst))
         ys = min((int)MUL((float)y, sy), s.height - 1);
@@ -229,12 +234,10 @@ __device__ __forceinline__ void preprocess(const long long* __restrict__ descs, 
     for (int k = 0; k < EDGED_COLUMNS; ++k) {
         int xk = x + k * step;
         if (xk >= dw) break;
-        Rgb c;
+        float cr, cg, cb;
         if (LINEAR) {
-            int x0, x1;
-            float wx;
-            linear_coord(xk, sx, s.width, &x0, &x1, &wx);
-            float ix = SUB(1.0f, wx);
+            int x0, x1, wx0, wx1;
+            linear_taps(s.table, xk, s.width, &x0, &x1, &wx0, &wx1);
             Rgb p00, p01, p10, p11;
             if (EDGED_WIDE_LOADS && (s.format == FMT_BGR || s.format == FMT_RGB) && x1 == x0 + 1) {
                 load_pair3(s, x0, y0, &p00, &p01);
@@ -245,17 +248,20 @@ __device__ __forceinline__ void preprocess(const long long* __restrict__ descs, 
                 p10 = fetch(s, x0, y1);
                 p11 = fetch(s, x1, y1);
             }
-            c.r = blend(p00.r, p01.r, p10.r, p11.r, wx, ix, wy, iy);
-            c.g = blend(p00.g, p01.g, p10.g, p11.g, wx, ix, wy, iy);
-            c.b = blend(p00.b, p01.b, p10.b, p11.b, wx, ix, wy, iy);
+            cr = blend(p00.r, p01.r, p10.r, p11.r, wx0, wx1, wy0, wy1);
+            cg = blend(p00.g, p01.g, p10.g, p11.g, wx0, wx1, wy0, wy1);
+            cb = blend(p00.b, p01.b, p10.b, p11.b, wx0, wx1, wy0, wy1);
         } else {
             int xs = min((int)MUL((float)xk, sx), s.width - 1);
-            c = fetch(s, xs, ys);
+            Rgb c = fetch(s, xs, ys);
+            cr = (float)c.r;
+            cg = (float)c.g;
+            cb = (float)c.b;
         }
-        float first = bgr ? c.b : c.r;
-        float last = bgr ? c.r : c.b;
+        float first = bgr ? cb : cr;
+        float last = bgr ? cr : cb;
         store(out, xk, ADD(MUL(first, a0), b0));
-        store(out, xk + plane, ADD(MUL(c.g, a1), b1));
+        store(out, xk + plane, ADD(MUL(cg, a1), b1));
         store(out, xk + 2 * plane, ADD(MUL(last, a2), b2));
     }
 }

@@ -11,7 +11,7 @@ primary context pushed on the calling thread, frees included (:meth:`close`).
 """
 
 import logging
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,12 +19,16 @@ from ..cudacontext import CudaContext, shared_context
 from ..errors import BackendError
 from ..tasks.contract import InputContract
 from . import formats as fmts
+from . import linear_tables
 from .compiler import load_module
 from .reference import RESIZES
 
 logger = logging.getLogger(__name__)
 
-DESC_WORDS = 8  # D_WORDS in kernels.cu
+DESC_WORDS = 9  # D_WORDS in kernels.cu
+#: bilinear sampling tables kept on the device, one per source size (a few KiB each); past
+#: this many sizes they are all dropped before the next batch and rebuilt on demand
+MAX_TABLES = 16
 #: threads per block: 32 x 4 and 64 x 2 measured fastest (benchmarks/results/gpu_preprocess.md)
 BLOCK = (32, 4, 1)
 
@@ -88,6 +92,7 @@ class CudaPreprocessor:
         self._staging = [_Staging() for _ in range(self.max_batch)]
         self._descs = self._output = self._descs_host = self._host_out = None  # type: Any
         self._stream = None  # type: Any
+        self._tables: Dict[Tuple[int, int], Any] = {}
         w, h = contract.width, contract.height
         with self._ctx.activated():
             try:
@@ -158,6 +163,7 @@ class CudaPreprocessor:
         :meth:`launch`. Call with the context pushed. Returns the frame count.
         """
         self._check_count(len(frames))
+        self._trim_tables()
         for i, (pointer, geo, name) in enumerate(frames):
             self._describe(i, int(pointer), geo, fmts.get(name))
         self._cuda.memcpy_htod_async(self._descs, self._descs_host, self._stream)
@@ -184,6 +190,7 @@ class CudaPreprocessor:
         self, frames: Sequence[np.ndarray], formats: Optional[Sequence[str]], dst: int
     ) -> None:
         self._check_count(len(frames))
+        self._trim_tables()
         for i, (frame, pf) in enumerate(zip(frames, fmts.resolve(frames, formats))):
             frame = np.ascontiguousarray(frame)
             geo = fmts.planes(frame, pf)
@@ -201,7 +208,40 @@ class CudaPreprocessor:
             geo.pitch,
             geo.pitch1,
             pf.code,
+            self._table_pointer(geo.width, geo.height),
         )
+
+    def _table_pointer(self, src_w: int, src_h: int) -> int:
+        """Device address of the bilinear sampling tables for this source size (0: nearest).
+
+        Built on the host in double precision (edged/gpu/linear_tables.py, OpenCV's
+        INTER_LINEAR_EXACT coefficients) and uploaded once per size: the kernel does no
+        double arithmetic, which is slow on Jetson GPUs.
+        """
+        if self.contract.resize != "linear":
+            return 0
+        key = (src_w, src_h)
+        table = self._tables.get(key)
+        if table is None:
+            host = linear_tables.frame_tables(
+                src_w, src_h, self.contract.width, self.contract.height
+            )
+            table = self._cuda.mem_alloc(host.nbytes)
+            self._tables[key] = table
+            self._cuda.memcpy_htod(table, host)
+        return int(table)
+
+    def _trim_tables(self) -> None:
+        """Before a batch is described (never during: its frames' pointers stay valid)."""
+        if len(self._tables) > MAX_TABLES:
+            self._free_tables()
+
+    def _free_tables(self) -> None:
+        if self._stream is not None:
+            self._stream.synchronize()  # a queued launch may still read them
+        for table in self._tables.values():
+            table.free()
+        self._tables.clear()
 
     def _stage(self, i: int, frame: np.ndarray) -> int:
         """Put ``frame`` where the GPU reads it; its device address."""
@@ -240,6 +280,7 @@ class CudaPreprocessor:
             self._stream.synchronize()
         for slot in self._staging:
             slot.free()
+        self._free_tables()
         for dev in (self._descs, self._output):
             if dev is not None:
                 dev.free()

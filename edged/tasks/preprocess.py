@@ -4,7 +4,14 @@ Everything it does is read from one :class:`~edged.tasks.contract.InputContract`
 ``y = (x * scale - mean) / std`` per channel is computed as one multiply-add
 (``x * a + b``, :meth:`InputContract.affine`) on the already-resized image, so the work
 is proportional to the network's input size, not the camera's. This numpy/OpenCV
-implementation is the reference: any other pre-processor (on the GPU, say) must match it.
+implementation is the reference: any other pre-processor (on the GPU, say) must match it, and
+the CUDA pre-processor does, bit for bit (edged/gpu/reference.py, tests/test_gpu_reference.py).
+
+``linear`` is OpenCV's bit-exact bilinear resize, ``INTER_LINEAR_EXACT``: integer arithmetic
+defined the same on every platform, which a GPU kernel can reproduce exactly
+(edged/gpu/linear_tables.py). Plain ``INTER_LINEAR`` takes SIMD/IPP paths that differ between
+x86 and ARM, and no float kernel matched it: on the demo clip the detector's boxes moved by up
+to 2.6 px between the two.
 
 ``nearest`` is jetson-inference's sampling, not OpenCV's: jetson-inference's
 ``c/tensorConvert.cu`` (``gpuTensorNormMean``) reads, for output column ``x``, the source
@@ -29,7 +36,9 @@ def cv2_interpolation(name: str) -> int:
     """OpenCV's flag for ``linear`` / ``area`` (``nearest`` does not use OpenCV)."""
     import cv2
 
-    return {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}[name]
+    flags = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR_EXACT}
+    flags["area"] = cv2.INTER_AREA
+    return flags[name]
 
 
 def nearest_indices(src: int, dst: int) -> np.ndarray:
@@ -108,7 +117,7 @@ def preprocess_image(frame_bgr: np.ndarray, contract: InputContract) -> np.ndarr
         frame_bgr = cv2.cvtColor(frame_bgr, cv2.COLOR_BGRA2BGR)
     width, height = contract.size
     frame_bgr = resize(frame_bgr, width, height, contract.resize)
-    a, b = _affine(contract)
+    tables = _affine_tables(contract)
     out = np.empty((3, height, width), dtype=np.float32)
     # contiguous planes first: reading one channel out of interleaved BGR was the cost
     # (benchmarks/: 1.65 -> 1.20 ms at 960x544, bit-identical)
@@ -116,17 +125,24 @@ def preprocess_image(frame_bgr: np.ndarray, contract: InputContract) -> np.ndarr
     for c in range(3):
         # model channel c comes from BGR channel 2 - c for RGB models
         src = planes[2 - c if contract.rgb else c]
-        # one pass uint8 -> float32 ``x * a + b`` straight into the output plane; numpy's
-        # multiply then add is two (benchmarks/: 1.96 -> 1.31 ms at 768x576 -> 960x544)
+        # one pass uint8 -> float32 straight into the output plane: a lookup of the 256
+        # values of ``x * a + b`` (float32 multiply, then add: what the CUDA kernel computes;
+        # cv2.addWeighted computes in double and differs in the last bit)
         plane = out[c]
-        written = cv2.addWeighted(
-            src, float(a[c]), src, 0.0, float(b[c]), dst=plane, dtype=cv2.CV_32F
-        )
+        written = cv2.LUT(src, tables[c], dst=plane)
         if written.ctypes.data != plane.ctypes.data:  # a binding that did not honour dst
             plane[...] = written
     return out
 
 
 @functools.lru_cache(maxsize=32)
-def _affine(contract: InputContract) -> Tuple[np.ndarray, np.ndarray]:
-    return contract.affine()
+def _affine_tables(contract: InputContract) -> Tuple[np.ndarray, ...]:
+    """Per model channel, ``x * a + b`` in float32 for each 8-bit ``x`` (one IEEE op each)."""
+    a, b = contract.affine()
+    levels = np.arange(256, dtype=np.float32)
+    tables = tuple(
+        (levels * np.float32(a[c]) + np.float32(b[c])).astype(np.float32) for c in range(3)
+    )
+    for table in tables:
+        table.setflags(write=False)
+    return tables

@@ -30,6 +30,7 @@ static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dsub_rn(double a, double b) { return a - b; }
 static inline float __double2float_rn(double d) { return (float)d; }
+static inline int __float2int_rn(float v) { return (int)std::nearbyint(v); }  // half to even
 static inline int min(int a, int b) { return a < b ? a : b; }
 
 static inline unsigned atomicAdd(unsigned* p, unsigned v) {
