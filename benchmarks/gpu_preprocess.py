@@ -13,7 +13,10 @@ after warm-up), rotating among several input sets so no run is served from L2:
   RGB, then normalise/reorder), BGR input;
 * OpenCV on the CPU (edged's CPU path, edged/tasks/preprocess.py) on one frame;
 * the CPU time per frame the calling process spends with the CUDA pre-processor from host
-  frames (staging copy, upload, copy back) against the CPU path (time.process_time).
+  frames (staging copy, upload, copy back) against the CPU path (time.process_time);
+* whether the kernel's bilinear output equals the CPU path's bit for bit on a random frame
+  (both are OpenCV's INTER_LINEAR_EXACT: edged/gpu/linear_tables.py), the numpy reference
+  equals ``cv2.INTER_LINEAR_EXACT``, and how many levels plain ``INTER_LINEAR`` is away.
 
 Writes gpu_preprocess.md and gpu_preprocess.json to --out (default benchmarks/results).
 """
@@ -224,6 +227,28 @@ def process_cpu_per_frame(ctx, src, dst, rounds):
     return result
 
 
+def resize_agreement(ctx, src, dst):
+    """Bilinear 1 frame: kernel vs CPU path, reference vs INTER_LINEAR_EXACT and INTER_LINEAR."""
+    import cv2
+
+    from edged.gpu import reference
+
+    frame = np.random.default_rng(4).integers(0, 256, (src[1], src[0], 3), dtype=np.uint8)
+    pre = CudaPreprocessor(contract(dst), 1, context=ctx)
+    try:
+        gpu = pre.run([frame])[0]
+    finally:
+        pre.close()
+    cpu = CpuPreprocessor(contract(dst)).run([frame])[0]
+    ours = reference.resize_rgb(reference.to_rgb(frame, "bgr"), dst[0], dst[1], "linear")
+    exact = cv2.resize(frame, tuple(dst), interpolation=cv2.INTER_LINEAR_EXACT)[:, :, ::-1]
+    linear = cv2.resize(frame, tuple(dst), interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
+    levels = int(np.abs(ours.astype(np.int16) - linear).max())
+    return {"kernel_equals_cpu": bool(np.array_equal(gpu, cpu)),
+            "reference_equals_exact": bool(np.array_equal(ours, exact)),
+            "levels_to_inter_linear": levels}  # fmt: skip
+
+
 def run(repeats: int) -> Dict[str, Any]:
     ctx = shared_context()
     cuda = ctx.cuda
@@ -261,6 +286,8 @@ def run(repeats: int) -> Dict[str, Any]:
             results["cases"].append(case)
         del modules  # unloaded with the context pushed
     results["process_cpu"] = process_cpu_per_frame(ctx, (1920, 1080), (960, 544), 10)
+    for case in results["cases"]:
+        case["resize"] = resize_agreement(ctx, case["src"], case["dst"])
     return results
 
 
@@ -295,6 +322,18 @@ def markdown(r: Dict[str, Any]) -> str:
                 c["opencv_one_frame"]["ms"],
                 c["fused_vs_opencv"],
             )  # fmt: skip
+        )
+    lines += [""]
+    for c in r["cases"]:
+        a = c.get("resize")
+        if not a:  # absent in results written before it was measured
+            continue
+        yes = {True: "yes", False: "NO"}
+        lines.append(
+            f"- {c['src'][0]}x{c['src'][1]} -> {c['dst'][0]}x{c['dst'][1]} bilinear: reference == "
+            f"INTER_LINEAR_EXACT bit for bit: {yes[a['reference_equals_exact']]}; difference to "
+            f"INTER_LINEAR: {a['levels_to_inter_linear']} levels; kernel == CPU path bit for bit: "
+            f"{yes[a['kernel_equals_cpu']]}"
         )
     lines += ["", "Each input format and variant (batch of 16, GB/s counting bytes read + written"
               " once; fraction of the same case's copy bandwidth):", "",

@@ -1,8 +1,9 @@
 """The CUDA pre-processor, GPU decode and pycuda runtime on a real GPU (marker ``gpu``).
 
 Every kernel and input format against the numpy reference (edged/gpu/reference.py) on random
-and real frames: nearest bit-identical, bilinear float32 within 1e-4 and float16 within 1e-2;
-the output poisoned with NaN before each run so an unwritten element fails. The GPU DetectNet
+and real frames, bit for bit (nearest and bilinear, float32 and float16), and BGR frames against
+edged's CPU path (edged/tasks/preprocess.py) bit for bit; the output poisoned with NaN before
+each run so an unwritten element fails. The GPU DetectNet
 decode against the numpy decode; PycudaRuntime and the calibration uploader from several
 threads; buffers flat over 100 create/close cycles; no pycuda clean-up warning at exit;
 ``edged infer --preprocess cuda`` against ``cpu`` on the demo detector and classifier.
@@ -26,7 +27,6 @@ from .gpu_support import requires_gpu
 pytestmark = requires_gpu
 
 SIZES = [((1920, 1080), (960, 544)), ((1280, 720), (224, 224)), ((102, 78), (160, 120))]
-TOLERANCE = {"float32": 1e-4, "float16": 1e-2}
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +42,10 @@ def _poison(pre, ctx):
 
 
 def _check(got, want, resize, dtype, what):
+    """Bit for bit: the resize is integer arithmetic (bilinear: OpenCV's INTER_LINEAR_EXACT),
+    then one float32 multiply and one add, rounded to float16 the way numpy rounds."""
     assert np.isfinite(got.astype(np.float32)).all(), f"{what}: unwritten (NaN) elements"
-    if resize == "nearest":
-        np.testing.assert_array_equal(got, want, err_msg=what)
-        return
-    err = np.abs(got.astype(np.float32) - want.astype(np.float32)).max()
-    assert err <= TOLERANCE[dtype], f"{what}: max abs error {err}"
+    np.testing.assert_array_equal(got, want, err_msg=f"{what} ({resize} {dtype})")
 
 
 def _contract(dst, resize, dtype, order):
@@ -332,7 +330,31 @@ def test_run_device_writes_into_a_given_device_buffer(ctx):
         pre.close()
     for i in range(2):
         want = reference.preprocess(frames[i], "nv12", contract)
-        assert np.abs(got[i] - want).max() <= TOLERANCE["float32"]
+        np.testing.assert_array_equal(got[i], want)
+
+
+@pytest.mark.parametrize("resize", ["nearest", "linear"])
+def test_bgr_frames_give_the_cpu_paths_tensor_bit_for_bit(ctx, resize):
+    """``pipeline.preprocess: cuda`` and ``cpu`` feed the model the same input: random frames
+    of several sizes (up and down, odd) and demo clip frames (768x576), both channel orders."""
+    from edged.gpu.preprocessor import CudaPreprocessor
+    from edged.tasks.preprocess import preprocess_image
+
+    rng = np.random.default_rng(21)
+    cases = [(random_frame(rng, "bgr", w, h), dst) for (w, h), dst in SIZES]
+    cases += [(random_frame(rng, "bgr", 77, 1), (5, 3)), (random_frame(rng, "bgr", 3, 5), (64, 48))]
+    cases += [(image, (960, 544)) for image in _real_frames(4)]
+    for order in ("rgb", "bgr"):
+        for frame, dst in cases:
+            contract = _contract(dst, resize, "float32", order)
+            pre = CudaPreprocessor(contract, max_batch=1, context=ctx)
+            try:
+                _poison(pre, ctx)
+                got = pre.run([frame], ["bgr"])[0]
+            finally:
+                pre.close()
+            what = f"{frame.shape[1]}x{frame.shape[0]} -> {dst} {order}"
+            _check(got, preprocess_image(frame, contract), resize, "float32", what)
 
 
 def test_daemon_runs_with_cuda_preprocessing_and_exits_cleanly(tmp_path):
