@@ -21,7 +21,7 @@ from edged.gpu.grid_reference import decode_grid
 from edged.tasks.contract import InputContract
 from edged.tasks.detection import DecodeParams
 
-from .frames import FORMATS, random_frame
+from .frames import FORMATS, from_bgr, random_frame
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda_host")
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ (Debian: g++)")
@@ -89,6 +89,38 @@ def test_kernel_on_the_host_equals_the_reference_bit_for_bit(lib, resize, dtype,
         for i, fmt in enumerate(FORMATS):
             want = reference.preprocess(frames[i], fmt, contract)
             np.testing.assert_array_equal(got[i], want, err_msg=f"{fmt} {resize} {dtype}")
+
+
+@pytest.mark.parametrize("resize", ["nearest", "linear"])
+def test_kernel_on_the_host_equals_the_reference_on_edge_sizes(lib, resize):
+    """1 pixel wide or high, odd sizes, exact halves and doubles, more than 2x either way; the
+    packed formats (YUV needs even sizes: the other test covers it)."""
+    rng = np.random.default_rng(13)
+    names = ("bgr", "rgb", "bgrx", "rgbx", "gray")
+    cases = (((1, 1), (3, 2)), ((77, 1), (5, 3)), ((1, 9), (4, 4)), ((3, 5), (64, 48)),
+             ((192, 108), (96, 54)), ((96, 54), (192, 108)), ((101, 77), (160, 120)),
+             ((640, 480), (61, 37)), ((7, 3), (1, 1)))  # fmt: skip
+    for (sw, sh), (dw, dh) in cases:
+        contract = InputContract(dw, dh, channel_order="rgb", scale=1 / 255.0, resize=resize)
+        frames = [random_frame(rng, fmt, sw, sh) for fmt in names]
+        got = host_preprocess(lib, frames, names, contract)
+        for i, fmt in enumerate(names):
+            want = reference.preprocess(frames[i], fmt, contract)
+            np.testing.assert_array_equal(got[i], want, err_msg=f"{fmt} {(sw, sh)} -> {(dw, dh)}")
+
+
+def test_kernel_on_the_host_equals_the_reference_on_a_demo_clip_frame(lib):
+    """A real frame (768x576) in every format, to the demo detector's 960x544, bilinear."""
+    cv2 = pytest.importorskip("cv2")
+    cap = cv2.VideoCapture(os.path.join(HERE, "..", "data", "vtest", "holdout.mp4"))
+    ok, image = cap.read()
+    cap.release()
+    assert ok, "no frame read from the demo clip"
+    frames = [from_bgr(image, fmt) for fmt in FORMATS]
+    contract = InputContract(960, 544, scale=1 / 255.0, resize="linear")
+    got = host_preprocess(lib, frames, FORMATS, contract)
+    for i, fmt in enumerate(FORMATS):
+        np.testing.assert_array_equal(got[i], reference.preprocess(frames[i], fmt, contract), fmt)
 
 
 def test_decode_kernel_on_the_host_equals_the_numpy_decode(lib):
