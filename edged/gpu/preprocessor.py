@@ -2,9 +2,10 @@
 
 One fused kernel (``kernels.cu``) per batch reads each frame in its own pixel format (BGR,
 BGRx/RGBA, NV12, I420, YUYV, gray), stretch-resizes it (nearest with jetson-inference's index
-rounding, or bilinear), puts the channels in the model's order, applies ``x * a + b`` and
+rounding, or OpenCV's bit-exact bilinear from sampling tables uploaded once per source size,
+as the CPU path computes it), puts the channels in the model's order, applies ``x * a + b`` and
 writes planar float32/float16 straight into the input device buffer: no CPU colour conversion,
-no intermediate 8-bit image. Host frames are copied into page-locked staging memory and
+no intermediate image in memory. Host frames are copied into page-locked staging memory and
 uploaded on this pre-processor's stream; on an integrated GPU (Jetson) the staging memory is
 mapped, so the kernel reads it in place and nothing is copied. Everything runs with the shared
 primary context pushed on the calling thread, frees included (:meth:`close`).
