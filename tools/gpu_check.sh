@@ -6,18 +6,19 @@
 #   1. every test marked gpu in tests/ (pytest -m gpu; other engineers' new GPU tests included),
 #   2. python -m benchmarks.gpu_preprocess (the kernel against a device copy, two passes, OpenCV),
 #   3. python -m benchmarks.gpu_daemon (edged run's CPU per frame, preprocess cuda against cpu).
-# The limits add up to under 8 minutes (a lent GPU machine allows 10 per command); a step that
+# The limits add up to 7 min 40 s (a lent GPU machine allows 10 per command); a step that
 # runs past its limit is killed and the next one runs. Exit status: 0 when every step passed.
 #
 # Usage: tools/gpu_check.sh [OUTDIR]   (default $OUT, else /tmp/edged-gpu)
 # Writes into OUTDIR, at most 8 files (what a lent machine sends back): gpu_check.log (set-up,
 # GPU, each step's exit status), gpu_tests.log, gpu_preprocess.{log,md,json},
 # gpu_daemon.{log,md,json}; a pycuda wheel built from the sdist is put there too.
-# Limits (seconds) may be changed: TESTS_S, PREPROCESS_S, DAEMON_S; REPEATS for gpu_preprocess.
+# Limits (seconds) may be changed: TESTS_S, PREPROCESS_S, DAEMON_S; REPEATS for gpu_preprocess;
+# SITE: where the wheels are installed (default /tmp/edged-site).
 set -uo pipefail
 out="${1:-${OUT:-/tmp/edged-gpu}}"
 if [ -n "${WHEELS:-}" ]; then wheels="$WHEELS"; elif [ -d .whl ]; then wheels=.whl; else wheels=../.whl; fi
-site=/tmp/edged-site
+site="${SITE:-/tmp/edged-site}"  # where the wheels are installed
 mkdir -p "$out" "$site"
 export PATH="/usr/local/cuda/bin:$PATH" PYTHONUNBUFFERED=1
 log="$out/gpu_check.log"
