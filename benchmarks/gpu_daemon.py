@@ -279,8 +279,8 @@ def ratios(runs: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str, fl
     """cuda / cpu per clip, for the process and outside inference."""
     out = {}
     for clip, modes in runs.items():
-        if "cpu" in modes and "cuda" in modes:
-            cpu, cuda = modes["cpu"], modes["cuda"]
+        cpu, cuda = modes.get("cpu", {}), modes.get("cuda", {})
+        if "process_ms" in cpu and "process_ms" in cuda:  # both measured (no "error")
             out[clip] = {
                 key: cuda[key] / cpu[key] if cpu[key] > 0 else float("nan")
                 for key in ("process_ms", "outside_inference_ms")
@@ -296,7 +296,7 @@ def markdown(report: Dict[str, Any]) -> str:
         f"Run {machine['date_utc']} on {machine['gpu']} with {machine['cpu_model']} "
         f"({machine['cpu_cores']} cores), Python {machine['python']}, commit "
         f"`{machine['commit']}`. Demo detector (960x544), ONNX Runtime on one thread, "
-        f"{settings['seconds']:.0f} s measured after {settings['warmup']:.0f} s warm-up; "
+        f"{settings['seconds']:g} s measured after {settings['warmup']:g} s warm-up; "
         "method: benchmarks/gpu_daemon.py.",
         "",
         "| clip | preprocess | frames | fps | process ms/frame | inference ms/frame "
@@ -305,6 +305,10 @@ def markdown(report: Dict[str, Any]) -> str:
     ]
     for clip, modes in report["runs"].items():
         for mode, r in modes.items():
+            if "error" in r:
+                first = r["error"].splitlines()[0] if r["error"] else "?"
+                lines.append(f"| {report['clips'][clip]} | {mode} | FAILED: {first} | | | | | |")
+                continue
             lines.append(
                 f"| {report['clips'][clip]} | {mode} | {r['frames']:.0f} | {r['fps']:.1f} "
                 f"| {r['process_ms']:.2f} | {r['inference_ms']:.2f} "
@@ -322,6 +326,8 @@ def markdown(report: Dict[str, Any]) -> str:
               ""]  # fmt: skip
     for clip, modes in report["runs"].items():
         for mode, r in modes.items():
+            if "error" in r:
+                continue
             top = ", ".join(f"{n} {v:.2f}" for n, v in list(r["threads_ms"].items())[:6])
             lines.append(f"- {report['clips'][clip]}, {mode}: {top}")
     return "\n".join(lines) + "\n"
@@ -373,8 +379,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         runs[clip] = {}
         for mode in args.modes:
             _say(f"gpu_daemon: {clip} {mode} ...")
-            runs[clip][mode] = measure(paths[clip], mode, workdir, args.warmup, args.seconds)
-            r = runs[clip][mode]
+            try:
+                r = measure(paths[clip], mode, workdir, args.warmup, args.seconds)
+            except BenchError as e:  # the other runs still measure; the report says which failed
+                runs[clip][mode] = {"mode": mode, "error": str(e)}
+                sys.stderr.write(f"gpu_daemon: {clip} {mode}: {e}\n")
+                continue
+            runs[clip][mode] = r
             _say(f"  {r['frames']:.0f} frames, process {r['process_ms']:.2f} ms/frame, "
                  f"outside inference {r['outside_inference_ms']:.2f}")  # fmt: skip
     return {
@@ -445,7 +456,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     md, _ = write_report(report, args.out)
     with open(md) as f:
         _say(f.read())
-    return 0
+    failed = [f"{c} {m}" for c, modes in report["runs"].items() for m, r in modes.items()
+              if "error" in r]  # fmt: skip
+    if failed:
+        sys.stderr.write("gpu_daemon: failed: {}\n".format(", ".join(failed)))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

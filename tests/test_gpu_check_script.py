@@ -61,7 +61,11 @@ def test_every_step_runs_and_passes(tmp_path):
     proc, calls, log, files = _run(tmp_path)
     assert proc.returncode == 0, proc.stdout
     pytest_call = next(c for c in calls if "-m pytest" in c)
-    assert "-m gpu" in pytest_call and pytest_call.endswith(" tests/"), pytest_call
+    assert "-m gpu" in pytest_call, pytest_call
+    # every file with a GPU test, found by the marker, and none of the CPU suite
+    for name in ("test_gpu_cuda.py", "test_gpu_daemon.py"):
+        assert f"tests/{name}" in pytest_call.split(), pytest_call
+    assert "tests/test_daemon.py" not in pytest_call.split(), pytest_call
     assert "--continue-on-collection-errors" in pytest_call and "--timeout" in pytest_call
     assert any("benchmarks.gpu_preprocess --out" in c for c in calls), calls
     assert any("benchmarks.gpu_daemon --out" in c for c in calls), calls

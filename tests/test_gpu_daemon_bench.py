@@ -123,6 +123,16 @@ def test_report_from_recorded_figures(tmp_path):
     assert json.load(open(js)) == json.loads(json.dumps(report))
 
 
+def test_a_failed_run_is_a_row_of_the_report_and_has_no_ratio(tmp_path):
+    report = _recorded_report()
+    report["runs"]["1080p"]["cuda"] = {"mode": "cuda", "error": "edged run exited with 2\nlog"}
+    report["ratios"] = gpu_daemon.ratios(report["runs"])
+    assert list(report["ratios"]) == ["demo"]
+    md, _ = gpu_daemon.write_report(report, str(tmp_path))
+    text = open(md).read()
+    assert "| 1920x1080 (demo clip scaled) | cuda | FAILED: edged run exited with 2 |" in text
+
+
 @pytest.mark.skipif(sys.version_info < (3, 8), reason="threading native_id needs Python 3.8")
 @pytest.mark.timeout(180)
 def test_one_short_cpu_measurement_of_edged_run(tmp_path):
