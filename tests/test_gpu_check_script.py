@@ -60,6 +60,9 @@ def _run(tmp_path, **env):
 def test_every_step_runs_and_passes(tmp_path):
     proc, calls, log, files = _run(tmp_path)
     assert proc.returncode == 0, proc.stdout
+    installs = [c for c in calls if "-m pip install" in c]
+    assert len(installs) == 2 and "paho_mqtt-" in installs[0] and "pycuda-" in installs[1]
+    assert "pycuda-" not in installs[0], installs
     pytest_call = next(c for c in calls if "-m pytest" in c)
     assert "-m gpu" in pytest_call, pytest_call
     # every file with a GPU test, found by the marker, and none of the CPU suite

@@ -26,8 +26,12 @@ log="$out/gpu_check.log"
 say() { echo "$*" | tee -a "$log"; }
 
 setup() {
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target "$site" $(ls "$wheels"/*.whl | grep -v pycuda) || return 1
+    local others
+    others=$(ls "$wheels"/*.whl 2>/dev/null | grep -v /pycuda-)
+    if [ -n "$others" ]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$site" $others || return 1
+    fi
     export PYTHONPATH="$site:$PWD"
     if ls "$wheels"/pycuda-*.whl >/dev/null 2>&1 \
             && python3 -m pip install -q --no-index --no-deps --target "$site" "$wheels"/pycuda-*.whl \
