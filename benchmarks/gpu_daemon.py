@@ -23,10 +23,11 @@ Method (CPU time, not wall time):
   with one extra thread that writes ``{native thread id: Python thread name}`` to NAMES every
   ``NAMES_INTERVAL_S`` (Linux does not see Python's thread names). Its cost (one
   ``threading.enumerate()`` and a small file every 0.5 s) is counted in the process figure;
-* after ``--warmup`` seconds (model load, kernel compile and first frames excluded), two
-  snapshots ``--seconds`` apart read the process's CPU ticks (``/proc/PID/stat`` utime +
-  stime, every thread, ended ones included; proc(5)), each thread's ticks
-  (``/proc/PID/task/TID/stat``) and the inferred-frame counter;
+* after ``--warmup`` seconds (model load, kernel compile and first frames excluded),
+  snapshots ``--seconds`` apart (and ``--windows`` - 1 between them) read the process's CPU
+  ticks (``/proc/PID/stat`` utime + stime, every thread, ended ones included; proc(5)), each
+  thread's ticks (``/proc/PID/task/TID/stat``) and the inferred-frame counter; the figures
+  are over the whole span, and outside inference per window shows how steady it was;
 * **process** = process ticks / frames; **inference** = the ``infer-<model>`` thread's ticks /
   frames (``session.run`` plus the batch hand-off around it, a few Python statements);
   **outside inference** = process - inference. Everything else the daemon does per frame
@@ -61,6 +62,8 @@ INFER_THREAD = "infer-" + MODEL
 HD_SIZE = (1920, 1080)
 #: How often the measured process writes its thread names.
 NAMES_INTERVAL_S = 0.5
+#: The measured time is cut into this many windows; their spread is reported.
+WINDOWS = 3
 #: Start-up (imports, model load, kernel compile) must end within this long.
 START_TIMEOUT_S = 120.0
 #: outside inference with cuda / with cpu, at most (issue goal: at least halved).
@@ -190,8 +193,11 @@ def _log_text(path: str) -> str:
         return f.read()
 
 
-def measure(clip: str, mode: str, workdir: str, warmup_s: float, seconds: float) -> Dict[str, Any]:
-    """One fresh daemon on ``clip`` with ``preprocess: mode``; its per-frame figures."""
+def measure(
+    clip: str, mode: str, workdir: str, warmup_s: float, seconds: float, windows: int = 1
+) -> Dict[str, Any]:
+    """One fresh daemon on ``clip`` with ``preprocess: mode``; its per-frame figures over
+    ``seconds``, and outside inference in each of ``windows`` equal parts (the spread)."""
     tag = f"{os.path.splitext(os.path.basename(clip))[0]}-{mode}"
     config = write_config(os.path.join(workdir, tag + ".yaml"), clip, mode)
     names = os.path.join(workdir, tag + ".names.json")
@@ -221,9 +227,10 @@ def measure(clip: str, mode: str, workdir: str, warmup_s: float, seconds: float)
                  "a first inferred frame", poll=0.2)  # fmt: skip
         time.sleep(warmup_s)
         wait_for(lambda: os.path.exists(names), 10, "the thread names", poll=0.1)
-        first = snapshot(proc.pid, names, scrape_inferred(url))
-        time.sleep(seconds)
-        last = snapshot(proc.pid, names, scrape_inferred(url))
+        snaps = [snapshot(proc.pid, names, scrape_inferred(url))]
+        for _ in range(windows):
+            time.sleep(seconds / windows)
+            snaps.append(snapshot(proc.pid, names, scrape_inferred(url)))
     except BenchError as e:
         raise BenchError(f"{e}; log tail:\n{_log_text(log_path)[-3000:]}") from e
     finally:
@@ -234,7 +241,11 @@ def measure(clip: str, mode: str, workdir: str, warmup_s: float, seconds: float)
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait(10)
-    result = figures(first, last, 1.0 / os.sysconf("SC_CLK_TCK"))
+    tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
+    result = figures(snaps[0], snaps[-1], tick_s)
+    result["windows_outside_inference_ms"] = [
+        figures(a, b, tick_s)["outside_inference_ms"] for a, b in zip(snaps, snaps[1:])
+    ]
     log = _log_text(log_path)
     result.update({
         "mode": mode,
@@ -288,6 +299,11 @@ def ratios(runs: Dict[str, Dict[str, Dict[str, Any]]]) -> Dict[str, Dict[str, fl
     return out
 
 
+def _spread(run: Dict[str, Any]) -> str:
+    values = run.get("windows_outside_inference_ms") or []
+    return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
+
+
 def markdown(report: Dict[str, Any]) -> str:
     machine, settings = report["machine"], report["settings"]
     lines = [
@@ -300,19 +316,19 @@ def markdown(report: Dict[str, Any]) -> str:
         "method: benchmarks/gpu_daemon.py.",
         "",
         "| clip | preprocess | frames | fps | process ms/frame | inference ms/frame "
-        "| outside inference ms/frame | exit |",
-        "|---|---|---|---|---|---|---|---|",
+        "| outside inference ms/frame | its windows, min-max | exit |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for clip, modes in report["runs"].items():
         for mode, r in modes.items():
             if "error" in r:
                 first = r["error"].splitlines()[0] if r["error"] else "?"
-                lines.append(f"| {report['clips'][clip]} | {mode} | FAILED: {first} | | | | | |")
+                lines.append(f"| {report['clips'][clip]} | {mode} | FAILED: {first} | | | | | | |")
                 continue
             lines.append(
                 f"| {report['clips'][clip]} | {mode} | {r['frames']:.0f} | {r['fps']:.1f} "
                 f"| {r['process_ms']:.2f} | {r['inference_ms']:.2f} "
-                f"| {r['outside_inference_ms']:.2f} | {r['exit_code']} |"
+                f"| {r['outside_inference_ms']:.2f} | {_spread(r)} | {r['exit_code']} |"
             )
     lines += ["", "| clip | cuda / cpu, process | cuda / cpu, outside inference | goal |",
               "|---|---|---|---|"]  # fmt: skip
@@ -380,7 +396,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         for mode in args.modes:
             _say(f"gpu_daemon: {clip} {mode} ...")
             try:
-                r = measure(paths[clip], mode, workdir, args.warmup, args.seconds)
+                r = measure(paths[clip], mode, workdir, args.warmup, args.seconds, args.windows)
             except BenchError as e:  # the other runs still measure; the report says which failed
                 runs[clip][mode] = {"mode": mode, "error": str(e)}
                 sys.stderr.write(f"gpu_daemon: {clip} {mode}: {e}\n")
@@ -400,6 +416,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "settings": {
             "seconds": args.seconds,
             "warmup": args.warmup,
+            "windows": args.windows,
             "ort_threads": 1,
             "goal_ratio": GOAL_RATIO,
         },  # fmt: skip
@@ -432,11 +449,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per run")
     parser.add_argument("--warmup", type=float, default=4.0,
                         help="seconds after the first inferred frame before measuring")  # fmt: skip
+    parser.add_argument("--windows", type=int, default=WINDOWS,
+                        help="equal parts of --seconds; their spread is in the table")  # fmt: skip
     parser.add_argument("--clips", type=_names("--clips", CLIPS), default=list(CLIPS))
     parser.add_argument("--modes", type=_names("--modes", MODES), default=list(MODES))
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.warmup < 0:
-        parser.error("--seconds must be > 0 and --warmup >= 0")
+    if args.seconds <= 0 or args.warmup < 0 or args.windows < 1:
+        parser.error("--seconds must be > 0, --warmup >= 0 and --windows >= 1")
     return args
 
 

@@ -25,8 +25,11 @@ def test_arguments_default_to_both_clips_and_both_modes():
     assert (args.clips, args.modes) == (["1080p"], ["cuda", "cpu"])
 
 
-@pytest.mark.parametrize("bad", [["--clips", "4k"], ["--modes", "gpu"], ["--modes", ""],
-                                 ["--seconds", "0"], ["--warmup", "-1"]])  # fmt: skip
+BAD_ARGUMENTS = [["--clips", "4k"], ["--modes", "gpu"], ["--modes", ""], ["--seconds", "0"],
+                 ["--warmup", "-1"], ["--windows", "0"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", BAD_ARGUMENTS)
 def test_bad_arguments_exit_2_with_one_line(bad, capsys):
     with pytest.raises(SystemExit) as exc:
         gpu_daemon.parse_args(bad)
@@ -88,6 +91,8 @@ def _recorded_report():
                 "process_ms": process, "inference_ms": inference,
                 "outside_inference_ms": process - inference, "exit_code": 0,
                 "cuda_chosen": mode == "cuda", "cleanup_warning": False,
+                "windows_outside_inference_ms": [process - inference - 0.1,
+                                                 process - inference + 0.1],
                 "threads_ms": {"infer-people": inference,
                                "prep-people": process - inference}}  # fmt: skip
 
@@ -116,7 +121,8 @@ def test_report_from_recorded_figures(tmp_path):
     md, js = gpu_daemon.write_report(report, str(tmp_path / "out"))
     assert sorted(os.listdir(str(tmp_path / "out"))) == ["gpu_daemon.json", "gpu_daemon.md"]
     text = open(md).read()
-    assert "| 768x576 (demo clip) | cuda | 400 | 40.0 | 13.00 | 12.00 | 1.00 | 0 |" in text
+    row = "| 768x576 (demo clip) | cuda | 400 | 40.0 | 13.00 | 12.00 | 1.00 | 0.90-1.10 | 0 |"
+    assert row in text
     assert "| 768x576 (demo clip) | 0.81 | 0.25 | <= 0.5 (met) |" in text
     assert "| 1920x1080 (demo clip scaled) | 0.85 | 0.62 | <= 0.5 (NOT met) |" in text
     assert "NVIDIA H100" in text and "`abc1234`" in text
@@ -139,7 +145,7 @@ def test_one_short_cpu_measurement_of_edged_run(tmp_path):
     out = str(tmp_path / "out")
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.gpu_daemon", "--out", out, "--clips", "demo",
-         "--modes", "cpu", "--seconds", "2", "--warmup", "0.5"],
+         "--modes", "cpu", "--seconds", "2", "--windows", "2", "--warmup", "0.5"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
         timeout=170,
     )  # fmt: skip
@@ -148,5 +154,6 @@ def test_one_short_cpu_measurement_of_edged_run(tmp_path):
     r = report["runs"]["demo"]["cpu"]
     assert r["frames"] > 0 and r["exit_code"] == 0 and not r["cleanup_warning"]
     assert r["process_ms"] >= r["inference_ms"] > 0
+    assert len(r["windows_outside_inference_ms"]) == 2
     assert {"infer-people", "prep-people", "post-people", "capture-clip"} <= set(r["threads_ms"])
     assert report["ratios"] == {}  # one mode: nothing to compare
