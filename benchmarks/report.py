@@ -112,9 +112,11 @@ def run_line(results: Dict[str, Any]) -> str:
         verdict = "validity not recorded (before runs recorded their load)"
     else:
         load = v["run"]
-        figures = "load1 {:.1f} -> {:.1f} on {} cores, steal {:.1f} %, others' CPU {:.0f} %".format(
-            load["load1_before"], load["load1_after"], load["cores"], load["steal_pct"],
-            load["others_cpu_pct"])  # fmt: skip
+        # the load average at the start is judged; later it counts the benchmark's own threads
+        figures = "load1 at the start {:.1f} on {} cores, steal {:.1f} %, others' CPU {:.0f} %"
+        figures = figures.format(
+            load["load1_before"], load["cores"], load["steal_pct"], load["others_cpu_pct"]
+        )
         verdict = (f"**valid** ({figures})" if v["valid"] else
                    "**INVALID** ({}): {}".format(figures, "; ".join(v["flags"])))  # fmt: skip
     return f"Run: {where}; {verdict}."
