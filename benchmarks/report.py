@@ -276,6 +276,19 @@ def markdown(results: Dict[str, Any]) -> str:
         ]  # fmt: skip
         for own, inc in zip(prof["top_own"], prof["top_inclusive"]):
             lines.append(f"| `{own[0]}` | {own[1]} | `{inc[0]}` | {inc[1]} |")
+        threads = prof.get("cpu_ms_per_result_by_thread")
+        if threads:
+            lines += [
+                "",
+                "CPU per result by thread over the same window ({} results; "
+                "`/proc/PID/task/*/stat`, names from `py-spy dump`):".format(prof["results"]),
+                "",
+                "| thread | CPU ms per result |",
+                "|---|---:|",
+            ]  # fmt: skip
+            lines += [f"| {name} | {ms:.2f} |" for name, ms in threads]
+            total = sum(ms for _, ms in threads)
+            lines.append(f"| total | {total:.2f} |")
     elif prof:
         lines += ["", "Profile: " + str(prof.get("error"))]
     plots = results.get("plots") or []

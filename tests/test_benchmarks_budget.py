@@ -1,5 +1,5 @@
-"""The note on how far edged can get to the runtime limit (benchmarks/budget.py), from a
-run's own figures, tested as data: the full run at commit e4ff375."""
+"""CPU per frame: the note on how far edged can get to the runtime limit (benchmarks/budget.py)
+and the profile's CPU by thread (benchmarks/process.py), from recorded figures, as data."""
 
 from benchmarks import budget
 
@@ -51,3 +51,24 @@ def test_no_note_without_the_figures():
     partial = recorded()
     del partial["cpu_cost"]
     assert budget.gap_note(partial) is None
+
+
+def test_profile_cpu_by_thread_names_python_threads_and_groups_native_ones():
+    from benchmarks import process
+
+    dump = (
+        "Process 15299: /usr/bin/python3 -m edged run -c edged.yaml\n"
+        'Thread 15299 (idle): "MainThread"\n'
+        "    <module> (edged/__main__.py:30)\n"
+        'Thread 15304 (active): "infer-peoplenet"\n'
+        "    Session.run (onnxruntime_inference_collection.py:266)\n"
+    )
+    names = process.dump_thread_names(dump)
+    assert names == {15299: "MainThread", 15304: "infer-peoplenet"}
+    before = {15299: ("python3", 10), 15304: ("python3", 100), 15320: ("python3", 50)}
+    after = {15299: ("python3", 10), 15304: ("python3", 500), 15320: ("python3", 250),
+             15321: ("python3", 20), 15400: ("av:mpeg4:df0", 8)}  # fmt: skip
+    # 400 frames: 10 ms ticks -> infer 400 ticks = 10 ms a frame
+    assert process.cpu_by_thread(before, after, names, 400) == [
+        ["infer-peoplenet", 10.0], ["native: python3", 5.5], ["native: av:mpeg4:df0", 0.2]
+    ]  # fmt: skip
