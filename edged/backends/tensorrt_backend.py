@@ -151,6 +151,8 @@ class TensorRTBackend(Backend):
         self._cuda = cuda if cuda is not None else PycudaRuntime()
         self._source = source
         self._lock = threading.Lock()  # one execution context: one inference at a time
+        # input sets are added while an inference runs (the next batch is written meanwhile)
+        self._sets_lock = threading.Lock()
         self._engine = self._context = self._runtime = self._stream = None  # type: Any
         self._tensors = []  # type: List[_Tensor]
         with self._cuda.activated():
@@ -287,7 +289,7 @@ class TensorRTBackend(Backend):
         first use (only this path needs them)."""
         if not 0 <= slot < INPUT_SETS:
             raise BackendError(f"input set {slot} is not one of 0..{INPUT_SETS - 1}")
-        with self._lock:
+        with self._sets_lock:  # not self._lock: the running inference must not hold it up
             for t in self._tensors:
                 if t.is_input and t.name == name and t.device is not None:
                     if slot >= len(t.sets):
@@ -387,7 +389,7 @@ class TensorRTBackend(Backend):
         )
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._sets_lock:
             if self._engine is None and self._runtime is None:
                 return
             with self._cuda.activated():
