@@ -263,3 +263,39 @@ def test_device_feed_is_chosen_only_where_the_batch_can_stay_on_the_device(tmp_p
     assert preprocessors.on_device(pre, onnx_task, 1) is pre
     host_only = RingPreprocessorStandIn(task.contract, 1, HOST_RING)  # no run_device
     assert preprocessors.on_device(host_only, task, 1) is host_only
+
+
+def test_a_replaced_preprocessor_is_closed_only_once_its_batches_are_through(tmp_path):
+    """Its ring holds the batch in inference: a task swap must not free it under the model."""
+    old_task, new_task = real_task(tmp_path), real_task(tmp_path)
+    backend = old_task.backend = ReadingGate(old_task.backend)
+    made = []
+
+    def factory(task):
+        made.append(RingPreprocessorStandIn(task.contract, 1, HOST_RING))
+        return made[-1]
+
+    results, stop = [], threading.Event()
+    worker = InferenceWorker("m", old_task, results.append, stop, overlap=True,
+                             preprocessor=factory(old_task),
+                             preprocessor_factory=factory)  # fmt: skip
+    slot = worker.attach("cam")
+    worker.start()
+    try:
+        slot.put(frame("cam", 0, value=30))
+        assert backend.entered.wait(SAFETY_TIMEOUT_S)  # the old task's batch is in the model
+        worker.swap_task(new_task)
+        slot.put(frame("cam", 1, value=90))
+        wait_until(lambda: len(made) == 2 and made[1].markers == [90])
+        assert made[0].closed == 0  # its buffer is still being read
+        backend.gate.set()
+        wait_until(lambda: len(results) == 2, SAFETY_TIMEOUT_S)
+        slot.put(frame("cam", 2, value=150))  # the next batch finds the old task released
+        wait_until(lambda: made[0].closed == 1, SAFETY_TIMEOUT_S)
+    finally:
+        backend.gate.set()
+        stop.set()
+        assert worker.join(SAFETY_TIMEOUT_S)
+    cpu = preprocessors.CpuPreprocessor(old_task.contract)
+    assert np.array_equal(backend.seen[0], cpu.run([frame("cam", 0, value=30).image])[0])
+    assert [m.closed for m in made] == [1, 1]
