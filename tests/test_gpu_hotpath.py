@@ -203,3 +203,27 @@ def test_host_ring_gives_the_reference_for_ten_consecutive_batches(fmt):
                 np.testing.assert_array_equal(held, ref, err_msg=f"batch {b}, held {i}")
     finally:
         pre.close()
+
+
+def test_pycuda_runtime_wait_returns_once_the_stream_is_done():
+    """PycudaRuntime.wait (a blocking-sync event) covers every copy queued before it."""
+    from edged.backends.cudaruntime import PycudaRuntime
+
+    runtime = PycudaRuntime()
+    data = np.random.default_rng(3).random(8 << 20, dtype=np.float32)  # 32 MiB
+    with runtime.activated():
+        host_in = runtime.pagelocked(data.shape, data.dtype)
+        host_out = runtime.pagelocked(data.shape, data.dtype)
+        host_in[...] = data
+        device = runtime.device_alloc(data.nbytes)
+        stream = runtime.stream()
+        try:
+            for _ in range(3):
+                host_out[...] = 0
+                runtime.htod_async(device, host_in, stream)
+                runtime.dtoh_async(host_out, device, stream)
+                runtime.wait(stream)
+                np.testing.assert_array_equal(host_out, data)
+        finally:
+            device.free()
+            del host_in, host_out, stream  # freed with the context pushed

@@ -23,12 +23,13 @@ import pytest
 from edged.backends.base import PrefilledBatch
 from edged.backends.tensorrt_backend import INPUT_SETS, TensorRTBackend
 from edged.config import build_config
+from edged.errors import BackendError
 from edged.gpu.preprocessor import HOST_RING
 from edged.pipeline import preprocessors
 from edged.pipeline.worker import InferenceWorker
 from edged.tasks.classification import ClassificationTask
 
-from .fake_tensorrt import TRT10, FakeCuda, make_trt
+from .fake_tensorrt import TRT10, TRT80, FakeCuda, make_trt
 from .test_pipeline import frame, real_task, wait_until
 
 SAFETY_TIMEOUT_S = 10
@@ -299,3 +300,31 @@ def test_a_replaced_preprocessor_is_closed_only_once_its_batches_are_through(tmp
     cpu = preprocessors.CpuPreprocessor(old_task.contract)
     assert np.array_equal(backend.seen[0], cpu.run([frame("cam", 0, value=30).image])[0])
     assert [m.closed for m in made] == [1, 1]
+
+
+DYNAMIC = {
+    "inputs": [("input_1", (-1, 3, 4, 4))],
+    "outputs": [("cov", (-1, 2))],
+    "profile_max": {"input_1": (4, 3, 4, 4)},
+}
+
+
+@pytest.mark.parametrize("variant", [TRT80, TRT10], ids=["binding", "name"])
+def test_each_input_set_is_run_where_it_was_written(variant):
+    cuda = FakeCuda()
+    trt = make_trt(io=DYNAMIC, cuda=cuda, **variant)
+    b = TensorRTBackend(b"FAKEENGINE{}", "/cache/entry", trt=trt, cuda=cuda)
+    x = {v: np.full((2, 3, 4, 4), v, np.float32) for v in (1.0, 5.0, 9.0)}
+    sets = [b.input_buffer("input_1", slot) for slot in range(INPUT_SETS)]
+    assert len(set(sets)) == INPUT_SETS
+    cuda.write(sets[0], x[1.0])
+    cuda.write(sets[1], x[5.0])
+    assert b.infer_prefilled(2, 1)["cov"][:, 0].tolist() == [5.0, 5.0]  # FAKE: mean + k
+    assert b.infer_prefilled(2, 0)["cov"][:, 0].tolist() == [1.0, 1.0]
+    assert b.infer_prefilled(2, 1)["cov"][:, 0].tolist() == [5.0, 5.0]
+    assert b.infer({"input_1": x[9.0]})["cov"][:, 0].tolist() == [9.0, 9.0]  # host: set 0
+    assert b.infer_prefilled(2, 1)["cov"][:, 0].tolist() == [5.0, 5.0]  # set 1 untouched
+    with pytest.raises(BackendError, match="input set 2"):
+        b.input_buffer("input_1", INPUT_SETS)
+    b.close()
+    assert set(sets) <= set(cuda.freed) and cuda.depth == 0
