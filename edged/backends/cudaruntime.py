@@ -95,25 +95,10 @@ class PycudaRuntime(CudaRuntime):
         self._cuda.memcpy_dtoh_async(host, device, stream)
 
     def wait(self, stream: Any) -> None:
-        """Sleep, not spin, until ``stream`` is done (see :func:`blocking_event`)."""
+        """Sleep, not spin, until ``stream`` is done (:func:`edged.cudacontext.blocking_event`)."""
+        from ..cudacontext import blocking_event
+
         done = blocking_event(self._cuda)
         done.record(stream)
         done.synchronize()
         # ``done`` is destroyed on return, while the caller still has the context pushed
-
-
-def blocking_event(cuda: Any) -> Any:
-    """A pycuda event whose ``synchronize()`` puts the calling thread to sleep.
-
-    ``Stream.synchronize()`` on a context with the default scheduling (``CU_CTX_SCHED_AUTO``:
-    spin while the process has fewer contexts than CPUs; CUDA Driver API reference,
-    ``cuCtxCreate``) busy-waits: the thread burns a CPU core for as long as the GPU works
-    (benchmarks/results/gpu_preprocess.md: the cuda path's CPU ms per frame equal its wall
-    ms). An event created
-    with ``CU_EVENT_BLOCKING_SYNC`` makes ``cuEventSynchronize`` block the thread until the
-    device has completed it instead (CUDA Driver API reference, ``cuEventCreate`` and
-    ``cuEventSynchronize``); ``CU_EVENT_DISABLE_TIMING`` because no time is read from it.
-    Create it with the context pushed (it belongs to the current context).
-    """
-    flags = cuda.event_flags
-    return cuda.Event(flags=flags.BLOCKING_SYNC | flags.DISABLE_TIMING)

@@ -12,8 +12,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from ..backends.cudaruntime import blocking_event
-from ..cudacontext import CudaContext, shared_context
+from ..cudacontext import CudaContext, blocking_event, shared_context
 from ..errors import ModelContractError
 from ..tasks.detection import DecodeParams
 from .compiler import load_module

@@ -10,7 +10,7 @@ mapped, so the kernel reads it in place and nothing is copied. Everything runs w
 primary context pushed on the calling thread, frees included (:meth:`close`).
 
 The calling thread sleeps while the GPU works (a blocking-sync event,
-:func:`edged.backends.cudaruntime.blocking_event`). :meth:`CudaPreprocessor.run` hands back
+:func:`edged.cudacontext.blocking_event`). :meth:`CudaPreprocessor.run` hands back
 the batch in one of :data:`HOST_RING` page-locked host buffers, not a copy of it.
 """
 
@@ -19,8 +19,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..backends.cudaruntime import blocking_event
-from ..cudacontext import CudaContext, shared_context
+from ..cudacontext import CudaContext, blocking_event, shared_context
 from ..errors import BackendError
 from ..tasks.contract import InputContract
 from . import formats as fmts
