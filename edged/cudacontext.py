@@ -92,10 +92,10 @@ def blocking_event(cuda: Any) -> Any:
     spin while the process has fewer contexts than CPUs; CUDA Driver API reference,
     ``cuCtxCreate``) busy-waits: the thread burns a CPU core for as long as the GPU works
     (benchmarks/results/gpu_preprocess.md: the cuda path's CPU ms per frame equal its wall
-    ms). An event created
-    with ``CU_EVENT_BLOCKING_SYNC`` makes ``cuEventSynchronize`` block the thread until the
-    device has completed it instead (CUDA Driver API reference, ``cuEventCreate`` and
-    ``cuEventSynchronize``); ``CU_EVENT_DISABLE_TIMING`` because no time is read from it.
+    ms). An event created with ``CU_EVENT_BLOCKING_SYNC`` makes ``cuEventSynchronize`` block
+    the thread until the device has completed it instead (CUDA Driver API reference,
+    ``cuEventCreate`` and ``cuEventSynchronize``); ``CU_EVENT_DISABLE_TIMING`` because no time
+    is read from it.
     Create it with the context pushed (it belongs to the current context).
     """
     flags = cuda.event_flags

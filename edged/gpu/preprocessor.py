@@ -100,7 +100,6 @@ class CudaPreprocessor:
         self._ring: List[np.ndarray] = []
         self._next = 0  # the ring buffer the next run() fills
         self._stream = None  # type: Any
-        w, h = contract.width, contract.height
         with self._ctx.activated():
             try:
                 module = load_module(self._ctx, cache_dir)
@@ -112,9 +111,6 @@ class CudaPreprocessor:
                 self._descs_host = cuda.pagelocked_empty((self.max_batch, DESC_WORDS), np.int64)
                 self._descs = cuda.mem_alloc(self._descs_host.nbytes)
                 self._done = blocking_event(cuda)
-                shape = (self.max_batch, 3, h, w)
-                for _ in range(HOST_RING):
-                    self._ring.append(cuda.pagelocked_empty(shape, self.dtype))
                 self._output = cuda.mem_alloc(self.output_nbytes)
             except BaseException:
                 self._release()
@@ -147,6 +143,10 @@ class CudaPreprocessor:
         n = len(frames)
         with self._ctx.activated():
             self._upload_and_launch(frames, formats, self.output_pointer)
+            if not self._ring:  # on first use: a pre-processor feeding TensorRT never needs it
+                shape = (self.max_batch, 3, self.contract.height, self.contract.width)
+                self._ring = [self._cuda.pagelocked_empty(shape, self.dtype)
+                              for _ in range(HOST_RING)]  # fmt: skip
             out = self._ring[self._next][:n]
             self._next = (self._next + 1) % HOST_RING
             self._cuda.memcpy_dtoh_async(out, self._output, self._stream)
