@@ -8,7 +8,8 @@ is real and on the GPU: TensorRTBackend's buffers, input sets and waits through 
 CudaPreprocessor.run_device writing into the engine's input buffer, infer_prefilled, and the
 worker with ``overlap`` on. Results must equal the CPU path on the demo clip's frames (detector:
 same classes, boxes within 1 px) and the digits (classifier: same top-1). Also: the host path's
-ring of page-locked outputs gives the numpy reference for 10 consecutive batches.
+ring of page-locked outputs gives the numpy reference for 10 consecutive batches; the GPU
+candidate selection (edged/gpu/select.py) against numpy, NaN and infinity counted.
 """
 
 import glob
@@ -105,12 +106,13 @@ def tasks(model, labels, kind):
     return cpu, type(cpu)(backend, config, cpu.labels)
 
 
-def run_worker(task, images):
+def run_worker(task, images, reads_on_device):
     """Every image through a started worker (overlap on, 2 streams, batches of up to 2) with the
     CUDA pre-processor; returns {seq: result}. Each pair is put once the worker has taken the
     last, which it does while the batch before is in inference: nothing drops, steps overlap."""
     pre = preprocessors.for_task("cuda", task, MAX_BATCH, "m")
     assert isinstance(pre, preprocessors.DeviceFeed), pre  # written into the engine's input
+    assert (pre.reader is not None) is reads_on_device  # detector: GPU selection of candidates
     results, stop = [], threading.Event()
     worker = InferenceWorker("m", task, results.append, stop, MAX_BATCH, overlap=True,
                              preprocessor=pre)  # fmt: skip
@@ -144,7 +146,7 @@ def test_detector_on_the_tensorrt_path_equals_the_cpu_path_on_the_demo_clip():
     cpu, gpu = tasks(os.path.join(DETECTOR, "peoplenet_demo.onnx"),
                      os.path.join(DETECTOR, "labels.txt"), "detection")  # fmt: skip
     images = _real_frames(24)
-    got = run_worker(gpu, images)
+    got = run_worker(gpu, images, reads_on_device=True)
     assert sorted(got) == list(range(len(images)))
     total = 0
     for seq, result in sorted(got.items()):
@@ -172,7 +174,7 @@ def test_classifier_on_the_tensorrt_path_equals_the_cpu_path_on_the_digits():
     images = [cv2.imread(p) for p in paths]
     images = [i for i in images if i is not None]
     assert images, "no digit image read"
-    got = run_worker(gpu, images)
+    got = run_worker(gpu, images, reads_on_device=False)
     assert sorted(got) == list(range(len(images)))
     for seq, result in got.items():
         want = cpu.run([images[seq]])[0]
@@ -227,3 +229,36 @@ def test_pycuda_runtime_wait_returns_once_the_stream_is_done():
         finally:
             device.free()
             del host_in, host_out, stream  # freed with the context pushed
+
+
+def test_gpu_selection_keeps_the_cells_numpy_keeps_and_counts_nan():
+    from edged.cudacontext import shared_context
+    from edged.gpu.select import GpuGridSelector
+
+    from .test_gpu_select import grids, numpy_select
+
+    rng = np.random.default_rng(41)
+    pairs = [grids(rng, 3, 34, 60), grids(rng, 3, 34, 60, nan=False)]
+    cov = np.ascontiguousarray(np.stack([p[0] for p in pairs]))
+    bbox = np.ascontiguousarray(np.stack([p[1] for p in pairs]))
+    thresholds = np.array([0.4, 0.2, 0.3], np.float32)
+    ctx = shared_context()
+    selector = GpuGridSelector(thresholds, (3, 34, 60), max_batch=2, context=ctx)
+    try:
+        with ctx.activated():
+            d_cov, d_bbox = ctx.cuda.to_device(cov), ctx.cuda.to_device(bbox)
+        try:
+            for _ in range(3):  # buffers reused call after call
+                found = selector.select(int(d_cov), int(d_bbox), 2)
+                for i, got in enumerate(found):
+                    want = numpy_select(cov[i], bbox[i], thresholds)
+                    order = np.argsort(got.cells)
+                    np.testing.assert_array_equal(got.cells[order], want.cells)
+                    np.testing.assert_array_equal(got.values[order], want.values)
+                    assert got.nonfinite == want.nonfinite == (2 if i == 0 else 0)
+        finally:
+            with ctx.activated():
+                d_cov.free()
+                d_bbox.free()
+    finally:
+        selector.close()

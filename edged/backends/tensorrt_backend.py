@@ -320,24 +320,42 @@ class TensorRTBackend(Backend):
             if self._engine is None:
                 raise BackendError(f"{self._source}: backend is closed")
             with self._cuda.activated():
-                self._bind(slot)
-                for t in self._tensors:
-                    if t.is_input and t.max_shape[0] < batch:
-                        raise BackendError(
-                            f"{self._source}: batch {batch} is more than the engine takes "
-                            f"({t.max_shape[0]})"
-                        )
-                    if t.is_input and self.execute_call != EXEC_IMPLICIT and t.dynamic:
-                        self._set_shape(t, (batch,) + tuple(t.max_shape[1:]))
+                self._prefilled_shapes(batch, slot)
                 return self._execute_and_fetch(batch)
 
-    def _execute_and_fetch(self, batch: int) -> Dict[str, np.ndarray]:
+    def infer_prefilled_on_device(self, batch: int, slot: int = 0) -> Dict[str, int]:
+        """As :meth:`infer_prefilled`, but the outputs stay on the device: their addresses,
+        filled once this returns and valid until the next inference (edged/gpu/select.py)."""
+        with self._lock:
+            if self._engine is None:
+                raise BackendError(f"{self._source}: backend is closed")
+            with self._cuda.activated():
+                self._prefilled_shapes(batch, slot)
+                self._execute_checked(batch)
+                self._cuda.wait(self._stream)
+                return {t.name: int(t.device) for t in self._tensors if not t.is_input}
+
+    def _prefilled_shapes(self, batch: int, slot: int) -> None:
+        self._bind(slot)
+        for t in self._tensors:
+            if t.is_input and t.max_shape[0] < batch:
+                raise BackendError(
+                    f"{self._source}: batch {batch} is more than the engine takes "
+                    f"({t.max_shape[0]})"
+                )
+            if t.is_input and self.execute_call != EXEC_IMPLICIT and t.dynamic:
+                self._set_shape(t, (batch,) + tuple(t.max_shape[1:]))
+
+    def _execute_checked(self, batch: int) -> None:
         if not self._execute(batch):
             raise BackendError(
                 "{}: TensorRT inference failed: {}".format(
                     self._source, recent_errors(self._trt_logger) or "no details"
                 )
             )
+
+    def _execute_and_fetch(self, batch: int) -> Dict[str, np.ndarray]:
+        self._execute_checked(batch)
         results = {}  # type: Dict[str, np.ndarray]
         staged_outputs = []  # type: List[Tuple[str, np.ndarray]]
         for t in self._tensors:

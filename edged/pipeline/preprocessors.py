@@ -105,8 +105,9 @@ class DeviceFeed:
 
     name = "cuda"
 
-    def __init__(self, pre: Any, task: Any, sets: int) -> None:
+    def __init__(self, pre: Any, task: Any, sets: int, reader: Any = None) -> None:
         self.pre = pre
+        self.reader = reader  # reads the outputs on the device (edged/gpu/select.py), or None
         self.contract = pre.contract
         self._backend = task.backend
         self._input = task.input.name
@@ -118,10 +119,12 @@ class DeviceFeed:
         slot = self._next
         self._next = (slot + 1) % self._sets
         self.pre.run_device(frames, formats, dst=self._backend.input_buffer(self._input, slot))
-        return PrefilledBatch(slot, len(frames))
+        return PrefilledBatch(slot, len(frames), self.reader)
 
     def close(self) -> None:
         self.pre.close()
+        if self.reader is not None:
+            self.reader.close()
 
 
 def on_device(pre: Any, task: Any, max_batch: int) -> Any:
@@ -135,7 +138,22 @@ def on_device(pre: Any, task: Any, max_batch: int) -> Any:
         return pre
     from ..backends.tensorrt_backend import INPUT_SETS
 
-    return DeviceFeed(pre, task, INPUT_SETS)
+    return DeviceFeed(pre, task, INPUT_SETS, device_outputs(task, max_batch))
+
+
+def device_outputs(task: Any, max_batch: int) -> Any:
+    """A reader of the task's outputs on the device (DetectNet_v2 grids: only the cells above
+    threshold come back, edged/gpu/select.py), or None: the outputs are copied back whole."""
+    from ..gpu.select import DeviceGridOutputs, grid_spec
+
+    spec = grid_spec(task)
+    if spec is None or not hasattr(task.backend, "infer_prefilled_on_device"):
+        return None
+    try:
+        return DeviceGridOutputs(spec, max_batch)
+    except BackendError as e:  # the kernel module loaded for pre-processing: not expected
+        logger.warning("DetectNet_v2 outputs copied to the host (no GPU selection: %s)", e)
+        return None
 
 
 def for_task(choice: str, task: Any, max_batch: int = 1, model: str = "") -> Optional[Any]:

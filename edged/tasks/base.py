@@ -125,6 +125,8 @@ class Task(abc.ABC):
         dimension, one call per tensor otherwise.
         """
         if isinstance(tensors, PrefilledBatch):
+            if tensors.reader is not None:  # outputs read on the device
+                return tensors.reader(self.backend, tensors.count, tensors.slot)
             outputs = self.backend.infer_prefilled(tensors.count, tensors.slot)  # type: ignore
             return [{k: v[i] for k, v in outputs.items()} for i in range(tensors.count)]
         if self.batch_dim is None and len(tensors) > 1:
