@@ -179,3 +179,18 @@ def test_worker_reads_detector_outputs_on_the_device_with_the_host_results(tmp_p
     assert on_device == on_host and all(on_host)
     reader.close()
     assert selector.closed == 1 and cuda.depth == 0
+
+
+def test_grids_of_another_size_or_type_are_copied_back_whole(tmp_path):
+    from edged.backends.base import TensorSpec
+
+    task, _ = grid_engine_task(tmp_path)
+    assert grid_spec(task) is not None
+    task.bbox = TensorSpec(task.bbox.name, (None, 4, 2, 3), np.float32)  # not 4 x classes
+    assert grid_spec(task) is None
+    task, _ = grid_engine_task(tmp_path)
+    task.coverage = TensorSpec(task.coverage.name, (None, 2, None, 3), np.float32)
+    assert grid_spec(task) is None
+    task, _ = grid_engine_task(tmp_path)
+    task.coverage = TensorSpec(task.coverage.name, (None, 2, 2, 3), np.float16)
+    assert grid_spec(task) is None

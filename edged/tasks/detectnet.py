@@ -153,9 +153,13 @@ class DetectNetV2Task(Task):
         fixed size and float32 values. Classes beyond the labels, which post-processing
         ignores, get an infinite threshold."""
         shape = self.coverage.shape[1:]
-        if any(d is None for d in shape) or self.coverage.dtype != np.float32:
+        if len(shape) != 3 or any(d is None for d in shape):
             return None
         classes, gh, gw = (int(d) for d in shape)  # type: ignore[arg-type]
+        if self.bbox.shape[1:] != (4 * classes, gh, gw) or not (
+            self.coverage.dtype == self.bbox.dtype == np.float32
+        ):  # the kernel reads 4C x H x W float32 terms
+            return None
         known = self.postprocessor.decode.class_thresholds(len(self.labels))
         thresholds = np.full(classes, np.inf, np.float32)
         thresholds[: len(known)] = known[:classes]
