@@ -262,3 +262,29 @@ def test_gpu_selection_keeps_the_cells_numpy_keeps_and_counts_nan():
                 d_bbox.free()
     finally:
         selector.close()
+
+
+HOTPATH_SCRIPT = """
+import gc
+from tests import test_gpu_hotpath as t
+t.test_detector_on_the_tensorrt_path_equals_the_cpu_path_on_the_demo_clip()
+t.test_host_ring_gives_the_reference_for_ten_consecutive_batches("nv12")
+gc.collect()
+print("ok")
+"""
+
+
+def test_no_pycuda_cleanup_warning_after_the_hot_path():
+    """Input sets, host ring, blocking events and the selector are freed with the context
+    pushed: a pycuda object freed without it leaks and warns at exit."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", HOTPATH_SCRIPT], cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok"), out.stdout
+    assert "could not be cleaned up" not in out.stderr, out.stderr
+    assert "context stack" not in out.stderr.lower(), out.stderr
