@@ -38,7 +38,7 @@ def ctx():
 
 def _poison(pre, ctx):
     with ctx.activated():
-        ctx.cuda.memset_d8(pre.output_pointer, 0xFF, pre._host_out.nbytes)  # NaN in f32 and f16
+        ctx.cuda.memset_d8(pre.output_pointer, 0xFF, pre.output_nbytes)  # NaN in f32 and f16
 
 
 def _check(got, want, resize, dtype, what):

@@ -12,7 +12,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
-from ..cudacontext import CudaContext, shared_context
+from ..cudacontext import CudaContext, blocking_event, shared_context
 from ..errors import ModelContractError
 from ..tasks.detection import DecodeParams
 from .compiler import load_module
@@ -42,13 +42,14 @@ class GpuGridDecoder:
         cuda = self._cuda = self._ctx.cuda
         self._buffers = []  # type: List[Any]
         self._hosts = []  # type: List[Any]
-        self._stream = self._kernel = None  # type: Any
+        self._stream = self._kernel = self._done = None  # type: Any
         with self._ctx.activated():
             try:
                 module = load_module(self._ctx, cache_dir)
                 self._kernel = module.get_function("edged_detectnet_decode")
                 self._kernel.prepare("PPPiiiddddddddd" + "PPP")
                 self._stream = cuda.Stream()
+                self._done = blocking_event(cuda)  # the thread sleeps while the GPU decodes
                 self._thresholds = self._alloc(params.class_thresholds(classes).nbytes)
                 cuda.memcpy_htod(self._thresholds, params.class_thresholds(classes))
                 self._counts_host = self._pinned((self.max_batch,), np.uint32)
@@ -124,7 +125,8 @@ class GpuGridDecoder:
                 int(self._values) + 20 * offset_cells,
             )  # fmt: skip
         cuda.memcpy_dtoh_async(self._counts_host, self._counts, stream)
-        stream.synchronize()
+        self._done.record(stream)
+        self._done.synchronize()
         results = []
         for i in range(n):
             count = int(self._counts_host[i])
@@ -134,7 +136,8 @@ class GpuGridDecoder:
                 values = self._values_host[base : base + count]
                 cuda.memcpy_dtoh_async(cells, int(self._cell_ids) + 4 * base, stream)
                 cuda.memcpy_dtoh_async(values, int(self._values) + 20 * base, stream)
-        stream.synchronize()
+        self._done.record(stream)
+        self._done.synchronize()
         for i in range(n):
             count = int(self._counts_host[i])
             base = i * self.cells
@@ -165,4 +168,4 @@ class GpuGridDecoder:
             arr.base.free()
         self._buffers = []
         self._hosts = []
-        self._stream = self._kernel = None
+        self._stream = self._kernel = self._done = None

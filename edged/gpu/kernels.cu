@@ -316,3 +316,39 @@ extern "C" __global__ void edged_detectnet_decode(
     v[3] = __double2float_rn(x2);
     v[4] = __double2float_rn(y2);
 }
+
+// DetectNet_v2 candidate selection for an exact decode on the host (edged/gpu/select.py): one
+// thread per (class, row, column) cell of image blockIdx.y. A cell whose coverage reaches its
+// class threshold (>=: a superset of what every detection.compat keeps; NaN never does) takes a
+// slot from its image's counter and writes its cell index, its coverage and its four bbox terms,
+// unchanged; the host puts them into otherwise empty grids and runs the compat's own decode on
+// them. Every thread also counts the non-finite values among its cell's coverage and terms, for
+// a model update's probation (edged/pipeline/worker.py counts frames whose outputs hold them).
+extern "C" __global__ void edged_detectnet_select(
+    const float* __restrict__ cov, const float* __restrict__ bbox, const float* __restrict__ thresholds,
+    int classes, int grid_h, int grid_w, unsigned int* __restrict__ counts,
+    unsigned int* __restrict__ nonfinite, int* __restrict__ cells, float* __restrict__ values) {
+    int cells_per_image = classes * grid_h * grid_w;
+    int cell = blockIdx.x * blockDim.x + threadIdx.x;
+    if (cell >= cells_per_image) return;
+    int image = blockIdx.y;
+    int plane = grid_h * grid_w;
+    int c = cell / plane;
+    int rc = cell - c * plane;
+    float score = cov[(long long)image * cells_per_image + cell];
+    const float* t = bbox + (long long)image * 4 * cells_per_image + (long long)(4 * c) * plane + rc;
+    float t0 = t[0], t1 = t[plane], t2 = t[2 * plane], t3 = t[3 * plane];
+    unsigned int bad = (isfinite(score) ? 0u : 1u) + (isfinite(t0) ? 0u : 1u) +
+                       (isfinite(t1) ? 0u : 1u) + (isfinite(t2) ? 0u : 1u) + (isfinite(t3) ? 0u : 1u);
+    if (bad) atomicAdd(nonfinite + image, bad);
+    if (!(score >= thresholds[c])) return;
+    unsigned int slot = atomicAdd(counts + image, 1u);
+    long long at = (long long)image * cells_per_image + slot;
+    cells[at] = cell;
+    float* v = values + at * 5;
+    v[0] = score;
+    v[1] = t0;
+    v[2] = t1;
+    v[3] = t2;
+    v[4] = t3;
+}

@@ -47,3 +47,13 @@ extern "C" void host_decode(const float* cov, const float* bbox, const float* th
                                p[5], p[6], p[7], p[8], counts, cells, values);
     });
 }
+
+extern "C" void host_select(const float* cov, const float* bbox, const float* thresholds, int classes,
+                            int gh, int gw, int images, unsigned* counts, unsigned* nonfinite,
+                            int* cells, float* values) {
+    int n = classes * gh * gw;
+    grid_loop((n + 255) / 256, images, 1, 256, 1, [&] {
+        edged_detectnet_select(cov, bbox, thresholds, classes, gh, gw, counts, nonfinite, cells,
+                               values);
+    });
+}
