@@ -274,8 +274,8 @@ def test_an_error_or_a_hang_in_every_state_rolls_back(tmp_path, operator, truste
     # a hang is found by its step's timeout; the other steps must not reach theirs on a busy
     # machine (an error needs no timeout at all)
     limit = 2.0 if kind == "hang" else 60.0
-    updater, _, _ = started(tmp_path, trusted, deployer, transport, step_timeout_s=limit,
-                            build_timeout_s=limit, transfer_stall_s=limit, probation_s=5)  # fmt: skip
+    timeouts = dict(step_timeout_s=limit, build_timeout_s=limit, transfer_stall_s=limit)
+    updater, _, _ = started(tmp_path, trusted, deployer, transport, probation_s=5, **timeouts)
     push(updater, envelope(operator))
     journal = final(updater)
     updater.stop()
