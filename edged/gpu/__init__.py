@@ -2,6 +2,6 @@
 
 ``kernels.cu`` holds the CUDA C; :mod:`.compiler` builds and caches it (pycuda, nvcc),
 edged/cudacontext.py shares the primary context between threads, :mod:`.preprocessor` and
-:mod:`.select` run the kernels, :mod:`.reference` is the numpy reference they are checked against and
-:mod:`.formats` the source pixel formats. Nothing here imports pycuda until it is used.
+:mod:`.select` run the kernels, :mod:`.reference` is the numpy reference they are checked
+against and :mod:`.formats` the source pixel formats. Nothing here imports pycuda until it is used.
 """
