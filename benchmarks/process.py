@@ -170,17 +170,21 @@ def model_share(threads: int) -> Dict[str, float]:
 
 
 def _slope_mb_per_min(samples: List[Tuple[float, float]]) -> float:
-    """Least-squares slope of RSS over time."""
-    if len(samples) < 2:
-        return 0.0
-    n = float(len(samples))
-    mt = sum(t for t, _ in samples) / n
-    mr = sum(r for _, r in samples) / n
-    var = sum((t - mt) ** 2 for t, _ in samples)
-    if var == 0:
-        return 0.0
-    cov = sum((t - mt) * (r - mr) for t, r in samples)
-    return 60.0 * cov / var
+    """Theil-Sen slope of RSS over time: the median of the slopes between every two samples.
+
+    A leak is a steady climb (a staircase of allocator chunks); a one-time step (an arena or
+    a cache growing once) is not. A least-squares line turns one step into a slope: the full
+    run at commit e4ff375 (benchmarks/results) grew 1.5 MB once, between 130 s and 200 s, and
+    then 0.05 MB in 400 s, which least squares read as 0.103 MB/min after the first 20 %
+    ("missed") and the median of pairwise slopes reads as 0.011.
+    """
+    slopes = sorted(
+        (r2 - r1) / (t2 - t1)
+        for i, (t1, r1) in enumerate(samples)
+        for t2, r2 in samples[i + 1 :]
+        if t2 > t1
+    )
+    return 60.0 * median(slopes) if slopes else 0.0
 
 
 def run_memory(
@@ -269,6 +273,52 @@ def summarise_profile(raw_path: str, top: int = 15) -> Dict[str, Any]:
     }
 
 
+_DUMP_THREAD = re.compile(r'^Thread (?P<tid>\d+) \([^)]*\): "(?P<name>.*)"$')
+#: ticks per second of /proc/*/stat times (USER_HZ, proc(5))
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def thread_ticks(pid: int) -> Dict[int, Tuple[str, int]]:
+    """tid -> (the kernel's thread name, utime + stime ticks) of every thread of ``pid``."""
+    out = {}  # type: Dict[int, Tuple[str, int]]
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # ended meanwhile
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        rest = stat[stat.rindex(")") + 2 :].split()
+        out[int(tid)] = (comm, int(rest[11]) + int(rest[12]))
+    return out
+
+
+def dump_thread_names(dump: str) -> Dict[int, str]:
+    """tid -> Python thread name from ``py-spy dump`` (``Thread 1234 (idle): "name"``) (pure)."""
+    names = {}
+    for line in dump.splitlines():
+        m = _DUMP_THREAD.match(line.strip())
+        if m:
+            names[int(m.group("tid"))] = m.group("name")
+    return names
+
+
+def cpu_by_thread(before: Dict[int, Tuple[str, int]], after: Dict[int, Tuple[str, int]],
+                  names: Dict[int, str], frames: int) -> List[List[Any]]:  # fmt: skip
+    """[[thread, CPU ms per frame], ...], most first (pure). Threads Python did not start
+    (ONNX Runtime's pool, OpenCV's, FFmpeg's decoders) go by their kernel name."""
+    per = collections.Counter()  # type: collections.Counter
+    for tid, (comm, ticks) in after.items():
+        name = names.get(tid) or "native: " + comm
+        per[name] += ticks - before.get(tid, (comm, 0))[1]
+    scale = 1000.0 / _CLK_TCK / max(1, frames)
+    return [[name, round(t * scale, 2)] for name, t in per.most_common() if t > 0]
+
+
 def run_profile(broker: Broker, workdir: str, threads: int, duration_s: float,
                 out_dir: str) -> Dict[str, Any]:  # fmt: skip
     """py-spy (sampling, non-blocking) on ``edged run`` at full speed for ``duration_s``."""
@@ -290,8 +340,16 @@ def run_profile(broker: Broker, workdir: str, threads: int, duration_s: float,
         time.sleep(min(2.0, duration_s))  # past start-up
         cmd = [pyspy, "record", "--pid", str(proc.pid), "--duration", str(max(1, int(duration_s))),
                "--rate", "200", "--nonblocking", "--format", "raw", "--output", raw]  # fmt: skip
+        # the CPU each thread spent over the same window: py-spy's samples say where a thread
+        # is, not whether it had the CPU (a thread woken in Condition.wait and waiting for a
+        # core counts as active)
+        ticks0, results0 = thread_ticks(proc.pid), subscriber.count()
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         text, _ = p.communicate(timeout=duration_s + 60)
+        ticks1, results1 = thread_ticks(proc.pid), subscriber.count()
+        dump = subprocess.run([pyspy, "dump", "--pid", str(proc.pid), "--nonblocking"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=60).stdout.decode("utf-8", "replace")  # fmt: skip
     finally:
         _stop(proc)
         subscriber.close()
@@ -302,4 +360,8 @@ def run_profile(broker: Broker, workdir: str, threads: int, duration_s: float,
     summary["raw"] = os.path.basename(raw)
     summary["duration_s"] = duration_s
     summary["stream"] = STREAM_ID
+    summary["results"] = results1 - results0
+    summary["cpu_ms_per_result_by_thread"] = cpu_by_thread(
+        ticks0, ticks1, dump_thread_names(dump), results1 - results0
+    )
     return summary

@@ -112,9 +112,11 @@ def run_line(results: Dict[str, Any]) -> str:
         verdict = "validity not recorded (before runs recorded their load)"
     else:
         load = v["run"]
-        figures = "load1 {:.1f} -> {:.1f} on {} cores, steal {:.1f} %, others' CPU {:.0f} %".format(
-            load["load1_before"], load["load1_after"], load["cores"], load["steal_pct"],
-            load["others_cpu_pct"])  # fmt: skip
+        # the load average at the start is judged; later it counts the benchmark's own threads
+        figures = "load1 at the start {:.1f} on {} cores, steal {:.1f} %, others' CPU {:.0f} %"
+        figures = figures.format(
+            load["load1_before"], load["cores"], load["steal_pct"], load["others_cpu_pct"]
+        )
         verdict = (f"**valid** ({figures})" if v["valid"] else
                    "**INVALID** ({}): {}".format(figures, "; ".join(v["flags"])))  # fmt: skip
     return f"Run: {where}; {verdict}."
@@ -274,6 +276,19 @@ def markdown(results: Dict[str, Any]) -> str:
         ]  # fmt: skip
         for own, inc in zip(prof["top_own"], prof["top_inclusive"]):
             lines.append(f"| `{own[0]}` | {own[1]} | `{inc[0]}` | {inc[1]} |")
+        threads = prof.get("cpu_ms_per_result_by_thread")
+        if threads:
+            lines += [
+                "",
+                "CPU per result by thread over the same window ({} results; "
+                "`/proc/PID/task/*/stat`, names from `py-spy dump`):".format(prof["results"]),
+                "",
+                "| thread | CPU ms per result |",
+                "|---|---:|",
+            ]  # fmt: skip
+            lines += [f"| {name} | {ms:.2f} |" for name, ms in threads]
+            total = sum(ms for _, ms in threads)
+            lines.append(f"| total | {total:.2f} |")
     elif prof:
         lines += ["", "Profile: " + str(prof.get("error"))]
     plots = results.get("plots") or []

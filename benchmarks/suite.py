@@ -13,7 +13,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from . import report, validity
+from . import budget, report, validity
 from .common import REPO, Broker, machine_info
 
 # memory first: RSS is the figure least disturbed by a machine still busy at the start
@@ -261,5 +261,8 @@ def _add_notes(results: Dict[str, Any]) -> None:
                 share["before_mb"], share["after_inference_mb"], share["weights_file_mb"]
             )
         )
+    gap = budget.gap_note(results)
+    if gap:
+        results["notes"].append(gap)
     if results["settings"]["quick"]:
         results["notes"].append("--quick: tiny sizes; these figures check code paths, not speed.")

@@ -228,10 +228,12 @@ def track(gt: Truth, size: Tuple[int, int], seed: int = 0,
     """
     import time
 
+    from edged.config.model import TrackingConfig
+    from edged.pipeline.tracking import tracker_params
     from edged.tracking.tracker import Tracker
 
     clock = getattr(time, "thread_time", time.process_time)  # thread_time: Python 3.7+
-    t = tracker if tracker is not None else Tracker()
+    t = tracker if tracker is not None else Tracker(tracker_params(TrackingConfig()))
     rng = random.Random(seed)
     hyp = []  # type: Tracked
     cost = []  # type: List[float]

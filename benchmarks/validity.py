@@ -7,19 +7,24 @@ read above 1 and "met" on a loaded machine. So every measured window is brackete
 of this benchmark's own process tree), and a window, a benchmark or the whole run is
 **invalid** when, over it:
 
-* the run queue beyond the benchmark's own runnable threads (``/proc/loadavg``'s running
-  tasks minus this process tree's threads in state R, the mean of the two snapshots) exceeds
-  ``MAX_FOREIGN_RUNNABLE_PER_CORE`` x cores. The load average itself (recorded before and
-  after every window) is a one-minute mean of the run queue that counts the benchmark's own
-  threads -- 8 naive processes alone make it 16 -- so only the whole run is judged by it, at
-  its start, before the benchmark runs anything (``MAX_LOAD1_AT_START_PER_CORE``);
 * the hypervisor stole more than ``MAX_STEAL_PCT`` % of the CPU time (``steal`` in
   ``/proc/stat``, proc(5));
 * other processes (not this benchmark nor its children: edged, the naive loops, the
   broker) used more than ``MAX_OTHERS_CPU_PCT`` % of the machine's CPU time: the direct,
   per-window measure of "someone else was running";
 * a ratio exceeds its physical ceiling (:func:`ceiling_violations`): edged cannot be faster
-  than the runtime alone on the same batch.
+  than ONNX Runtime alone, at its best setting, on the same batch.
+
+The run queue beyond the benchmark's own runnable threads (``/proc/loadavg``'s running tasks
+minus this process tree's threads in state R) and the load average are recorded, not judged.
+Both are instants or means of a queue that our own threads fill: the running count and our
+threads' states are read a few milliseconds apart, while edged's and ONNX Runtime's ~30
+threads change state thousands of times a second, so the difference is noise. The full run
+at commit e4ff375 (benchmarks/results, before this rule) read 1.5 to 4 "runnable tasks not
+ours" in 11 windows (the 600 s memory window among them) in which other processes used
+at most 0.3 % of the CPU: a task that is runnable for a window gets CPU time, so others' CPU is the
+measure that counts. Only the whole run is judged by the load average, at its start, before
+the benchmark runs anything (``MAX_LOAD1_AT_START_PER_CORE``).
 
 Results also carry the git commit they measured and whether the tree was clean.
 The checks are pure functions over recorded figures, tested as data
@@ -32,8 +37,6 @@ import subprocess
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-#: Runnable tasks beyond the benchmark's own threads, per core, above which a window is invalid.
-MAX_FOREIGN_RUNNABLE_PER_CORE = 0.5
 #: 1-minute load average at the start of a run, per core, above which the run is invalid.
 MAX_LOAD1_AT_START_PER_CORE = 0.5
 #: CPU time stolen by the hypervisor (% of all CPU time) above which a window is invalid.
@@ -44,15 +47,24 @@ MAX_OTHERS_CPU_PCT = 10.0
 #: A ratio may exceed its ceiling by this much before it counts as impossible (rounding of
 #: window edges: a window holds whole frames).
 CEILING_TOLERANCE = 0.02
-#: Physical ceilings: (numerator, denominator) pairs of contenders where the numerator runs
-#: the denominator's work and more, so numerator / denominator <= 1 on a valid run.
+#: The references a contender is bounded by: ONNX Runtime alone on the same tensors, with
+#: ONNX Runtime's default busy-waiting threads (``runtime``) and with edged's setting
+#: (``runtime_nospin``). The bound is the faster of the two measured in the same repeat: a
+#: pipeline that runs the same model and more cannot beat ONNX Runtime at its best, but it can
+#: beat one slow window of either setting. At commit e4ff375 (benchmarks/results) the no-spin
+#: reference read 153-155 fps in three repeats and 98 and 88 in two, with others' CPU <= 0.4 %
+#: and steal <= 0.1 %, while edged, with the same session options, held 90-102 in all five;
+#: the busy-waiting reference in the repeat of the 88 read 140.
+RUNTIME_LIMITS = ("runtime", "runtime_nospin")
+#: (numerator, its denominators, or one denominator's name) pairs.
+Ceilings = Sequence[Tuple[str, Any]]
+#: Physical ceilings: (numerator, denominators) where the numerator runs the denominators'
+#: work and more, so numerator / max(denominators) <= 1 on a valid run.
 CEILINGS = (
-    ("edged", "runtime"),
-    ("edged_serial", "runtime"),
-    ("naive", "runtime"),
-    ("edged", "runtime_nospin"),
-    ("edged_serial", "runtime_nospin"),
-)
+    ("edged", RUNTIME_LIMITS),
+    ("edged_serial", RUNTIME_LIMITS),
+    ("naive", RUNTIME_LIMITS),
+)  # type: Tuple[Tuple[str, Tuple[str, ...]], ...]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -183,10 +195,6 @@ def interval(before: Dict[str, Any], after: Dict[str, Any],
 def load_flags(load: Dict[str, Any]) -> List[str]:
     """Why an interval's machine load makes its figures invalid ([] = quiet enough) (pure)."""
     flags = []
-    limit = MAX_FOREIGN_RUNNABLE_PER_CORE * load["cores"]
-    if load["foreign_runnable"] > limit:
-        flags.append("load: {:.1f} runnable tasks not ours > {:.1f}".format(
-            load["foreign_runnable"], limit))  # fmt: skip
     if load["steal_pct"] > MAX_STEAL_PCT:
         flags.append("steal {:.1f} % > {:.0f} %".format(load["steal_pct"], MAX_STEAL_PCT))
     if load["others_cpu_pct"] > MAX_OTHERS_CPU_PCT:
@@ -204,13 +212,17 @@ def start_flags(start: Dict[str, Any], cores: Optional[int] = None) -> List[str]
     return [f"load1 {load1:.1f} at the start > {limit:.1f}"] if load1 > limit else []
 
 
-def ceiling_violations(figures: Dict[str, float],
-                       ceilings: Sequence[Tuple[str, str]] = CEILINGS) -> List[str]:  # fmt: skip
+def ceiling_violations(figures: Dict[str, float], ceilings: Ceilings = CEILINGS) -> List[str]:
     """Ratios above their physical ceiling in one set of figures (pure): ``[]`` when none."""
     flags = []
-    for num, den in ceilings:
-        a, b = figures.get(num), figures.get(den)
-        if a is None or b is None or not b > 0:
+    for num, dens in ceilings:
+        a = figures.get(num)
+        dens = (dens,) if isinstance(dens, str) else dens  # one reference (streams.py)
+        limits = [(figures[d], d) for d in dens if figures.get(d) is not None]
+        if a is None or not limits:
+            continue
+        b, den = max(limits)
+        if not b > 0:
             continue
         if a / b > 1.0 + CEILING_TOLERANCE:
             flags.append(f"{num} / {den} = {a / b:.2f} > 1 (impossible)")
@@ -283,7 +295,7 @@ def interleaved(contenders: Sequence[Tuple[str, Callable[[], Any]]],
 
 
 def verdict(windows: Sequence[Dict[str, Any]], figures: Sequence[Dict[str, float]],
-            ceilings: Sequence[Tuple[str, str]] = CEILINGS) -> Dict[str, Any]:  # fmt: skip
+            ceilings: Ceilings = CEILINGS) -> Dict[str, Any]:  # fmt: skip
     """Validity of a benchmark from its windows' load flags and its per-repeat figures (pure)."""
     probe = Probe()
     probe.windows = list(windows)

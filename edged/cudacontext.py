@@ -85,6 +85,23 @@ class CudaContext:
         return f"{self.name} ({self.arch}{', integrated' if self.integrated else ''})"
 
 
+def blocking_event(cuda: Any) -> Any:
+    """A pycuda event whose ``synchronize()`` puts the calling thread to sleep.
+
+    ``Stream.synchronize()`` on a context with the default scheduling (``CU_CTX_SCHED_AUTO``:
+    spin while the process has fewer contexts than CPUs; CUDA Driver API reference,
+    ``cuCtxCreate``) busy-waits: the thread burns a CPU core for as long as the GPU works
+    (benchmarks/results/gpu_preprocess.md: the cuda path's CPU ms per frame equal its wall
+    ms). An event created with ``CU_EVENT_BLOCKING_SYNC`` makes ``cuEventSynchronize`` block
+    the thread until the device has completed it instead (CUDA Driver API reference,
+    ``cuEventCreate`` and ``cuEventSynchronize``); ``CU_EVENT_DISABLE_TIMING`` because no time
+    is read from it.
+    Create it with the context pushed (it belongs to the current context).
+    """
+    flags = cuda.event_flags
+    return cuda.Event(flags=flags.BLOCKING_SYNC | flags.DISABLE_TIMING)
+
+
 _lock = threading.Lock()
 _contexts: Dict[int, "CudaContext"] = {}
 

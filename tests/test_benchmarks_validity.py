@@ -5,7 +5,7 @@ The end-to-end case (a real ``--quick`` run beside a CPU burner) is in
 tests/test_benchmarks_smoke.py.
 """
 
-from benchmarks import report, validity
+from benchmarks import process, report, validity
 
 QUIET = {"cores": 2, "load1_before": 0.2, "load1_after": 0.9, "own_cores": 1.9, "seconds": 5.0,
          "foreign_runnable": 0.0, "steal_pct": 0.1, "others_cpu_pct": 1.5}  # fmt: skip
@@ -40,10 +40,8 @@ def test_figures_below_their_ceilings_on_a_quiet_machine_are_valid():
     assert verdict == {"valid": True, "flags": [], "windows": verdict["windows"]}
 
 
-def test_load_steal_and_others_cpu_each_flag_a_window():
+def test_steal_and_others_cpu_each_flag_a_window():
     assert validity.load_flags(QUIET) == []
-    busy = dict(QUIET, foreign_runnable=1.5)
-    assert validity.load_flags(busy) == ["load: 1.5 runnable tasks not ours > 1.0"]
     assert validity.load_flags(dict(QUIET, steal_pct=2.5)) == ["steal 2.5 % > 2 %"]
     assert validity.load_flags(dict(QUIET, others_cpu_pct=45.0)) == ["others' CPU 45 % > 10 %"]
 
@@ -60,9 +58,7 @@ def test_interval_separates_own_stolen_and_others_ticks():
     assert round(load["own_cores"], 6) == 1.2
     assert load["foreign_runnable"] == 1.5
     assert (load["load1_before"], load["load1_after"]) == (0.5, 2.5)  # recorded, not judged
-    assert validity.load_flags(load) == [
-        "load: 1.5 runnable tasks not ours > 1.0", "others' CPU 28 % > 10 %"
-    ]  # fmt: skip
+    assert validity.load_flags(load) == ["others' CPU 28 % > 10 %"]
     # our own threads crowding the run queue are not "load"
     crowded = validity.interval(snap(0.0, 9.0, 0, 0, 0, 0, 20, 19), snap(5.0, 16.0, 1000, 10, 0,
                                 1000, 17, 17), cores=2)  # fmt: skip
@@ -115,7 +111,7 @@ def test_table_names_the_load_that_made_a_run_invalid():
 def test_table_says_ok_for_a_valid_run_and_not_recorded_for_an_old_one():
     good = fake_results(edged=93.0, windows_flags=[])
     assert all(r[-1] == "ok" for r in report.table_rows(good))
-    assert "**valid** (load1 0.2 -> 0.9 on 2 cores" in report.run_line(good)
+    assert "**valid** (load1 at the start 0.2 on 2 cores" in report.run_line(good)
     old = {"pipeline": good["pipeline"]}
     assert all(r[-1] == "not recorded" for r in report.table_rows(old))
     assert report.run_line(old) == (
@@ -127,3 +123,71 @@ def test_interrupt_time_is_nobody_elses_cpu():
     before = dict(snap(10.0, 0.5, 10000, 4000, 50, 3000), cpu_irq=100)
     after = dict(snap(15.0, 2.5, 11000, 4100, 70, 3600), cpu_irq=130)
     assert round(validity.interval(before, after, cores=2)["others_cpu_pct"], 6) == 25.0
+
+
+# The full run at commit e4ff375 (benchmarks/results/results.json of that run), on a machine
+# where other processes used at most 0.8 % of the CPU in every window: its table said
+# "invalid: load, above ceiling" for every pipeline row and "invalid: load" for memory.
+# Its pipeline repeats: (runtime, runtime_nospin, edged, edged_serial, naive) in fps.
+E4FF375_PIPELINE = [
+    (166.5, 155.2, 90.3, 90.8, 77.5),
+    (109.9, 98.1, 100.0, 93.4, 80.8),
+    (140.3, 87.6, 102.4, 105.8, 83.1),  # the no-spin window slow: edged / it = 1.17
+    (166.1, 154.8, 99.6, 97.4, 96.6),
+    (133.8, 153.5, 100.8, 101.9, 82.2),
+]
+# Its windows flagged "load": (window, foreign runnable, others' CPU %, steal %, own cores,
+# load1 before, load1 after, seconds); every other window read others' CPU <= 0.8 %.
+E4FF375_LOAD_FLAGGED = [
+    ("naive", 1.5, 0.3, 0.10, 1.970, 3.52, 3.47, 5.0),
+    ("edged_serial", 4.0, 0.0, 0.00, 1.786, 3.22, 3.20, 5.0),
+    ("edged", 2.0, 0.0, 0.00, 1.796, 2.48, 2.85, 5.0),
+    ("edged", 1.5, 0.0, 0.00, 1.807, 2.71, 2.57, 5.0),
+    ("memory", 1.5, 0.0, 0.02, 1.820, 0.52, 3.95, 602.3),
+]
+
+
+def e4ff375_window(row):
+    name, runnable, others, steal, own, load1_before, load1_after, seconds = row
+    load = {"cores": 2, "foreign_runnable": runnable, "others_cpu_pct": others,
+            "steal_pct": steal, "own_cores": own, "load1_before": load1_before,
+            "load1_after": load1_after, "seconds": seconds}  # fmt: skip
+    return {"window": name, "load": load, "flags": validity.load_flags(load)}
+
+
+def test_the_quiet_run_at_e4ff375_is_judged_valid():
+    """Our own ~30 threads filling the run queue were read as 1.5-4 "tasks not ours" while
+    others used 0.0-0.3 % of the CPU; a slow no-spin window was taken as edged's ceiling
+    although busy-waiting ONNX Runtime ran 140 fps in the same repeat."""
+    windows = [e4ff375_window(row) for row in E4FF375_LOAD_FLAGGED]
+    assert all(w["flags"] == [] for w in windows), windows
+    names = ("runtime", "runtime_nospin", "edged", "edged_serial", "naive")
+    figures = [dict(zip(names, fps)) for fps in E4FF375_PIPELINE]
+    pipeline = validity.verdict([w for w in windows if w["window"] != "memory"], figures)
+    assert pipeline["valid"] is True, pipeline["flags"]
+    assert validity.verdict(windows[-1:], [])["valid"] is True
+
+
+def test_a_ratio_is_bounded_by_the_faster_runtime_limit_of_its_repeat():
+    figures = {"runtime": 140.3, "runtime_nospin": 87.6, "edged": 150.0}
+    assert validity.ceiling_violations(figures) == ["edged / runtime = 1.07 > 1 (impossible)"]
+    # both references collapse on a busy machine, edged's threads do not: still flagged
+    busy = {"runtime": 70.0, "runtime_nospin": 75.0, "edged": 94.0, "naive": 60.0}
+    assert validity.ceiling_violations(busy) == ["edged / runtime_nospin = 1.25 > 1 (impossible)"]
+    # one reference of its own, as the many-streams benchmark passes them
+    assert validity.ceiling_violations({"a": 3.0, "b": 2.0}, [("a", "b")]) == [
+        "a / b = 1.50 > 1 (impossible)"
+    ]
+
+
+def test_memory_slope_ignores_a_one_time_step_and_sees_a_steady_climb():
+    # e4ff375's memory run after its first 20 %: 198.8 MB, one 1.5 MB step between 130 s and
+    # 200 s, then 200.34 -> 200.39 MB over 400 s (least squares read 0.103 MB/min)
+    step = [(t, 198.79) for t in range(120, 130, 2)]
+    step += [(t, 198.79 + 1.55 * (t - 130) / 70.0) for t in range(130, 200, 2)]
+    step += [(t, 200.34 + 0.05 * (t - 200) / 400.0) for t in range(200, 601, 2)]
+    assert abs(process._slope_mb_per_min(step)) < 0.02
+    # a leak of 0.2 MB/min in 128 kB chunks (malloc's mmap threshold) is a staircase
+    leak = [(t, 200.0 + 0.125 * int(t * 0.2 / 60.0 / 0.125)) for t in range(120, 601, 2)]
+    assert 0.15 < process._slope_mb_per_min(leak) < 0.25
+    assert process._slope_mb_per_min([(0.0, 1.0)]) == 0.0

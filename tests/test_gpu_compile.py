@@ -22,7 +22,7 @@ KERNELS = (
     "edged_preprocess_linear_float32",
     "edged_preprocess_nearest_float16",
     "edged_preprocess_linear_float16",
-    "edged_detectnet_decode",
+    "edged_detectnet_select",
 )
 
 

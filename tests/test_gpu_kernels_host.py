@@ -17,9 +17,7 @@ import pytest
 from edged.gpu import formats as fmts
 from edged.gpu import linear_tables, reference
 from edged.gpu.compiler import SOURCE_FILE
-from edged.gpu.grid_reference import decode_grid
 from edged.tasks.contract import InputContract
-from edged.tasks.detection import DecodeParams
 
 from .frames import FORMATS, from_bgr, random_frame
 
@@ -121,31 +119,3 @@ def test_kernel_on_the_host_equals_the_reference_on_a_demo_clip_frame(lib):
     got = host_preprocess(lib, frames, FORMATS, contract)
     for i, fmt in enumerate(FORMATS):
         np.testing.assert_array_equal(got[i], reference.preprocess(frames[i], fmt, contract), fmt)
-
-
-def test_decode_kernel_on_the_host_equals_the_numpy_decode(lib):
-    rng = np.random.default_rng(12)
-    classes, gh, gw = 3, 9, 13
-    params = DecodeParams(thresholds=(0.4, 0.2, 0.3), min_width=4.0, min_height=3.0)
-    cov = rng.random((classes, gh, gw), dtype=np.float32) ** 2
-    bbox = (rng.standard_normal((4 * classes, gh, gw)) * 0.6).astype(np.float32)
-    cov[0, 1, 2] = np.nan
-    bbox[1, 2, 3] = np.nan
-    bbox[5, 4, 4] = np.inf
-    src_w, src_h, net_w, net_h = 1280, 720, 208, 144
-    p = np.array([params.stride, params.bbox_norm, params.offset, src_w / net_w, src_h / net_h,
-                  src_w, src_h, params.min_width, params.min_height], np.float64)  # fmt: skip
-    thresholds = params.class_thresholds(classes)
-    counts = np.zeros(1, np.uint32)
-    cells = np.zeros(cov.size, np.int32)
-    values = np.zeros((cov.size, 5), np.float32)
-    ptr = lambda a: ctypes.c_void_p(a.ctypes.data)  # noqa: E731
-    lib.host_decode(ptr(cov), ptr(bbox), ptr(thresholds), classes, gh, gw, ptr(p), ptr(counts),
-                    ptr(cells), ptr(values))  # fmt: skip
-    n = int(counts[0])
-    order = np.argsort(cells[:n])
-    want = decode_grid(cov, bbox, params, net_w, net_h, src_w, src_h)
-    assert n == len(want.scores) > 10
-    np.testing.assert_array_equal(values[:n][order, 0], want.scores)
-    np.testing.assert_array_equal(values[:n][order, 1:], want.boxes)
-    np.testing.assert_array_equal(cells[:n][order] // (gh * gw), want.class_ids)

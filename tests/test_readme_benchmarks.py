@@ -41,3 +41,37 @@ def test_readme_table_is_the_committed_full_run():
     assert results["settings"]["quick"] is False
     assert results["settings"]["repeats"] == 5
     assert results["ran"] == ["memory", "pipeline", "offload", "cost", "mqtt", "startup", "profile"]
+
+
+def test_one_command_copies_a_results_dir_into_the_readme(tmp_path):
+    """`python -m benchmarks.readme DIR` renders DIR's results.md from its results.json and
+    puts its run line and table into the README, every other line unchanged."""
+    from benchmarks import readme as readme_tool
+
+    results_dir = tmp_path / "results"
+    results_dir.mkdir()
+    with open(os.path.join(REPO, "benchmarks", "results", "results.json")) as f:
+        results = json.load(f)
+    results["git"] = {"commit": "fedcba9876543210" * 2 + "fedcba98", "clean": False,
+                      "changed": [" M edged/daemon.py"]}  # fmt: skip
+    (results_dir / "results.json").write_text(json.dumps(results))
+    readme_path = tmp_path / "README.md"
+    with open(os.path.join(REPO, "README.md")) as f:
+        original = f.read()
+    readme_path.write_text(original)
+    args = [str(results_dir), "--readme", str(readme_path)]
+
+    assert readme_tool.main(args + ["--check"]) == 1
+    assert readme_tool.main(args) == 0
+    updated = readme_path.read_text()
+    block = table_after_header(updated)
+    assert block == table_after_header((results_dir / "results.md").read_text())
+    assert block[0].startswith("Run: commit `fedcba987654` (uncommitted changes); ")
+    start = original.splitlines().index(table_after_header(original)[0])
+    assert updated.splitlines()[:start] == original.splitlines()[:start]
+    assert (
+        updated.splitlines()[start + len(block) :]
+        == original.splitlines()[start + len(table_after_header(original)) :]
+    )
+    assert readme_tool.main(args + ["--check"]) == 0
+    assert readme_tool.main([str(tmp_path / "missing"), "--readme", str(readme_path)]) == 2

@@ -17,10 +17,18 @@ from benchmarks.tracking_eval import (
     track,
     truth,
 )
+from edged.config.model import TrackingConfig
 from edged.errors import ConfigError
+from edged.pipeline.tracking import tracker_params
 from edged.tracking.counting import LineSpec, StreamCounter, ZoneSpec
 from edged.tracking.geometry import point_in_polygon, segments_intersect, signed_distance
-from edged.tracking.tracker import Tracker, TrackerParams
+from edged.tracking.tracker import Tracker
+
+
+def params(**overrides):
+    """The tracker's parameters: the config's defaults with ``overrides``."""
+    return tracker_params(TrackingConfig(**overrides))
+
 
 SIZE = (1280, 720)
 #: a horizontal line across the middle, drawn left to right: "in" is downwards
@@ -115,14 +123,14 @@ def test_occlusion_keeps_counts_exact():
 
 
 def test_leaving_and_reentering_gets_a_new_id_and_counts_again():
-    params = TrackerParams(max_misses=10)
+    slow_to_forget = params(max_misses=10)
     movers = [
         Mover(1, 0, 90, (640.0, 200.0), (0.0, 4.0)),  # down through the door, out at the bottom
         Mover(2, 150, 300, (640.0, 760.0), (0.0, -4.0)),  # back in from the bottom, up through
     ]
     gt = truth(movers, 300, SIZE)
     counter = StreamCounter(lines=[MIDDLE])
-    hyp, _, events = track(gt, SIZE, seed=5, tracker=Tracker(params), counter=counter)
+    hyp, _, events = track(gt, SIZE, seed=5, tracker=Tracker(slow_to_forget), counter=counter)
     assert crossings(events) == {"in": 1, "out": 1}
     seen = ids_per_truth(gt, hyp)
     (first,), (second,) = seen[1], seen[2]
@@ -132,7 +140,7 @@ def test_leaving_and_reentering_gets_a_new_id_and_counts_again():
 def test_zone_occupancy_dwell_and_labels():
     zone = ZoneSpec("queue", ((0, 0), (640, 0), (640, 720), (0, 720)), labels=("person",))
     counter = StreamCounter(zones=[zone], labels=("person", "bag"))
-    tracker = Tracker(TrackerParams(min_hits=1))
+    tracker = Tracker(params(min_hits=1))
     events = []
     for f in range(100):
         x = 500.0 + 4 * f  # the person's feet leave the zone at x = 640, frame 35
@@ -153,7 +161,7 @@ def test_zone_occupancy_dwell_and_labels():
 def test_track_death_leaves_the_zone_and_reset_keeps_ids_unique():
     zone = ZoneSpec("all", ((0, 0), (1, 0), (1, 1), (0, 1)), "fraction")
     counter = StreamCounter(zones=[zone])
-    tracker = Tracker(TrackerParams(min_hits=2, max_misses=3))
+    tracker = Tracker(params(min_hits=2, max_misses=3))
     for _ in range(3):
         tracker.update([[10, 10, 50, 90]], [0.9], [0])
         counter.update(tracker.tracks(), SIZE, 0.0)
@@ -170,7 +178,7 @@ def test_track_death_leaves_the_zone_and_reset_keeps_ids_unique():
 
 
 def test_low_confidence_pass_keeps_a_track_and_never_starts_one():
-    tracker = Tracker(TrackerParams(min_hits=1))
+    tracker = Tracker(params(min_hits=1))
     assert tracker.update([[0, 0, 40, 80]], [0.9], [0]) == [1]
     assert tracker.update([[1, 0, 41, 80]], [0.2], [0]) == [1]  # second pass
     assert tracker.update([[600, 0, 640, 80]], [0.2], [0]) == [None]  # too low to start
@@ -277,7 +285,7 @@ def test_overlay_draws_zones_lines_and_trails_and_the_snapshot_has_them():
 
     counter = StreamCounter(zones=[ZoneSpec("q", ((10, 10), (100, 10), (100, 100), (10, 100)))],
                             lines=[LineSpec("d", (0, 200), (320, 200))])  # fmt: skip
-    tracker = Tracker(TrackerParams(min_hits=1))
+    tracker = Tracker(params(min_hits=1))
     for f in range(5):
         tracker.update([[150 + 10 * f, 100, 190 + 10 * f, 180]], [0.9], [0])
         counter.update(tracker.tracks(), (320, 240), f)

@@ -15,12 +15,13 @@ import time
 
 import pytest
 
-from edged.config.model import MqttConfig
+from edged.config.model import Config, MqttConfig, UpdateConfig
 from edged.signing import keys
 from edged.update.manifest import FileEntry, make, sign_manifest
 from edged.update.mqtt_transport import MqttTransport
 from edged.update.store import SlotStore
-from edged.update.updater import Settings, Updater
+from edged.update.updater import Updater
+from edged.update.wiring import settings_from_config
 from tests.conftest import REPO
 from tests.mosquitto import Mosquitto, Subscriber, stop_all_brokers, wait_for
 from tests.update_standins import StandInDeployer
@@ -83,9 +84,10 @@ class Device:
                                                   backoff_initial_s=0.2, backoff_max_s=1,
                                                   username=username, password=password),
                                        device_id)  # fmt: skip
-        settings = Settings(device_id=device_id, prefix="edged", state_dir=state_dir,
-                            groups=tuple(groups), probation_s=0.3, window=window,
-                            request_timeout_s=1.0)  # fmt: skip
+        config = Config(device_id=device_id, update=UpdateConfig(state_dir=state_dir))
+        settings = settings_from_config(config)._replace(
+            prefix="edged", groups=tuple(groups), probation_s=0.3, window=window,
+            request_timeout_s=1.0)  # fmt: skip
         self.updater = Updater(settings, trusted, self.transport, self.deployer)
         self.transport.handler = self.updater.on_message
 

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from edged.config.model import Config, UpdateConfig
 from edged.errors import StagingError, UpdateError
 from edged.signing import canonical, keys
 from edged.update import journal as j
@@ -24,7 +25,8 @@ from edged.update import updater as updater_module
 from edged.update.manifest import FileEntry, UpdateLimits, make, sign_manifest
 from edged.update.seams import Transport
 from edged.update.store import SlotStore
-from edged.update.updater import Settings, Updater
+from edged.update.updater import Updater
+from edged.update.wiring import settings_from_config
 from tests.update_standins import Hang, StandInDeployer
 
 CHUNK = 1024
@@ -95,11 +97,12 @@ class StandInOperator(Transport):
 
 
 def settings(tmp_path, **changes):
-    values = dict(device_id=DEVICE, prefix=PREFIX, state_dir=str(tmp_path), probation_s=0.3,
-                  window=4, request_timeout_s=0.5, transfer_stall_s=30, step_timeout_s=30,
-                  build_timeout_s=30)  # fmt: skip
+    """The config's defaults, shrunk for tests, with ``changes``."""
+    values = dict(prefix=PREFIX, probation_s=0.3, window=4, request_timeout_s=0.5,
+                  transfer_stall_s=30, step_timeout_s=30, build_timeout_s=30)  # fmt: skip
     values.update(changes)
-    return Settings(**values)
+    config = Config(device_id=DEVICE, update=UpdateConfig(state_dir=str(tmp_path)))
+    return settings_from_config(config)._replace(**values)
 
 
 def started(tmp_path, trusted, deployer=None, transport=None, **changes):
@@ -268,8 +271,11 @@ def test_an_error_or_a_hang_in_every_state_rolls_back(tmp_path, operator, truste
     deployer, transport = StandInDeployer(), StandInOperator()
     fault = Hang() if kind == "hang" else UpdateError(f"injected in {state}")
     fault_in(state, fault, deployer, transport, monkeypatch)
-    updater, _, _ = started(tmp_path, trusted, deployer, transport, step_timeout_s=0.5,
-                            build_timeout_s=0.5, transfer_stall_s=0.5, probation_s=5)  # fmt: skip
+    # a hang is found by its step's timeout; the other steps must not reach theirs on a busy
+    # machine (an error needs no timeout at all)
+    limit = 2.0 if kind == "hang" else 60.0
+    timeouts = dict(step_timeout_s=limit, build_timeout_s=limit, transfer_stall_s=limit)
+    updater, _, _ = started(tmp_path, trusted, deployer, transport, probation_s=5, **timeouts)
     push(updater, envelope(operator))
     journal = final(updater)
     updater.stop()

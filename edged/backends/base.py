@@ -9,7 +9,7 @@ with or without the ``:0`` suffix that TensorFlow-exported ONNX files carry
 """
 
 import abc
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -41,6 +41,18 @@ class TensorSpec:
             other.shape,
             other.dtype,
         )
+
+
+class PrefilledBatch(NamedTuple):
+    """A batch a GPU pre-processor wrote straight into a backend's input set ``slot``
+    (``TensorRTBackend.input_buffer``): :meth:`Task.infer <edged.tasks.base.Task.infer>` runs
+    it with ``infer_prefilled(count, slot)``; nothing goes through the host. ``reader``, when
+    set, runs it instead and reads the outputs on the device (``reader(backend, count, slot)``
+    -> one dict of outputs per frame; edged/gpu/select.py)."""
+
+    slot: int
+    count: int
+    reader: Any = None
 
 
 class Backend(abc.ABC):

@@ -45,6 +45,10 @@ class CudaRuntime(abc.ABC):
     def dtoh_async(self, host: np.ndarray, device: Any, stream: Any) -> None:
         """Copy ``device`` into ``host`` (``host.nbytes`` bytes)."""
 
+    def wait(self, stream: Any) -> None:
+        """Return once everything queued on ``stream`` has run (context pushed)."""
+        stream.synchronize()
+
     @contextlib.contextmanager
     def activated(self) -> Iterator[None]:
         """``push()`` now, ``pop()`` in ``finally``: every push has its pop (tensorrt_demos#148)."""
@@ -89,3 +93,12 @@ class PycudaRuntime(CudaRuntime):
 
     def dtoh_async(self, host: np.ndarray, device: Any, stream: Any) -> None:
         self._cuda.memcpy_dtoh_async(host, device, stream)
+
+    def wait(self, stream: Any) -> None:
+        """Sleep, not spin, until ``stream`` is done (:func:`edged.cudacontext.blocking_event`)."""
+        from ..cudacontext import blocking_event
+
+        done = blocking_event(self._cuda)
+        done.record(stream)
+        done.synchronize()
+        # ``done`` is destroyed on return, while the caller still has the context pushed

@@ -43,11 +43,19 @@ EXEC_V3 = "execute_async_v3"
 EXEC_V2 = "execute_async_v2"
 EXEC_IMPLICIT = "execute_async"
 
+#: Input buffer sets a GPU pre-processor writes into in turn (:meth:`TensorRTBackend.input_buffer`).
+#: With ``pipeline.overlap`` the worker pre-processes batch k+1 while batch k is in inference, and
+#: takes batch k+2 only after batch k's inference has returned (edged/pipeline/worker.py: the
+#: one-batch handoff has room only once the inference thread took k+1, which it does after k):
+#: two sets, used alternately, never have a batch written over one still being read.
+INPUT_SETS = 2
+
 
 class _Tensor:
     """One engine I/O tensor and its buffers."""
 
-    __slots__ = ("name", "index", "is_input", "shape", "max_shape", "dtype", "host", "device")
+    __slots__ = ("name", "index", "is_input", "shape", "max_shape", "dtype", "host", "device",
+                 "sets")  # fmt: skip
 
     def __init__(
         self, name: str, index: int, is_input: bool, shape: Tuple[int, ...], dtype: "np.dtype"
@@ -60,6 +68,7 @@ class _Tensor:
         self.dtype = np.dtype(dtype)
         self.host = None  # type: Optional[np.ndarray]
         self.device = None  # type: Any
+        self.sets = []  # type: List[Any]  # inputs: device buffer of each input set, [0] is device
 
     @property
     def dynamic(self) -> bool:
@@ -142,6 +151,8 @@ class TensorRTBackend(Backend):
         self._cuda = cuda if cuda is not None else PycudaRuntime()
         self._source = source
         self._lock = threading.Lock()  # one execution context: one inference at a time
+        # input sets are added while an inference runs (the next batch is written meanwhile)
+        self._sets_lock = threading.Lock()
         self._engine = self._context = self._runtime = self._stream = None  # type: Any
         self._tensors = []  # type: List[_Tensor]
         with self._cuda.activated():
@@ -189,6 +200,8 @@ class TensorRTBackend(Backend):
         for t in self._tensors:
             t.host = self._cuda.pagelocked(t.max_shape, t.dtype)
             t.device = self._cuda.device_alloc(t.host.nbytes)
+            t.sets = [t.device] if t.is_input else []
+        self._bound = 0  # the input set the execution context reads
         if self.io_api == NAME_API:
             for t in self._tensors:
                 self._context.set_tensor_address(t.name, int(t.device))
@@ -266,39 +279,83 @@ class TensorRTBackend(Backend):
             staged = _host(t).reshape(-1)[: array.size].reshape(array.shape)
             np.copyto(staged, array)
             self._cuda.htod_async(t.device, staged, self._stream)
+        self._bind(0)
         return self._execute_and_fetch(batch or 1)
 
-    def input_buffer(self, name: str) -> int:
-        """Device address of input ``name``: a GPU pre-processor writes the batch there
-        (edged/gpu/preprocessor.py ``run_device``), then :meth:`infer_prefilled` runs it."""
-        for t in self._tensors:
-            if t.is_input and t.name == name and t.device is not None:
-                return int(t.device)
+    def input_buffer(self, name: str, slot: int = 0) -> int:
+        """Device address of input ``name`` in input set ``slot`` (0 .. INPUT_SETS - 1): a GPU
+        pre-processor writes the batch there (edged/gpu/preprocessor.py ``run_device``), then
+        :meth:`infer_prefilled` with the same ``slot`` runs it. Sets past 0 are allocated on
+        first use (only this path needs them)."""
+        if not 0 <= slot < INPUT_SETS:
+            raise BackendError(f"input set {slot} is not one of 0..{INPUT_SETS - 1}")
+        with self._sets_lock:  # not self._lock: the running inference must not hold it up
+            for t in self._tensors:
+                if t.is_input and t.name == name and t.device is not None:
+                    if slot >= len(t.sets):
+                        with self._cuda.activated():
+                            while len(t.sets) <= slot:
+                                t.sets.append(self._cuda.device_alloc(_host(t).nbytes))
+                    return int(t.sets[slot])
         raise BackendError(f"{self._source}: no input named {name!r}")
 
-    def infer_prefilled(self, batch: int) -> Dict[str, np.ndarray]:
-        """Run on inputs already written into :meth:`input_buffer` (nothing is uploaded)."""
+    def _bind(self, slot: int) -> None:
+        """Point the execution context at input set ``slot`` (outputs stay where they are)."""
+        if slot == self._bound:
+            return
+        for t in self._tensors:
+            if t.is_input and slot >= len(t.sets):
+                raise BackendError(f"{self._source}: input set {slot} of {t.name} not allocated")
+        if self.io_api == NAME_API:
+            for t in self._tensors:
+                if t.is_input:
+                    self._context.set_tensor_address(t.name, int(t.sets[slot]))
+        by_index = sorted(self._tensors, key=lambda t: t.index)
+        self._bindings = [int(t.sets[slot] if t.is_input else t.device) for t in by_index]
+        self._bound = slot
+
+    def infer_prefilled(self, batch: int, slot: int = 0) -> Dict[str, np.ndarray]:
+        """Run on inputs already written into :meth:`input_buffer` ``slot`` (nothing uploaded)."""
         with self._lock:
             if self._engine is None:
                 raise BackendError(f"{self._source}: backend is closed")
             with self._cuda.activated():
-                for t in self._tensors:
-                    if t.is_input and t.max_shape[0] < batch:
-                        raise BackendError(
-                            f"{self._source}: batch {batch} is more than the engine takes "
-                            f"({t.max_shape[0]})"
-                        )
-                    if t.is_input and self.execute_call != EXEC_IMPLICIT and t.dynamic:
-                        self._set_shape(t, (batch,) + tuple(t.max_shape[1:]))
+                self._prefilled_shapes(batch, slot)
                 return self._execute_and_fetch(batch)
 
-    def _execute_and_fetch(self, batch: int) -> Dict[str, np.ndarray]:
+    def infer_prefilled_on_device(self, batch: int, slot: int = 0) -> Dict[str, int]:
+        """As :meth:`infer_prefilled`, but the outputs stay on the device: their addresses,
+        filled once this returns and valid until the next inference (edged/gpu/select.py)."""
+        with self._lock:
+            if self._engine is None:
+                raise BackendError(f"{self._source}: backend is closed")
+            with self._cuda.activated():
+                self._prefilled_shapes(batch, slot)
+                self._execute_checked(batch)
+                self._cuda.wait(self._stream)
+                return {t.name: int(t.device) for t in self._tensors if not t.is_input}
+
+    def _prefilled_shapes(self, batch: int, slot: int) -> None:
+        self._bind(slot)
+        for t in self._tensors:
+            if t.is_input and t.max_shape[0] < batch:
+                raise BackendError(
+                    f"{self._source}: batch {batch} is more than the engine takes "
+                    f"({t.max_shape[0]})"
+                )
+            if t.is_input and self.execute_call != EXEC_IMPLICIT and t.dynamic:
+                self._set_shape(t, (batch,) + tuple(t.max_shape[1:]))
+
+    def _execute_checked(self, batch: int) -> None:
         if not self._execute(batch):
             raise BackendError(
                 "{}: TensorRT inference failed: {}".format(
                     self._source, recent_errors(self._trt_logger) or "no details"
                 )
             )
+
+    def _execute_and_fetch(self, batch: int) -> Dict[str, np.ndarray]:
+        self._execute_checked(batch)
         results = {}  # type: Dict[str, np.ndarray]
         staged_outputs = []  # type: List[Tuple[str, np.ndarray]]
         for t in self._tensors:
@@ -312,7 +369,7 @@ class TensorRTBackend(Backend):
             staged = _host(t).reshape(-1)[: int(np.prod(shape))].reshape(shape)
             self._cuda.dtoh_async(staged, t.device, self._stream)
             staged_outputs.append((t.name, staged))
-        self._stream.synchronize()
+        self._cuda.wait(self._stream)  # sleeps, not spins, on a GPU (PycudaRuntime.wait)
         for name, staged in staged_outputs:
             results[name] = staged.copy()  # the staging buffer is reused by the next call
         return results
@@ -350,7 +407,7 @@ class TensorRTBackend(Backend):
         )
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._sets_lock:
             if self._engine is None and self._runtime is None:
                 return
             with self._cuda.activated():
@@ -360,9 +417,12 @@ class TensorRTBackend(Backend):
         """Free device buffers, then the context and engine -- inside a push (a pycuda object
         freed without its context leaks: "could not be cleaned up")."""
         for t in self._tensors:
+            for extra in t.sets[1:]:
+                extra.free()
             if t.device is not None:
                 t.device.free()
                 t.device = None
+            t.sets = []
             t.host = None
         self._context = None
         self._engine = None

@@ -271,7 +271,7 @@ def _run_one(task: Any, pre: Any, image: Any) -> List[Any]:
     """One frame's results; ``pre``: a pre-processor (edged.pipeline.preprocessors) or None."""
     if pre is None:
         return task.run([image])[0]
-    outputs = task.infer(list(pre.run([image])))
+    outputs = task.infer(pre.run([image]))
     return task.postprocess(outputs[0], (image.shape[1], image.shape[0]))
 
 

@@ -70,6 +70,8 @@ class DetectionConfig:
 # -- tracking and counting (edged/tracking) ------------------------------------------------
 @dataclass(frozen=True)
 class TrackingConfig:
+    # ByteTrack's defaults: track_thresh 0.5, the second pass's IOU 0.5, the first pass's
+    # match_thresh 0.8 as a cost, i.e. IOU 0.2 (ByteTrack, yolox/tracker/byte_tracker.py)
     enabled: bool = False
     high_threshold: float = 0.5
     low_threshold: float = 0.1

@@ -278,15 +278,17 @@ PREPROCESS_KERNEL(edged_preprocess_linear_float32, true, float)
 PREPROCESS_KERNEL(edged_preprocess_nearest_float16, false, unsigned short)
 PREPROCESS_KERNEL(edged_preprocess_linear_float16, true, unsigned short)
 
-// DetectNet_v2 grid decoding (edged/tasks/detection.py decode_grid, the same arithmetic in
-// double): one thread per (class, row, column) cell of image blockIdx.y. A surviving cell takes a
-// slot from its image's counter and writes its cell index, coverage and box; the host copies back
-// only the counted slots and sorts them by cell index, numpy's (class, row, column) order.
-extern "C" __global__ void edged_detectnet_decode(
+// DetectNet_v2 candidate selection for an exact decode on the host (edged/gpu/select.py): one
+// thread per (class, row, column) cell of image blockIdx.y. A cell whose coverage reaches its
+// class threshold (>=: a superset of what every detection.compat keeps; NaN never does) takes a
+// slot from its image's counter and writes its cell index, its coverage and its four bbox terms,
+// unchanged; the host puts them into otherwise empty grids and runs the compat's own decode on
+// them. Every thread also counts the non-finite values among its cell's coverage and terms, for
+// a model update's probation (edged/pipeline/worker.py counts frames whose outputs hold them).
+extern "C" __global__ void edged_detectnet_select(
     const float* __restrict__ cov, const float* __restrict__ bbox, const float* __restrict__ thresholds,
-    int classes, int grid_h, int grid_w, double stride, double norm, double offset, double scale_x,
-    double scale_y, double src_w, double src_h, double min_w, double min_h,
-    unsigned int* __restrict__ counts, int* __restrict__ cells, float* __restrict__ values) {
+    int classes, int grid_h, int grid_w, unsigned int* __restrict__ counts,
+    unsigned int* __restrict__ nonfinite, int* __restrict__ cells, float* __restrict__ values) {
     int cells_per_image = classes * grid_h * grid_w;
     int cell = blockIdx.x * blockDim.x + threadIdx.x;
     if (cell >= cells_per_image) return;
@@ -294,31 +296,20 @@ extern "C" __global__ void edged_detectnet_decode(
     int plane = grid_h * grid_w;
     int c = cell / plane;
     int rc = cell - c * plane;
-    int row = rc / grid_w;
-    int col = rc - row * grid_w;
     float score = cov[(long long)image * cells_per_image + cell];
-    if (!(score >= thresholds[c])) return;  // NaN coverage is never a candidate
     const float* t = bbox + (long long)image * 4 * cells_per_image + (long long)(4 * c) * plane + rc;
-    double cx = __dadd_rn(__dmul_rn((double)col, stride), offset);
-    double cy = __dadd_rn(__dmul_rn((double)row, stride), offset);
-    double x1 = __dmul_rn(__dsub_rn(cx, __dmul_rn(norm, (double)t[0])), scale_x);
-    double y1 = __dmul_rn(__dsub_rn(cy, __dmul_rn(norm, (double)t[plane])), scale_y);
-    double x2 = __dmul_rn(__dadd_rn(cx, __dmul_rn(norm, (double)t[2 * plane])), scale_x);
-    double y2 = __dmul_rn(__dadd_rn(cy, __dmul_rn(norm, (double)t[3 * plane])), scale_y);
-    if (isnan(x1) || isnan(y1) || isnan(x2) || isnan(y2)) return;
-    x1 = fmin(fmax(x1, 0.0), src_w);
-    x2 = fmin(fmax(x2, 0.0), src_w);
-    y1 = fmin(fmax(y1, 0.0), src_h);
-    y2 = fmin(fmax(y2, 0.0), src_h);
-    double w = __dsub_rn(x2, x1), h = __dsub_rn(y2, y1);
-    if (!(w > 0.0 && h > 0.0 && w >= min_w && h >= min_h)) return;
+    float t0 = t[0], t1 = t[plane], t2 = t[2 * plane], t3 = t[3 * plane];
+    unsigned int bad = (isfinite(score) ? 0u : 1u) + (isfinite(t0) ? 0u : 1u) +
+                       (isfinite(t1) ? 0u : 1u) + (isfinite(t2) ? 0u : 1u) + (isfinite(t3) ? 0u : 1u);
+    if (bad) atomicAdd(nonfinite + image, bad);
+    if (!(score >= thresholds[c])) return;
     unsigned int slot = atomicAdd(counts + image, 1u);
     long long at = (long long)image * cells_per_image + slot;
     cells[at] = cell;
     float* v = values + at * 5;
     v[0] = score;
-    v[1] = __double2float_rn(x1);
-    v[2] = __double2float_rn(y1);
-    v[3] = __double2float_rn(x2);
-    v[4] = __double2float_rn(y2);
+    v[1] = t0;
+    v[2] = t1;
+    v[3] = t2;
+    v[4] = t3;
 }

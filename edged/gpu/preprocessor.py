@@ -9,14 +9,18 @@ no intermediate image in memory. Host frames are copied into page-locked staging
 uploaded on this pre-processor's stream; on an integrated GPU (Jetson) the staging memory is
 mapped, so the kernel reads it in place and nothing is copied. Everything runs with the shared
 primary context pushed on the calling thread, frees included (:meth:`close`).
+
+The calling thread sleeps while the GPU works (a blocking-sync event,
+:func:`edged.cudacontext.blocking_event`). :meth:`CudaPreprocessor.run` hands back
+the batch in one of :data:`HOST_RING` page-locked host buffers, not a copy of it.
 """
 
 import logging
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..cudacontext import CudaContext, shared_context
+from ..cudacontext import CudaContext, blocking_event, shared_context
 from ..errors import BackendError
 from ..tasks.contract import InputContract
 from . import formats as fmts
@@ -32,6 +36,14 @@ DESC_WORDS = 9  # D_WORDS in kernels.cu
 MAX_TABLES = 16
 #: threads per block: 32 x 4 and 64 x 2 measured fastest (benchmarks/results/gpu_preprocess.md)
 BLOCK = (32, 4, 1)
+
+#: Page-locked host output buffers that :meth:`CudaPreprocessor.run` takes in turn. The batch it
+#: returns stays valid for the next HOST_RING - 1 calls. The inference worker
+#: (edged/pipeline/worker.py) holds at most three batches at once with ``pipeline.overlap``: one
+#: being pre-processed, one waiting in the one-batch handoff, one in inference (it drops the
+#: batch's tensors once the model has run); without overlap, one. So by the time ``run`` comes
+#: back to a buffer, the batch that used it has been through inference.
+HOST_RING = 3
 
 
 class _Staging:
@@ -91,18 +103,19 @@ class CudaPreprocessor:
         self._columns = 1
         self._closed = False
         self._staging = [_Staging() for _ in range(self.max_batch)]
-        self._descs = self._output = self._descs_host = self._host_out = None  # type: Any
+        self._descs = self._output = self._descs_host = self._done = None  # type: Any
+        self._ring: List[np.ndarray] = []
+        self._next = 0  # the ring buffer the next run() fills
         self._stream = None  # type: Any
         self._tables: Dict[Tuple[int, int], Any] = {}
-        w, h = contract.width, contract.height
         with self._ctx.activated():
             try:
                 self.use_module(load_module(self._ctx, cache_dir))
                 self._stream = cuda.Stream()
                 self._descs_host = cuda.pagelocked_empty((self.max_batch, DESC_WORDS), np.int64)
                 self._descs = cuda.mem_alloc(self._descs_host.nbytes)
-                self._host_out = cuda.pagelocked_empty((self.max_batch, 3, h, w), self.dtype)
-                self._output = cuda.mem_alloc(self._host_out.nbytes)
+                self._done = blocking_event(cuda)
+                self._output = cuda.mem_alloc(self.output_nbytes)
             except BaseException:
                 self._release()
                 raise
@@ -126,19 +139,34 @@ class CudaPreprocessor:
         return int(self._output)
 
     @property
+    def output_nbytes(self) -> int:
+        """Bytes of a full batch (``max_batch`` x 3 x H x W)."""
+        c = self.contract
+        return self.max_batch * 3 * c.height * c.width * self.dtype.itemsize
+
+    @property
     def stream(self) -> Any:
         return self._stream
 
     def run(
         self, frames: Sequence[np.ndarray], formats: Optional[Sequence[str]] = None
     ) -> np.ndarray:
-        """Host frames -> N x 3 x H x W host array (a copy: the next call reuses the buffers)."""
+        """Host frames -> N x 3 x H x W host array in page-locked memory, not copied.
+
+        The array is valid until :data:`HOST_RING` - 1 more calls have returned.
+        """
         n = len(frames)
         with self._ctx.activated():
             self._upload_and_launch(frames, formats, self.output_pointer)
-            self._cuda.memcpy_dtoh_async(self._host_out[:n], self._output, self._stream)
-            self._stream.synchronize()
-        return self._host_out[:n].copy()
+            if not self._ring:  # on first use: a pre-processor feeding TensorRT never needs it
+                shape = (self.max_batch, 3, self.contract.height, self.contract.width)
+                self._ring = [self._cuda.pagelocked_empty(shape, self.dtype)
+                              for _ in range(HOST_RING)]  # fmt: skip
+            out = self._ring[self._next][:n]
+            self._next = (self._next + 1) % HOST_RING
+            self._cuda.memcpy_dtoh_async(out, self._output, self._stream)
+            self._wait()
+        return out
 
     def run_device(
         self,
@@ -154,8 +182,13 @@ class CudaPreprocessor:
         target = self.output_pointer if dst is None else int(dst)
         with self._ctx.activated():
             self._upload_and_launch(frames, formats, target)
-            self._stream.synchronize()
+            self._wait()
         return target
+
+    def _wait(self) -> None:
+        """Sleep until the stream's work is done (context pushed)."""
+        self._done.record(self._stream)
+        self._done.synchronize()
 
     def set_device_frames(self, frames: Sequence[Any]) -> int:
         """Describe frames already in device memory: ``(pointer, planes, format name)`` each.
@@ -285,9 +318,10 @@ class CudaPreprocessor:
         for dev in (self._descs, self._output):
             if dev is not None:
                 dev.free()
-        for host in (self._descs_host, self._host_out):
+        for host in [self._descs_host] + self._ring:
             if host is not None:
                 host.base.free()
-        self._descs = self._output = self._descs_host = self._host_out = None
+        self._descs = self._output = self._descs_host = self._done = None
+        self._ring = []
         self._stream = None
         self._kernel = None

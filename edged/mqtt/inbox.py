@@ -16,7 +16,7 @@ import collections
 import logging
 import queue
 import threading
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .commands import BUSY, ERROR, IGNORED, UNKNOWN, CommandProcessor
 from .payloads import reply_payload
@@ -100,17 +100,22 @@ class CommandInbox:
     # -- mqtt-commands ----------------------------------------------------------------------
 
     def _commands_main(self) -> None:
+        self._drain(self._commands, self._handle, "command", ERROR)
+        logger.debug("MQTT commands thread stopped")
+
+    def _drain(self, source: "queue.Queue[Any]", handle: Callable[[str, bytes, bool], None],
+               what: str, failed: str) -> None:  # fmt: skip
+        """A worker thread's loop: ``handle`` each queued message until stopping."""
         while not self._stopping():
             try:
-                topic, payload, retain = self._commands.get(timeout=POLL_S)
+                topic, payload, retain = source.get(timeout=POLL_S)
             except queue.Empty:
                 continue
             try:
-                self._handle(topic, payload, retain)
-            except Exception:  # noqa: BLE001 - top of the command loop: log, count, go on
-                logger.exception("MQTT command on %s failed", topic)
-                self._count(self._label(topic)[1], ERROR)
-        logger.debug("MQTT commands thread stopped")
+                handle(topic, payload, retain)
+            except Exception:  # noqa: BLE001 - top of a worker loop: log, count, go on
+                logger.exception("MQTT %s on %s failed", what, topic)
+                self._count(self._label(topic)[1], failed)
 
     def _handle(self, topic: str, payload: bytes, retain: bool) -> None:
         name = self._topics.command_name(topic)
@@ -124,16 +129,7 @@ class CommandInbox:
     # -- mqtt-replies -----------------------------------------------------------------------
 
     def _busy_main(self) -> None:
-        while not self._stopping():
-            try:
-                topic, payload, retain = self._busy.get(timeout=POLL_S)
-            except queue.Empty:
-                continue
-            try:
-                self._reply_busy(topic, payload, retain)
-            except Exception:  # noqa: BLE001 - top of the reply loop: log, count, go on
-                logger.exception("MQTT busy reply on %s failed", topic)
-                self._count(self._label(topic)[1], BUSY_UNSENT)
+        self._drain(self._busy, self._reply_busy, "busy reply", BUSY_UNSENT)
         logger.debug("MQTT replies thread stopped")
 
     def _reply_busy(self, topic: str, payload: bytes, retain: bool) -> None:

@@ -6,6 +6,10 @@ size; ``run(frames)`` turns host frames into the model's ``N x 3 x H x W`` host 
 ``cuda`` the fused kernel (:mod:`edged.gpu.preprocessor`, its batch copied back to the host for
 ONNX Runtime). ``auto`` takes ``cuda`` when pycuda, a GPU and nvcc are there, else ``cpu``,
 and logs one line saying which and why; an explicit ``cuda`` that cannot run is an error.
+
+When the pre-processor can write on the device (``run_device``) and the task's backend takes a
+batch in its own input buffer (TensorRT: ``input_buffer``/``infer_prefilled``),
+:func:`for_task` hands out a :class:`DeviceFeed`: the batch never leaves the GPU.
 """
 
 import logging
@@ -13,6 +17,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
+from ..backends.base import PrefilledBatch
 from ..errors import BackendError, ConfigError
 from ..tasks.contract import InputContract
 
@@ -89,6 +94,68 @@ def create(choice: str, contract: InputContract, max_batch: int = 1, model: str 
     return pre
 
 
+class DeviceFeed:
+    """A GPU pre-processor writing each batch into the task's backend input buffer.
+
+    ``run`` returns a :class:`PrefilledBatch` that ``Task.infer`` runs in place. Batches take
+    the backend's input sets in turn (``INPUT_SETS`` in edged/backends/tensorrt_backend.py says
+    why two are enough with ``pipeline.overlap``). One thread calls ``run`` (the worker's
+    pre-processing thread).
+    """
+
+    name = "cuda"
+
+    def __init__(self, pre: Any, task: Any, sets: int, reader: Any = None) -> None:
+        self.pre = pre
+        self.reader = reader  # reads the outputs on the device (edged/gpu/select.py), or None
+        self.contract = pre.contract
+        self._backend = task.backend
+        self._input = task.input.name
+        self._sets = sets
+        self._next = 0
+
+    def run(self, frames: Sequence[np.ndarray], formats: Optional[Sequence[str]] = None
+            ) -> PrefilledBatch:  # fmt: skip
+        slot = self._next
+        self._next = (slot + 1) % self._sets
+        self.pre.run_device(frames, formats, dst=self._backend.input_buffer(self._input, slot))
+        return PrefilledBatch(slot, len(frames), self.reader)
+
+    def close(self) -> None:
+        self.pre.close()
+        if self.reader is not None:
+            self.reader.close()
+
+
+def on_device(pre: Any, task: Any, max_batch: int) -> Any:
+    """``pre`` wrapped in a :class:`DeviceFeed` where the batch can stay on the device."""
+    backend = task.backend
+    if not (hasattr(pre, "run_device") and hasattr(backend, "input_buffer")
+            and hasattr(backend, "infer_prefilled")):  # fmt: skip
+        return pre
+    fixed = task.batch_dim
+    if fixed is not None and max_batch > fixed:  # Task.infer would split it: stay on the host
+        return pre
+    from ..backends.tensorrt_backend import INPUT_SETS
+
+    return DeviceFeed(pre, task, INPUT_SETS, device_outputs(task, max_batch))
+
+
+def device_outputs(task: Any, max_batch: int) -> Any:
+    """A reader of the task's outputs on the device (DetectNet_v2 grids: only the cells above
+    threshold come back, edged/gpu/select.py), or None: the outputs are copied back whole."""
+    from ..gpu.select import DeviceGridOutputs, grid_spec
+
+    spec = grid_spec(task)
+    if spec is None or not hasattr(task.backend, "infer_prefilled_on_device"):
+        return None
+    try:
+        return DeviceGridOutputs(spec, max_batch)
+    except BackendError as e:  # the kernel module loaded for pre-processing: not expected
+        logger.warning("DetectNet_v2 outputs copied to the host (no GPU selection: %s)", e)
+        return None
+
+
 def for_task(choice: str, task: Any, max_batch: int = 1, model: str = "") -> Optional[Any]:
     """The pre-processor of a worker running ``task``; None: the task's own CPU path.
 
@@ -105,7 +172,7 @@ def for_task(choice: str, task: Any, max_batch: int = 1, model: str = "") -> Opt
                         f"model {model}: " if model else "", reason)  # fmt: skip
             return None
     pre = create(choice, contract_of(task), max_batch, model)
-    return None if pre.name == "cpu" else pre
+    return None if pre.name == "cpu" else on_device(pre, task, max_batch)
 
 
 def contract_of(task: Any) -> InputContract:

@@ -59,7 +59,9 @@ class Batch:
     def __init__(self, frames: List[Frame], task: Task, started: float) -> None:
         self.frames = frames
         self.task = task  # all three steps of a batch run the same task
-        self.tensors: List[np.ndarray] = []
+        # the task's input: per-frame arrays (CPU path), a pre-processor's N x 3 x H x W batch
+        # (its own buffer, not copied: edged/gpu/preprocessor.py HOST_RING) or a PrefilledBatch
+        self.tensors: Any = []
         self.outputs: List[Dict[str, np.ndarray]] = []
         self.started = started
         self.preprocessed = started
@@ -115,6 +117,9 @@ class InferenceWorker:
         self.preprocessor = preprocessor
         self._preprocessor_factory = preprocessor_factory
         self._preprocessor_task: Any = task
+        # (task, pre-processor) replaced while batches of that task were in flight: a batch
+        # may still read the pre-processor's buffers, so it is closed once the task is released
+        self._retired: List[Tuple[Task, Any]] = []
         self._emit = emit
         self._stop = stop  # the daemon's shared stop event
         self._local_stop = threading.Event()  # this worker alone (a model replaced by a reload)
@@ -237,6 +242,9 @@ class InferenceWorker:
         pre, self.preprocessor = self.preprocessor, None
         if pre is not None:
             pre.close()
+        for _, old in self._retired:
+            old.close()
+        self._retired = []
         return True
 
     def _collect(self) -> List[Frame]:
@@ -326,11 +334,14 @@ class InferenceWorker:
         """The pre-processor for ``task`` (pre-processing thread only); None: the task's own."""
         if task is not self._preprocessor_task:
             old, self.preprocessor = self.preprocessor, None
-            self._preprocessor_task = task
             if old is not None:
-                old.close()
+                self._retired.append((self._preprocessor_task, old))
+            self._preprocessor_task = task
             if self._preprocessor_factory is not None:
                 self.preprocessor = self._preprocessor_factory(task)
+        for retired in [r for r in self._retired if not self.in_use(r[0])]:
+            self._retired.remove(retired)
+            retired[1].close()
         return self.preprocessor
 
     def _prepare(self, frames: List[Frame]) -> Batch:
@@ -339,7 +350,7 @@ class InferenceWorker:
         try:
             pre = self._preprocessor_for(batch.task)
             if pre is not None:
-                batch.tensors = list(pre.run([f.image for f in frames]))
+                batch.tensors = pre.run([f.image for f in frames])
             else:
                 batch.tensors = [batch.task.preprocess(f.image) for f in frames]
         except BaseException:

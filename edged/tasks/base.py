@@ -12,13 +12,15 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..backends.base import Backend, TensorSpec, find_tensor
+from ..backends.base import Backend, PrefilledBatch, TensorSpec, find_tensor
 from ..config import ModelConfig
 from ..errors import ModelContractError
 from .contract import InputContract, InputDefaults
 from .preprocess import preprocess_image
 
 Size = Tuple[int, int]  # (width, height)
+#: what :meth:`Task.infer` takes: per-frame tensors, one stacked batch, or a batch on the device
+Batch = Union[Sequence[np.ndarray], np.ndarray, PrefilledBatch]
 
 
 class ModelTensors(NamedTuple):
@@ -114,14 +116,22 @@ class Task(abc.ABC):
         """One BGR frame -> the model's 3 x H x W float32 input."""
         return preprocess_image(frame_bgr, self.contract)
 
-    def infer(self, tensors: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
+    def infer(self, tensors: Batch) -> List[Dict[str, np.ndarray]]:
         """Run pre-processed tensors; one dict of outputs (batch dim removed) per tensor.
 
-        Batches them in one call when the model has a dynamic batch dimension,
-        one call per tensor otherwise.
+        ``tensors``: a list of 3 x H x W arrays (the CPU path), a pre-processor's N x 3 x H x W
+        batch (used as it is, not copied again), or a :class:`PrefilledBatch` already in the
+        backend's input buffer. Batches them in one call when the model has a dynamic batch
+        dimension, one call per tensor otherwise.
         """
+        if isinstance(tensors, PrefilledBatch):
+            if tensors.reader is not None:  # outputs read on the device
+                return tensors.reader(self.backend, tensors.count, tensors.slot)
+            outputs = self.backend.infer_prefilled(tensors.count, tensors.slot)  # type: ignore
+            return [{k: v[i] for k, v in outputs.items()} for i in range(tensors.count)]
         if self.batch_dim is None and len(tensors) > 1:
-            outputs = self.backend.infer({self.input.name: np.stack(tensors)})
+            stacked = tensors if isinstance(tensors, np.ndarray) else np.stack(tensors)
+            outputs = self.backend.infer({self.input.name: stacked})
             return [{k: v[i] for k, v in outputs.items()} for i in range(len(tensors))]
         results = []
         for tensor in tensors:

@@ -10,7 +10,7 @@ then the built-in values of the ``detection.compat`` reference
 :mod:`edged.tasks.compat_tao`: TAO deploy's defaults and PeopleNet's spec).
 """
 
-from typing import Any, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -146,6 +146,24 @@ class DetectNetV2Task(Task):
             [_cluster_params(s) for s in self.settings],
             det.compat,
         )
+
+    def grid_outputs(self) -> Optional[Tuple[str, str, Tuple[int, int, int], np.ndarray]]:
+        """(coverage name, bbox name, (classes, H, W), float32 thresholds per class) for
+        selecting candidates on the GPU (edged/gpu/select.py); None unless the grids have a
+        fixed size and float32 values. Classes beyond the labels, which post-processing
+        ignores, get an infinite threshold."""
+        shape = self.coverage.shape[1:]
+        if len(shape) != 3 or any(d is None for d in shape):
+            return None
+        classes, gh, gw = (int(d) for d in shape)  # type: ignore[arg-type]
+        if self.bbox.shape[1:] != (4 * classes, gh, gw) or not (
+            self.coverage.dtype == self.bbox.dtype == np.float32
+        ):  # the kernel reads 4C x H x W float32 terms
+            return None
+        known = self.postprocessor.decode.class_thresholds(len(self.labels))
+        thresholds = np.full(classes, np.inf, np.float32)
+        thresholds[: len(known)] = known[:classes]
+        return self.coverage.name, self.bbox.name, (classes, gh, gw), thresholds
 
     def postprocess(self, outputs: Dict[str, np.ndarray], source_size: Size) -> List[Any]:
         return self.postprocessor(

@@ -29,17 +29,18 @@ from .kalman import BoxFilters
 
 @dataclass(frozen=True)
 class TrackerParams:
-    """Thresholds (defaults: ByteTrack's ``track_thresh`` 0.5, its second pass's IOU 0.5,
-    its first pass's ``match_thresh`` 0.8 as a cost, i.e. IOU 0.2)."""
+    """Thresholds of one tracker, made from the config's ``tracking`` section
+    (edged/pipeline/tracking.py ``tracker_params``), where the defaults are
+    (edged/config/model.py ``TrackingConfig``)."""
 
-    high_threshold: float = 0.5
-    low_threshold: float = 0.1
-    new_track_threshold: float = 0.5
-    match_iou: float = 0.2
-    low_match_iou: float = 0.5
-    min_hits: int = 3
-    max_misses: int = 30
-    per_class: bool = True
+    high_threshold: float
+    low_threshold: float
+    new_track_threshold: float
+    match_iou: float
+    low_match_iou: float
+    min_hits: int
+    max_misses: int
+    per_class: bool
 
 
 class TrackView(NamedTuple):
@@ -54,8 +55,8 @@ class TrackView(NamedTuple):
 class Tracker:
     """The tracks of one stream."""
 
-    def __init__(self, params: Optional[TrackerParams] = None) -> None:
-        self.params = params or TrackerParams()
+    def __init__(self, params: TrackerParams) -> None:
+        self.params = params
         self._next_id = 1
         self.reset()
 

@@ -40,18 +40,21 @@ STEP_EVENTS = {"verify_files": "verified", "stage": "staged", "build": "built",
 
 
 class Settings(NamedTuple):
+    """The updater's settings, made from the config's ``update`` section (wiring.py
+    ``settings_from_config``), where their defaults are (edged/config/model.py UpdateConfig)."""
+
     device_id: str
     prefix: str
     state_dir: str
-    groups: Tuple[str, ...] = ()
-    probation_s: float = 60.0
-    window: int = 8
-    request_timeout_s: float = 10.0
-    transfer_stall_s: float = 3600.0
-    step_timeout_s: float = 600.0
-    build_timeout_s: float = 3600.0
-    limits: UpdateLimits = UpdateLimits()
-    queue_size: int = 256
+    groups: Tuple[str, ...]
+    probation_s: float
+    window: int
+    request_timeout_s: float
+    transfer_stall_s: float
+    step_timeout_s: float
+    build_timeout_s: float
+    limits: UpdateLimits
+    queue_size: int = 256  # messages waiting for the updater's thread (not a config key)
 
 
 class Updater:

@@ -38,12 +38,12 @@ extern "C" void host_preprocess(int linear, int half, const long long* descs, vo
     });
 }
 
-extern "C" void host_decode(const float* cov, const float* bbox, const float* thresholds, int classes,
-                            int gh, int gw, const double* p, unsigned* counts, int* cells,
-                            float* values) {
+extern "C" void host_select(const float* cov, const float* bbox, const float* thresholds, int classes,
+                            int gh, int gw, int images, unsigned* counts, unsigned* nonfinite,
+                            int* cells, float* values) {
     int n = classes * gh * gw;
-    grid_loop((n + 255) / 256, 1, 1, 256, 1, [&] {
-        edged_detectnet_decode(cov, bbox, thresholds, classes, gh, gw, p[0], p[1], p[2], p[3], p[4],
-                               p[5], p[6], p[7], p[8], counts, cells, values);
+    grid_loop((n + 255) / 256, images, 1, 256, 1, [&] {
+        edged_detectnet_select(cov, bbox, thresholds, classes, gh, gw, counts, nonfinite, cells,
+                               values);
     });
 }

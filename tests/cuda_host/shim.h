@@ -38,6 +38,7 @@ static inline unsigned atomicAdd(unsigned* p, unsigned v) {
     *p += v;
     return old;
 }
+using std::isfinite;
 using std::isnan;
 
 static inline unsigned short edged_host_f16(float v) {
