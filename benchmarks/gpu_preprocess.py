@@ -240,7 +240,7 @@ def resize_agreement(ctx, src, dst):
     frame = np.random.default_rng(4).integers(0, 256, (src[1], src[0], 3), dtype=np.uint8)
     pre = CudaPreprocessor(contract(dst), 1, context=ctx)
     try:
-        gpu = pre.run([frame])[0]
+        gpu = pre.run([frame])[0].copy()  # run's page-locked buffer is freed by close
     finally:
         pre.close()
     cpu = CpuPreprocessor(contract(dst)).run([frame])[0]

@@ -107,7 +107,7 @@ def test_one_launch_of_mixed_formats_matches_the_reference_on_real_frames(ctx, r
         pre = CudaPreprocessor(contract, max_batch=len(frames), context=ctx, mapped=mapped)
         try:
             _poison(pre, ctx)
-            got = pre.run(frames, list(FORMATS))
+            got = pre.run(frames, list(FORMATS)).copy()  # run's buffer is freed by close
         finally:
             pre.close()
         for i, fmt in enumerate(FORMATS):
@@ -316,7 +316,7 @@ def test_bgr_frames_give_the_cpu_paths_tensor_bit_for_bit(ctx, resize):
             pre = CudaPreprocessor(contract, max_batch=1, context=ctx)
             try:
                 _poison(pre, ctx)
-                got = pre.run([frame], ["bgr"])[0]
+                got = pre.run([frame], ["bgr"])[0].copy()  # run's buffer is freed by close
             finally:
                 pre.close()
             what = f"{frame.shape[1]}x{frame.shape[0]} -> {dst} {order}"
@@ -383,7 +383,7 @@ def test_other_builds_match_the_reference(ctx, fmt, defines):
             module = ctx.cuda.module_from_buffer(compile_cubin(defines + read_source(), ctx.arch))
             pre.use_module(module)
         _poison(pre, ctx)
-        got = pre.run(frames, [fmt, fmt])
+        got = pre.run(frames, [fmt, fmt]).copy()  # run's buffer is freed by close
     finally:
         pre.close()
         with ctx.activated():
