@@ -9,7 +9,7 @@ with or without the ``:0`` suffix that TensorFlow-exported ONNX files carry
 """
 
 import abc
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,6 +19,14 @@ if TYPE_CHECKING:  # numpy.typing is numpy >= 1.20; Python 3.6 has 1.19
 from ..errors import ModelContractError
 
 Shape = Tuple[Optional[int], ...]
+
+
+class MemoryOptions(NamedTuple):
+    """How a CPU runtime keeps the memory of a run's intermediate tensors (models.NAME keys
+    ``memory_pattern`` and ``memory_arena``; configs/edged.yaml says what each costs)."""
+
+    pattern: bool = False  # one planned block per input shape, kept
+    arena: bool = True  # freed tensors stay in the runtime's arena for the next run
 
 
 class TensorSpec:
