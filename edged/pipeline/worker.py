@@ -30,13 +30,13 @@ before closing it.
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 from ..sources.frame import Frame
 from ..sources.slot import LatestSlot
-from ..tasks.base import Task
+from ..tasks.base import Task, stack_batch
 from .results import InferenceResult
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class Batch:
     def __init__(self, frames: List[Frame], task: Task, started: float) -> None:
         self.frames = frames
         self.task = task  # all three steps of a batch run the same task
-        self.tensors: List[np.ndarray] = []
+        self.tensors: Sequence[np.ndarray] = []  # N x 3 x H x W once pre-processed
         self.outputs: List[Dict[str, np.ndarray]] = []
         self.started = started
         self.preprocessed = started
@@ -339,9 +339,11 @@ class InferenceWorker:
         try:
             pre = self._preprocessor_for(batch.task)
             if pre is not None:
-                batch.tensors = list(pre.run([f.image for f in frames]))
+                batch.tensors = pre.run([f.image for f in frames])
             else:
-                batch.tensors = [batch.task.preprocess(f.image) for f in frames]
+                # stacked here, on the pre-processing thread, not by Task.infer on the
+                # inference thread; and one copy of the batch in memory, not two
+                batch.tensors = stack_batch([f.image for f in frames], batch.task.preprocess)
         except BaseException:
             self._release_task(batch.task)
             raise
