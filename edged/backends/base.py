@@ -26,7 +26,11 @@ class MemoryOptions(NamedTuple):
     ``memory_pattern`` and ``memory_arena``; configs/edged.yaml says what each costs)."""
 
     pattern: bool = False  # one planned block per input shape, kept
-    arena: bool = True  # freed tensors stay in the runtime's arena for the next run
+    arena: str = "as_requested"  # as_requested | power_of_two | off (ARENAS)
+
+
+#: ``memory_arena`` values: the arena grows by what a run asks for; by doubling; no arena.
+ARENAS = ("as_requested", "power_of_two", "off")
 
 
 class TensorSpec:

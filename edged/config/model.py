@@ -167,7 +167,7 @@ class ModelConfig:
     backend: str = "onnxruntime"
     threads: int = 0
     memory_pattern: bool = False
-    memory_arena: bool = True
+    memory_arena: str = "as_requested"
     input: InputConfig = field(default_factory=InputConfig)
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)
