@@ -195,7 +195,7 @@ def test_check_config_cli_rejects_misspelt_key_with_exit_2(tmp_path):
     (line,) = result.stderr.strip().splitlines()
     prefix = f"edged: error: {bad}: models.m.lables: unknown key (did you mean 'labels'?); "
     assert line.startswith(prefix + "expected one of: ")
-    assert ", labels, path, " in line
+    assert ", labels, memory_arena, memory_pattern, path, " in line
     assert "Traceback" not in result.stderr
 
 

@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 from ..errors import ConfigError
 from ..modelfile import ModelArtifact
-from .base import Backend, TensorSpec, find_tensor
+from .base import Backend, MemoryOptions, TensorSpec, find_tensor
 
-__all__ = ["Backend", "TensorSpec", "create_backend", "find_tensor", "BACKENDS"]
+__all__ = ["Backend", "MemoryOptions", "TensorSpec", "create_backend", "find_tensor", "BACKENDS"]
 
 BACKENDS = ("onnxruntime", "tensorrt")
 
@@ -20,12 +20,14 @@ def create_backend(
     artifact: ModelArtifact,
     threads: Optional[int] = None,
     engine: Optional[Any] = None,
+    memory: Optional[MemoryOptions] = None,
 ) -> Backend:
     """Load ``artifact`` into the backend called ``name``.
 
     ``tensorrt`` runs a built engine: ``engine`` is its
     :class:`~edged.engine.cache.CacheEntry`, which
-    :meth:`edged.engine.EngineManager.ensure` returns.
+    :meth:`edged.engine.EngineManager.ensure` returns. ``memory`` applies to onnxruntime
+    only (TensorRT sizes its memory when the engine is built).
 
     Raises:
         ConfigError: unknown backend name.
@@ -34,7 +36,7 @@ def create_backend(
     if name == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(artifact, threads=threads or None)
+        return OnnxRuntimeBackend(artifact, threads=threads or None, memory=memory)
     if name == "tensorrt":
         if engine is None:
             raise ConfigError(

@@ -21,6 +21,18 @@ from ..errors import ModelContractError
 Shape = Tuple[Optional[int], ...]
 
 
+class MemoryOptions(NamedTuple):
+    """How a CPU runtime keeps the memory of a run's intermediate tensors (models.NAME keys
+    ``memory_pattern`` and ``memory_arena``; configs/edged.yaml says what each costs)."""
+
+    pattern: bool = False  # one planned block per input shape, kept
+    arena: str = "as_requested"  # as_requested | power_of_two | off (ARENAS)
+
+
+#: ``memory_arena`` values: the arena grows by what a run asks for; by doubling; no arena.
+ARENAS = ("as_requested", "power_of_two", "off")
+
+
 class TensorSpec:
     """Name, shape (None for a dynamic dimension) and numpy dtype of one tensor."""
 
@@ -46,12 +58,12 @@ class TensorSpec:
 class PrefilledBatch(NamedTuple):
     """A batch a GPU pre-processor wrote straight into a backend's input set ``slot``
     (``TensorRTBackend.input_buffer``): :meth:`Task.infer <edged.tasks.base.Task.infer>` runs
-    it with ``infer_prefilled(count, slot)``; nothing goes through the host. ``reader``, when
-    set, runs it instead and reads the outputs on the device (``reader(backend, count, slot)``
+    it with ``infer_prefilled(size, slot)``; nothing goes through the host. ``reader``, when
+    set, runs it instead and reads the outputs on the device (``reader(backend, size, slot)``
     -> one dict of outputs per frame; edged/gpu/select.py)."""
 
     slot: int
-    count: int
+    size: int  # frames in the batch
     reader: Any = None
 
 

@@ -168,6 +168,8 @@ class ModelConfig:
     class_names: Optional[Tuple[str, ...]] = None
     backend: str = "onnxruntime"
     threads: int = 0
+    memory_pattern: bool = False
+    memory_arena: str = "as_requested"
     input: InputConfig = field(default_factory=InputConfig)
     classification: ClassificationConfig = field(default_factory=ClassificationConfig)
     detection: DetectionConfig = field(default_factory=DetectionConfig)

@@ -202,4 +202,5 @@ def grid_spec(task: Any) -> Optional[GridSpec]:
     if found is None:
         return None
     coverage, bbox, shape, thresholds = found
-    return GridSpec(coverage, bbox, tuple(int(d) for d in shape), thresholds)
+    classes, rows, columns = (int(d) for d in shape)
+    return GridSpec(coverage, bbox, (classes, rows, columns), thresholds)

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..sources.frame import Frame
 from ..sources.slot import LatestSlot
-from ..tasks.base import Task
+from ..tasks.base import Task, stack_batch
 from .results import InferenceResult
 
 logger = logging.getLogger(__name__)
@@ -59,8 +59,9 @@ class Batch:
     def __init__(self, frames: List[Frame], task: Task, started: float) -> None:
         self.frames = frames
         self.task = task  # all three steps of a batch run the same task
-        # the task's input: per-frame arrays (CPU path), a pre-processor's N x 3 x H x W batch
-        # (its own buffer, not copied: edged/gpu/preprocessor.py HOST_RING) or a PrefilledBatch
+        # the task's input: one N x 3 x H x W array (the CPU path's stack_batch, or a
+        # pre-processor's batch in its own buffer, not copied: edged/gpu/preprocessor.py
+        # HOST_RING), or a PrefilledBatch already in the backend's input buffer
         self.tensors: Any = []
         self.outputs: List[Dict[str, np.ndarray]] = []
         self.started = started
@@ -352,7 +353,9 @@ class InferenceWorker:
             if pre is not None:
                 batch.tensors = pre.run([f.image for f in frames])
             else:
-                batch.tensors = [batch.task.preprocess(f.image) for f in frames]
+                # stacked here, on the pre-processing thread, not by Task.infer on the
+                # inference thread; and one copy of the batch in memory, not two
+                batch.tensors = stack_batch([f.image for f in frames], batch.task.preprocess)
         except BaseException:
             self._release_task(batch.task)
             raise

@@ -8,7 +8,7 @@ streams and time each stage. Results are task-specific lists with a
 """
 
 import abc
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -119,16 +119,16 @@ class Task(abc.ABC):
     def infer(self, tensors: Batch) -> List[Dict[str, np.ndarray]]:
         """Run pre-processed tensors; one dict of outputs (batch dim removed) per tensor.
 
-        ``tensors``: a list of 3 x H x W arrays (the CPU path), a pre-processor's N x 3 x H x W
-        batch (used as it is, not copied again), or a :class:`PrefilledBatch` already in the
-        backend's input buffer. Batches them in one call when the model has a dynamic batch
-        dimension, one call per tensor otherwise.
+        ``tensors``: 3 x H x W arrays, one N x 3 x H x W array (the CPU path's
+        :func:`stack_batch` or a pre-processor's batch: used as it is, not copied again), or a
+        :class:`PrefilledBatch` already in the backend's input buffer. Batches them in one call
+        when the model has a dynamic batch dimension, one call per tensor otherwise.
         """
         if isinstance(tensors, PrefilledBatch):
             if tensors.reader is not None:  # outputs read on the device
-                return tensors.reader(self.backend, tensors.count, tensors.slot)
-            outputs = self.backend.infer_prefilled(tensors.count, tensors.slot)  # type: ignore
-            return [{k: v[i] for k, v in outputs.items()} for i in range(tensors.count)]
+                return tensors.reader(self.backend, tensors.size, tensors.slot)
+            outputs = self.backend.infer_prefilled(tensors.size, tensors.slot)  # type: ignore
+            return [{k: v[i] for k, v in outputs.items()} for i in range(tensors.size)]
         if self.batch_dim is None and len(tensors) > 1:
             stacked = tensors if isinstance(tensors, np.ndarray) else np.stack(tensors)
             outputs = self.backend.infer({self.input.name: stacked})
@@ -165,3 +165,23 @@ class Task(abc.ABC):
 
 def _dims(shape: Sequence[Optional[int]]) -> str:
     return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def stack_batch(
+    frames: Sequence[np.ndarray], preprocess: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """``preprocess`` of each frame written into one N x 3 x H x W array.
+
+    One frame is a view of its tensor (no copy); more are written into the array one by one,
+    so a batch holds one copy of its pixels rather than a list of tensors plus the stacked
+    input :meth:`Task.infer` would otherwise make (benchmarks/README.md, many streams).
+    """
+    first = preprocess(frames[0])
+    if len(frames) == 1:
+        return first[np.newaxis]
+    out = np.empty((len(frames),) + first.shape, first.dtype)
+    out[0] = first
+    del first
+    for i, frame in enumerate(frames[1:], 1):
+        out[i] = preprocess(frame)
+    return out

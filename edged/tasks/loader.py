@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any, List, Optional
 
-from ..backends import create_backend
+from ..backends import MemoryOptions, create_backend
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..modelfile import load_model_artifact
@@ -78,7 +78,8 @@ def load_task(config: ModelConfig, engines: Optional[Any] = None) -> Task:
             raise ValueError(f"model {config.name}: backend tensorrt needs an engine manager")
         backend = engines.load_backend(config, artifact, key)
     else:
-        backend = create_backend(config.backend, artifact, config.threads)
+        memory = MemoryOptions(pattern=config.memory_pattern, arena=config.memory_arena)
+        backend = create_backend(config.backend, artifact, config.threads, memory=memory)
     try:
         task = recognise(backend, config)(backend, config, labels)
     except BaseException:
