@@ -339,9 +339,11 @@ class InferenceWorker:
         try:
             pre = self._preprocessor_for(batch.task)
             if pre is not None:
-                batch.tensors = list(pre.run([f.image for f in frames]))
+                # each frame in its source's own format: the CUDA kernel reads them all
+                batch.tensors = list(pre.run([f.image for f in frames],
+                                             [f.pixel_format for f in frames]))  # fmt: skip
             else:
-                batch.tensors = [batch.task.preprocess(f.image) for f in frames]
+                batch.tensors = [batch.task.preprocess(f.bgr()) for f in frames]
         except BaseException:
             self._release_task(batch.task)
             raise
