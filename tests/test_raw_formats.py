@@ -25,14 +25,14 @@ from edged.errors import ConfigError, InputError, SourceError
 from edged.mqtt.commands import annotated_jpeg
 from edged.pipeline import preprocessors
 from edged.pipeline.worker import InferenceWorker
-from edged.sources import ENDED, SourceSupervisor, capture_plan, parse_source
+from edged.sources import capture_plan, parse_source
 from edged.sources.backends import OpenCvCapabilities, OpenCvSource
-from edged.sources.base import FrameSource
 from edged.sources.frame import Frame
 from edged.sources.gst_formats import appsink_caps_format
 
 from . import onnx_models
 from .conftest import run_cli
+from .fake_csi import capture, picture
 from .frames import FORMATS, from_bgr
 from .test_pipeline import real_task
 
@@ -51,16 +51,6 @@ CSI_FOR_CPU = (
     CSI_HEAD + f"video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! {APPSINK}"
 )
 CSI_FOR_CUDA = CSI_HEAD + f"video/x-raw,format=I420 ! {APPSINK}"
-
-
-def picture(width=64, height=48, seed=3):
-    """A real-looking BGR picture (smooth gradients and a block), even width and height."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    image = np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1)
-    image = image.astype(np.uint8)
-    image[height // 4 : height // 2, width // 4 : width // 2] = rng.integers(0, 256, 3)
-    return image
 
 
 # ---------------------------------------------------------------- edged.pixels
@@ -223,49 +213,6 @@ def test_opencv_source_hands_a_pipelines_raw_frames_over_unconverted():
 # ---------------------------------------------------------------- the daemon's worker
 
 
-class FakeCsiCamera(FrameSource):
-    """A stand-in for a Jetson CSI camera (none in CI): each open delivers ``images`` in
-    ``pixel_format``, as nvvidconv hands them to OpenCV, then ends."""
-
-    display = "csi://0 (fake)"
-
-    def __init__(self, images, pixel_format):
-        self._images = list(images)
-        self._format = pixel_format
-        self._left = []
-
-    @property
-    def pixel_format(self):
-        return self._format
-
-    @property
-    def ended(self):
-        return not self._left
-
-    def open(self):
-        self._left = list(self._images)
-
-    def read(self):
-        return self._left.pop(0) if self._left else None
-
-    def close(self):
-        pass
-
-
-def _capture(worker, fmt, pictures):
-    """Frames of ``pictures`` in ``fmt`` as the supervisor delivers them to ``worker``'s slot."""
-    slot = worker.attach("cam", capacity=len(pictures))
-    images = [from_bgr(p, fmt) for p in pictures]
-    supervisor = SourceSupervisor("cam", FakeCsiCamera(images, fmt), threading.Event(), slot=slot,
-                                  live=True)  # fmt: skip
-    supervisor.start()
-    supervisor._thread.join(30)
-    assert supervisor.status().state == ENDED and supervisor.status().drops == 0
-    frames = [slot.get_nowait() for _ in pictures]
-    assert supervisor.stop() is True
-    return frames
-
-
 @pytest.mark.parametrize("preprocess", ["task", "cpu preprocessor"])
 def test_bgrx_and_i420_frames_give_the_results_of_the_same_picture_in_bgr(tmp_path, preprocess):
     task = real_task(tmp_path)
@@ -277,7 +224,7 @@ def test_bgrx_and_i420_frames_give_the_results_of_the_same_picture_in_bgr(tmp_pa
         if preprocess != "task":
             pre = preprocessors.CpuPreprocessor(preprocessors.contract_of(task))
         worker = InferenceWorker("m", task, lambda r: None, threading.Event(), preprocessor=pre)
-        frames = _capture(worker, fmt, source_pictures)
+        frames = capture(worker, fmt, source_pictures)
         assert [(f.pixel_format, f.source_size) for f in frames] == [(fmt, (64, 48))] * 3
         out = [worker.process([f])[0] for f in frames]
         return [[i.to_dict() for i in r.items] for r in out], worker
