@@ -155,10 +155,11 @@ def csi_pipeline(
     """The ``nvarguscamerasrc`` pipeline for a Jetson CSI camera, ending in ``caps_format``.
 
     NV12 in NVMM memory from Argus, then ``nvvidconv`` (VIC, not the CPU) into system
-    memory. For the CPU path (BGR) it writes BGRx and a CPU ``videoconvert`` drops the 4th
-    byte, because OpenCV before 4.11 refuses BGRx (jetson-utils ``cpp/camera/gstCamera.cpp``
-    does the same conversion); that ``videoconvert`` costs a large share of a Nano core at
-    1080p30. For the CUDA pre-processor nvvidconv writes the GPU's format itself (I420,
+    memory (the head of jetson-utils' ``cpp/camera/gstCamera.cpp`` pipeline). For the CPU
+    path (BGR) it writes BGRx and a CPU ``videoconvert`` drops the 4th byte, because OpenCV
+    before 4.11 refuses BGRx (edged/sources/gst_formats.py); that ``videoconvert`` costs a
+    large share of a Nano core at 1080p30, which jetson-utils avoids by converting on the GPU.
+    For the CUDA pre-processor nvvidconv writes the GPU's format itself (I420,
     :data:`~edged.sources.gst_formats.CSI_GPU_CAPS`) and no CPU element is left.
     """
     rate = gst_fraction(fps)
