@@ -40,11 +40,10 @@ from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..errors import InputError, SourceError
-from ..pixels import frame_size
+from ..errors import SourceError
 from ..redact import redact
 from .base import FrameSource
-from .gst_formats import CSI_CPU_CAPS, CSI_GPU_CAPS, pipeline_pixel_format
+from .gst_formats import CSI_CPU_CAPS, CSI_GPU_CAPS, checked_raw, pipeline_pixel_format
 from .spec import CSI, FILE, GSTREAMER, NETWORK, V4L2, SourceSpec
 
 logger = logging.getLogger(__name__)
@@ -291,11 +290,7 @@ def as_declared(image: np.ndarray, pixel_format: str, cv2: Any, display: str) ->
     a pipeline's own raw format checked and handed on unconverted."""
     if pixel_format == "bgr":
         return as_bgr(image, cv2, display)
-    try:
-        frame_size(image, pixel_format)
-    except InputError as e:
-        raise SourceError(f"source {display}: {e}") from e
-    return image
+    return checked_raw(image, pixel_format, display)
 
 
 def _open_capture(cv2: Any, plan: CapturePlan) -> Any:

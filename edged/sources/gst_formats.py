@@ -20,7 +20,10 @@ multiple of 8 never are.
 import re
 from typing import Dict, NamedTuple, Optional, Tuple
 
-from ..errors import ConfigError, SourceError
+import numpy as np
+
+from ..errors import ConfigError, InputError, SourceError
+from ..pixels import frame_size
 
 
 class GstFormat(NamedTuple):
@@ -114,3 +117,16 @@ def pipeline_pixel_format(
             )
         )
     return fmt.pixel_format
+
+
+def checked_raw(image: np.ndarray, pixel_format: str, display: str) -> np.ndarray:
+    """``image`` as the appsink handed it over, once it fits ``pixel_format``.
+
+    Raises:
+        SourceError: it does not (the source is broken, e.g. caps renegotiated).
+    """
+    try:
+        frame_size(image, pixel_format)
+    except InputError as e:
+        raise SourceError(f"source {display}: {e}") from e
+    return image
