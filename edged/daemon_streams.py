@@ -5,6 +5,7 @@ latest-frame slot, plus a watchdog probe) and stops it again; it holds no
 policy of its own: which streams run is the daemon's reload plan.
 """
 
+import dataclasses
 import logging
 import threading
 from typing import Any, Callable, ContextManager, Dict, List, NamedTuple, Optional
@@ -12,6 +13,7 @@ from typing import Any, Callable, ContextManager, Dict, List, NamedTuple, Option
 from .config import StreamConfig
 from .pipeline.worker import InferenceWorker
 from .sources import SourceSupervisor, SupervisionPolicy
+from .sources.spec import SourceSpec
 from .sources.supervisor import CONNECTING, STREAMING
 from .watchdog import ProgressWatchdog
 
@@ -62,7 +64,7 @@ class RunningStreams:
         )
         supervisor = SourceSupervisor(
             stream.name,
-            self._source_builder(stream.source),
+            self._source_builder(source_for(stream.source, worker)),
             self._stop_event,
             policy,
             slot=worker.attach(stream.name),
@@ -112,6 +114,21 @@ class RunningStreams:
     def __len__(self) -> int:
         with self._lock:
             return len(self._streams)
+
+
+def source_for(spec: SourceSpec, worker: InferenceWorker) -> SourceSpec:
+    """``spec`` as ``worker`` wants its frames: in the format the GPU reads (``gpu_frames``)
+    when its model pre-processes on CUDA, else BGR.
+
+    The rule, one stream feeding one model: the worker's pre-processor when the stream
+    starts decides. Everything else that reads the frames on the CPU (a snapshot, a task
+    swapped in by a reload that pre-processes on the CPU) converts them to BGR itself
+    (:meth:`edged.sources.frame.Frame.bgr`), so a frame in the GPU's format is always
+    correct, and only its CPU cost moves.
+    """
+    if getattr(worker.preprocessor, "name", "cpu") != "cuda":
+        return spec
+    return dataclasses.replace(spec, gpu_frames=True)
 
 
 def capture_probe(supervisor: SourceSupervisor, clock: Callable[[], float]) -> Callable[[], float]:

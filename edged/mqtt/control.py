@@ -153,7 +153,7 @@ class DaemonAdapter(DaemonControl):
         if stream is None or stream.last_inferred is None:
             return None
         frame, result = stream.last_inferred
-        return frame.image, result
+        return frame.bgr(), result  # drawn and JPEG-encoded: BGR, whatever the camera gave
 
     def mqtt_config(self) -> Any:
         config = self._daemon.snapshot().config

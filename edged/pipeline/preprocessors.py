@@ -34,7 +34,8 @@ def register(name: str, factory: Factory) -> None:
 
 
 class CpuPreprocessor:
-    """The CPU path: OpenCV resize and one-pass normalisation per frame (BGR/BGRx/gray frames)."""
+    """The CPU path: OpenCV resize and one-pass normalisation per frame; frames in another
+    format than BGR are converted first (:func:`edged.pixels.to_bgr`)."""
 
     name = "cpu"
 
@@ -45,12 +46,14 @@ class CpuPreprocessor:
     def run(
         self, frames: Sequence[np.ndarray], formats: Optional[Sequence[str]] = None
     ) -> np.ndarray:
+        from ..pixels import resolve, to_bgr
         from ..tasks.preprocess import preprocess_image
 
         c = self.contract
         out = np.empty((len(frames), 3, c.height, c.width), dtype=c.dtype)
-        for i, frame in enumerate(frames):
-            out[i] = preprocess_image(frame, c)
+        # formats None: told from each frame's shape, as the CUDA pre-processor does
+        for i, (frame, fmt) in enumerate(zip(frames, resolve(frames, formats))):
+            out[i] = preprocess_image(to_bgr(frame, fmt.name), c)
         return out
 
     def close(self) -> None:

@@ -351,11 +351,13 @@ class InferenceWorker:
         try:
             pre = self._preprocessor_for(batch.task)
             if pre is not None:
-                batch.tensors = pre.run([f.image for f in frames])
+                # each frame in its source's own format: the CUDA kernel reads them all
+                batch.tensors = pre.run([f.image for f in frames],
+                                        [f.pixel_format for f in frames])  # fmt: skip
             else:
                 # stacked here, on the pre-processing thread, not by Task.infer on the
                 # inference thread; and one copy of the batch in memory, not two
-                batch.tensors = stack_batch([f.image for f in frames], batch.task.preprocess)
+                batch.tensors = stack_batch([f.bgr() for f in frames], batch.task.preprocess)
         except BaseException:
             self._release_task(batch.task)
             raise

@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import SourceError
 from ..redact import redact
 from .base import FrameSource
+from .gst_formats import CSI_CPU_CAPS, CSI_GPU_CAPS, checked_raw, pipeline_pixel_format
 from .spec import CSI, FILE, GSTREAMER, NETWORK, V4L2, SourceSpec
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class CapturePlan(NamedTuple):
     params: Tuple[Tuple[str, int], ...]  # passed at open
     set_after_open: Tuple[Tuple[str, float], ...]  # cap.set() after a successful open
     ffmpeg_options: Optional[str]  # OPENCV_FFMPEG_CAPTURE_OPTIONS during open, None: untouched
+    pixel_format: str = "bgr"  # of the frames read (edged/pixels.py); gst pipelines only
 
 
 def _parse_version(text: str) -> Tuple[int, int, int]:
@@ -141,22 +143,34 @@ def _import_cv2() -> Any:
     return cv2
 
 
-def csi_pipeline(sensor_id: int, width: int, height: int, fps: float, flip_method: int = 0) -> str:
-    """The ``nvarguscamerasrc`` pipeline for a Jetson CSI camera, ending in a BGR appsink.
+def csi_pipeline(
+    sensor_id: int,
+    width: int,
+    height: int,
+    fps: float,
+    flip_method: int = 0,
+    caps_format: str = CSI_CPU_CAPS,
+) -> str:
+    """The ``nvarguscamerasrc`` pipeline for a Jetson CSI camera, ending in ``caps_format``.
 
-    NV12 in NVMM memory from Argus, ``nvvidconv`` (VIC) to BGRx in system memory,
-    then a CPU ``videoconvert`` to the BGR that OpenCV's appsink needs
-    (jetson-utils ``cpp/camera/gstCamera.cpp``). Staying in NVMM end to end
-    needs a GPU pre-processing path instead of OpenCV.
+    NV12 in NVMM memory from Argus, then ``nvvidconv`` (VIC, not the CPU) into system
+    memory (the head of jetson-utils' ``cpp/camera/gstCamera.cpp`` pipeline). For the CPU
+    path (BGR) it writes BGRx and a CPU ``videoconvert`` drops the 4th byte, because OpenCV
+    before 4.11 refuses BGRx (edged/sources/gst_formats.py); that ``videoconvert`` costs a
+    large share of a Nano core at 1080p30, which jetson-utils avoids by converting on the GPU.
+    For the CUDA pre-processor nvvidconv writes the GPU's format itself (I420,
+    :data:`~edged.sources.gst_formats.CSI_GPU_CAPS`) and no CPU element is left.
     """
     rate = gst_fraction(fps)
-    return (
+    head = (
         f"nvarguscamerasrc sensor-id={sensor_id} ! "
         f"video/x-raw(memory:NVMM),width={width},height={height},"
         f"framerate={rate.numerator}/{rate.denominator},format=NV12 ! "
-        f"nvvidconv flip-method={flip_method} ! video/x-raw,format=BGRx ! "
-        f"videoconvert ! video/x-raw,format=BGR ! {APPSINK}"
+        f"nvvidconv flip-method={flip_method} ! "
     )
+    if caps_format == "BGR":
+        return head + f"video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! {APPSINK}"
+    return head + f"video/x-raw,format={caps_format} ! {APPSINK}"
 
 
 def gst_fraction(fps: float) -> Fraction:
@@ -242,16 +256,20 @@ def _gstreamer_plan(spec: SourceSpec, caps: OpenCvCapabilities) -> CapturePlan:
         )
     if spec.kind == CSI:
         assert spec.sensor_id is not None and spec.width and spec.height and spec.fps
-        pipeline = csi_pipeline(spec.sensor_id, spec.width, spec.height, spec.fps, spec.flip_method)
+        caps_format = CSI_GPU_CAPS if spec.gpu_frames else CSI_CPU_CAPS
+        pipeline = csi_pipeline(spec.sensor_id, spec.width, spec.height, spec.fps,
+                                spec.flip_method, caps_format)  # fmt: skip
     else:
         pipeline = spec.location
+    # a pipeline of one's own is taken as it is: its frames in whatever format it ends in
+    pixel_format = pipeline_pixel_format(pipeline, caps.version, caps.origin, spec.display)
     params = ()  # type: Tuple[Tuple[str, int], ...]
     if caps.gstreamer_timeouts:
         params = (
             ("CAP_PROP_OPEN_TIMEOUT_MSEC", int(spec.open_timeout_s * 1000)),
             ("CAP_PROP_READ_TIMEOUT_MSEC", int(spec.read_timeout_s * 1000)),
         )
-    return CapturePlan("CAP_GSTREAMER", pipeline, params, (), None)
+    return CapturePlan("CAP_GSTREAMER", pipeline, params, (), None, pixel_format)
 
 
 def as_bgr(image: np.ndarray, cv2: Any, display: str) -> np.ndarray:
@@ -265,6 +283,14 @@ def as_bgr(image: np.ndarray, cv2: Any, display: str) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 3:
         return image
     raise SourceError(f"source {display} delivered an image of shape {image.shape}; expected HxWx3")
+
+
+def as_declared(image: np.ndarray, pixel_format: str, cv2: Any, display: str) -> np.ndarray:
+    """``image`` as the plan's format: OpenCV's default (BGR) through :func:`as_bgr`,
+    a pipeline's own raw format checked and handed on unconverted."""
+    if pixel_format == "bgr":
+        return as_bgr(image, cv2, display)
+    return checked_raw(image, pixel_format, display)
 
 
 def _open_capture(cv2: Any, plan: CapturePlan) -> Any:
@@ -319,6 +345,10 @@ class OpenCvSource(FrameSource):
     @property
     def plan(self) -> CapturePlan:
         return self._plan
+
+    @property
+    def pixel_format(self) -> str:
+        return self._plan.pixel_format
 
     @property
     def ended(self) -> bool:
@@ -376,7 +406,7 @@ class OpenCvSource(FrameSource):
             raise SourceError(f"source {self.display} read before open")
         image = self._grab()
         if image is not None:
-            return as_bgr(image, self._cv2, self.display)
+            return as_declared(image, self._plan.pixel_format, self._cv2, self.display)
         if self.spec.kind != FILE:
             raise SourceError(
                 f"no frame from {self.display}: stream ended, device lost or read timed out"
@@ -388,7 +418,7 @@ class OpenCvSource(FrameSource):
         image = self._grab()
         if image is None:
             raise SourceError(f"file {self.display} yields no frames")
-        return as_bgr(image, self._cv2, self.display)
+        return as_declared(image, self._plan.pixel_format, self._cv2, self.display)
 
     def _grab(self) -> Optional[np.ndarray]:
         try:

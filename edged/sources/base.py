@@ -16,7 +16,8 @@ import numpy as np
 class FrameSource(abc.ABC):
     """open() -> read()* -> close(), repeatable.
 
-    ``read`` returns a BGR uint8 image, or None for "no frame this time" (the
+    ``read`` returns a uint8 image in :attr:`pixel_format` (BGR unless the source says
+    otherwise), or None for "no frame this time" (the
     supervisor's stall timer keeps running). A source that is definitely broken
     (device gone, stream closed, read timeout) raises
     :class:`~edged.errors.SourceError`; a finite source that has nothing more
@@ -42,6 +43,11 @@ class FrameSource(abc.ABC):
     def ended(self) -> bool:
         """True once a finite source has delivered its last frame."""
         return False
+
+    @property
+    def pixel_format(self) -> str:
+        """The layout of the images ``read`` returns (a name of ``edged/pixels.py``)."""
+        return "bgr"
 
     @property
     def pace_fps(self) -> Optional[float]:

@@ -18,6 +18,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from ..errors import ConfigError
 from ..redact import redact
+from .gst_formats import appsink_caps_format, lookup
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtp", "rtmp", "rtmps", "http", "https", "udp", "srt")
 GST_PREFIXES = ("gst:", "gstreamer:")
@@ -62,6 +63,11 @@ def recognise_gstreamer(source: str, key: str, base_dir: Optional[str]) -> Optio
             f"{key}: a GStreamer source must end in an appsink, e.g. '... ! videoconvert ! "
             "video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false'"
         )
+    # Any raw format edged reads is taken as it is (I420 and NV12 straight from nvvidconv or
+    # a decoder: no CPU videoconvert); one it does not read is refused now, not at open.
+    caps_format = appsink_caps_format(pipeline)
+    if caps_format is not None:
+        lookup(caps_format, key)
     return Target(pipeline)
 
 

@@ -34,6 +34,9 @@ class SourceSpec:
             ``read_timeout_s`` below the supervisor's ``stall_timeout_s``.
         fourcc: V4L2 pixel format to request, e.g. ``MJPG`` or ``YUYV``.
         sensor_id, flip_method: CSI ``nvarguscamerasrc sensor-id`` and ``nvvidconv flip-method``.
+        gpu_frames: not a config key: set by the daemon when the stream's model pre-processes
+            on CUDA, so a CSI camera hands over the format the GPU reads (I420) instead of
+            BGR made by a CPU ``videoconvert`` (edged/sources/gst_formats.py).
     """
 
     kind: str
@@ -50,6 +53,7 @@ class SourceSpec:
     fourcc: Optional[str] = None
     sensor_id: Optional[int] = None
     flip_method: int = 0
+    gpu_frames: bool = False
 
     @property
     def is_live(self) -> bool:

@@ -45,6 +45,7 @@ from typing import Callable, Deque, Dict, Optional, Tuple  # noqa: F401 - in typ
 import numpy as np
 
 from ..errors import SourceError
+from ..pixels import frame_size
 from ..redact import redact
 from .backoff import Backoff
 from .base import FrameSource
@@ -407,7 +408,8 @@ class SourceSupervisor:
         return STOPPED
 
     def _deliver(self, image: np.ndarray, now: float) -> None:
-        height, width = image.shape[:2]
+        pixel_format = self._source.pixel_format  # an I420 array is (H * 3/2) x W
+        width, height = frame_size(image, pixel_format)
         with self._lock:
             seq = self._frames
             self._frames += 1
@@ -416,7 +418,7 @@ class SourceSupervisor:
             self._recent.append(now)
             self._trim_recent(now)
         self.slot.put(Frame(self.stream_id, seq, now, self._wall_clock(), (width, height), image,
-                            self._reconnects))  # fmt: skip
+                            self._reconnects, pixel_format))  # fmt: skip
 
     def _close_source(self) -> None:
         try:
