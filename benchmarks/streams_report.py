@@ -10,8 +10,8 @@ GOAL_RSS_PER_ADDED_STREAM_MB = 15.0
 GROUP = "8 streams"
 #: Contenders in table order, with the label they get (``N``: the stream count).
 LABELS = (
-    ("runtime_b1", "runtime limit, batch 1"),
-    ("runtime_bN", "runtime limit, batch N"),
+    ("runtime_b1", "runtime limit, batch 1 (threads not spinning, as edged)"),
+    ("runtime_bN", "runtime limit, batch N (threads not spinning, as edged)"),
     ("edged_b1", "edged, max_batch 1"),
     ("edged_bN", "edged, max_batch N"),
     ("naive", "N naive processes"),
